@@ -1,0 +1,205 @@
+// Package accesstoken signs and verifies the ledger's JWT access tokens
+// (RFC 9068 profile: typ at+jwt, kid in the header) and publishes their keys as
+// a JWKS.
+package accesstoken
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// TokenType is the JWT typ header of access tokens (RFC 9068 §2.1).
+const TokenType = "at+jwt"
+
+// ReservedClaims may not be set by custom claims: the registered JWT claims
+// (RFC 7519 §4.1) and those the ledger sets itself.
+var ReservedClaims = []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", "client_id", "scope"}
+
+// ErrInvalid is returned for any access token that does not verify.
+var ErrInvalid = errors.New("access token is not valid")
+
+// Key is a signing key with its key id.
+type Key struct {
+	ID      string
+	private ed25519.PrivateKey
+	public  ed25519.PublicKey
+}
+
+// NewEd25519Key wraps priv; its id is the RFC 7638 JWK thumbprint of the
+// public key, so the same key always has the same id.
+func NewEd25519Key(priv ed25519.PrivateKey) *Key {
+	pub := priv.Public().(ed25519.PublicKey)
+	x := base64.RawURLEncoding.EncodeToString(pub)
+	sum := sha256.Sum256([]byte(`{"crv":"Ed25519","kty":"OKP","x":"` + x + `"}`))
+	return &Key{ID: base64.RawURLEncoding.EncodeToString(sum[:]), private: priv, public: pub}
+}
+
+// Claims are what the ledger puts in an access token.
+type Claims struct {
+	Subject   string
+	SessionID string
+	ID        string // jti
+	IssuedAt  time.Time
+	ExpiresAt time.Time
+	Custom    json.RawMessage // a JSON object whose members become top-level claims
+}
+
+// Verified are the claims of a verified access token.
+type Verified struct {
+	Subject   string
+	SessionID string
+	ID        string
+	IssuedAt  time.Time
+	ExpiresAt time.Time
+	Issuer    string
+	Audience  []string
+}
+
+// Signer signs access tokens with its active key and verifies tokens signed by
+// any key it publishes.
+type Signer struct {
+	issuer   string
+	audience string
+	active   *Key
+	keys     map[string]*Key
+	jwks     []byte
+}
+
+// NewSigner returns a signer for issuer and audience that signs with active and
+// also publishes (and accepts) others, for example a retired key whose tokens
+// have not all expired yet.
+func NewSigner(issuer, audience string, active *Key, others ...*Key) (*Signer, error) {
+	if issuer == "" || audience == "" || active == nil {
+		return nil, errors.New("accesstoken: issuer, audience and an active key are required")
+	}
+	s := &Signer{issuer: issuer, audience: audience, active: active, keys: map[string]*Key{active.ID: active}}
+	set := jwkSet{Keys: []jwk{active.jwk()}}
+	for _, k := range others {
+		if _, dup := s.keys[k.ID]; !dup {
+			s.keys[k.ID] = k
+			set.Keys = append(set.Keys, k.jwk())
+		}
+	}
+	var err error
+	if s.jwks, err = json.Marshal(set); err != nil {
+		return nil, fmt.Errorf("accesstoken: jwks: %w", err)
+	}
+	return s, nil
+}
+
+// Issuer returns the iss claim the signer sets.
+func (s *Signer) Issuer() string { return s.issuer }
+
+// JWKS returns the JSON Web Key Set of the published keys.
+func (s *Signer) JWKS() []byte { return s.jwks }
+
+type jwkSet struct {
+	Keys []jwk `json:"keys"`
+}
+
+type jwk struct {
+	Kty string `json:"kty"`
+	Crv string `json:"crv"`
+	X   string `json:"x"`
+	Kid string `json:"kid"`
+	Alg string `json:"alg"`
+	Use string `json:"use"`
+}
+
+func (k *Key) jwk() jwk {
+	return jwk{Kty: "OKP", Crv: "Ed25519", X: base64.RawURLEncoding.EncodeToString(k.public), Kid: k.ID, Alg: "EdDSA", Use: "sig"}
+}
+
+// tokenClaims is the JWT payload: the registered claims and sid, followed by
+// the custom claims as top-level members.
+type tokenClaims struct {
+	jwt.RegisteredClaims
+	SessionID string          `json:"sid"`
+	custom    json.RawMessage `json:"-"`
+}
+
+func (c tokenClaims) MarshalJSON() ([]byte, error) {
+	b, err := json.Marshal(struct {
+		jwt.RegisteredClaims
+		SessionID string `json:"sid"`
+	}{c.RegisteredClaims, c.SessionID})
+	if err != nil || len(c.custom) <= 2 {
+		return b, err
+	}
+	// b ends in '}', custom is a validated object starting with '{'.
+	out := make([]byte, 0, len(b)+len(c.custom))
+	out = append(out, b[:len(b)-1]...)
+	out = append(out, ',')
+	return append(out, bytes.TrimSpace(c.custom)[1:]...), nil
+}
+
+// Sign returns a signed access token for c.
+func (s *Signer) Sign(c Claims) (string, error) {
+	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, tokenClaims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer:    s.issuer,
+			Subject:   c.Subject,
+			Audience:  jwt.ClaimStrings{s.audience},
+			ExpiresAt: jwt.NewNumericDate(c.ExpiresAt),
+			IssuedAt:  jwt.NewNumericDate(c.IssuedAt),
+			ID:        c.ID,
+		},
+		SessionID: c.SessionID,
+		custom:    c.Custom,
+	})
+	t.Header["typ"] = TokenType
+	t.Header["kid"] = s.active.ID
+	signed, err := t.SignedString(s.active.private)
+	if err != nil {
+		return "", fmt.Errorf("accesstoken: sign: %w", err)
+	}
+	return signed, nil
+}
+
+// Verify checks the signature (EdDSA only, key by kid), typ, iss, aud, exp and
+// iat of token at now, with no leeway. Any failure is ErrInvalid; the reason
+// is wrapped for operators and never contains the token.
+func (s *Signer) Verify(token string, now time.Time) (Verified, error) {
+	var c struct {
+		jwt.RegisteredClaims
+		SessionID string `json:"sid"`
+	}
+	parser := jwt.NewParser(
+		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
+		jwt.WithIssuer(s.issuer),
+		jwt.WithAudience(s.audience),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithTimeFunc(func() time.Time { return now }),
+	)
+	_, err := parser.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
+		if typ, _ := t.Header["typ"].(string); typ != TokenType {
+			return nil, fmt.Errorf("typ %q is not %s", typ, TokenType)
+		}
+		kid, _ := t.Header["kid"].(string)
+		k, ok := s.keys[kid]
+		if !ok {
+			return nil, errors.New("unknown kid")
+		}
+		return k.public, nil
+	})
+	if err != nil {
+		return Verified{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if c.Subject == "" || c.SessionID == "" || c.ExpiresAt == nil || c.IssuedAt == nil {
+		return Verified{}, fmt.Errorf("%w: sub, sid, exp and iat are required", ErrInvalid)
+	}
+	return Verified{
+		Subject: c.Subject, SessionID: c.SessionID, ID: c.ID,
+		IssuedAt: c.IssuedAt.Time, ExpiresAt: c.ExpiresAt.Time,
+		Issuer: c.Issuer, Audience: c.Audience,
+	}, nil
+}

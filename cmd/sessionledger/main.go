@@ -1,0 +1,121 @@
+// Command sessionledger runs the session ledger.
+//
+//	sessionledger serve [flags]
+//
+// Every flag can also be set as SESSIONLEDGER_<NAME> in the environment
+// (for example --http-addr as SESSIONLEDGER_HTTP_ADDR); a flag wins.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "sessionledger:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+const usage = `usage: sessionledger <command> [flags]
+
+commands:
+  serve   run the ledger (HTTP API, projection, embedded NATS by default)
+
+Run "sessionledger <command> -h" for the command's flags.
+`
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no command given")
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], stderr)
+	case "-h", "--help", "help":
+		fmt.Fprint(stderr, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+func serve(ctx context.Context, args []string, stderr io.Writer) error {
+	cfg, err := parseServeFlags(args, os.LookupEnv, stderr)
+	if err != nil {
+		return err
+	}
+	m := NewMain(cfg, newLogger(stderr, cfg.LogLevel))
+	if err := m.Run(ctx); err != nil {
+		m.Close()
+		return err
+	}
+	<-ctx.Done()
+	m.Logger.Info("shutting down")
+	return m.Close()
+}
+
+func newLogger(w io.Writer, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// envName is the environment variable for a flag: http-addr → SESSIONLEDGER_HTTP_ADDR.
+func envName(flagName string) string {
+	return "SESSIONLEDGER_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// parseServeFlags reads the serve flags, taking defaults from the environment.
+func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (Config, error) {
+	cfg := DefaultConfig()
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "HTTP listen address")
+	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "data directory: embedded JetStream store, keys and admin token")
+	fs.StringVar(&cfg.NATSListen, "nats-listen", cfg.NATSListen, `client address of the embedded nats-server ("" for in-process only)`)
+	fs.StringVar(&cfg.NATSURL, "nats-url", cfg.NATSURL, "use the NATS servers at this URL instead of the embedded one")
+	fs.StringVar(&cfg.Issuer, "issuer", cfg.Issuer, "iss of access tokens and base of the metadata URLs (default http://localhost:<http port>)")
+	fs.StringVar(&cfg.Audience, "audience", cfg.Audience, "aud of access tokens (default: the issuer)")
+	fs.DurationVar(&cfg.ReuseGrace, "reuse-grace", cfg.ReuseGrace, "how long after a rotation the previous refresh token still yields the same successor (0 disables)")
+	fs.IntVar(&cfg.Replicas, "replicas", cfg.Replicas, "replicas of the stream when the ledger creates it")
+	fs.TextVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn, error")
+
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if v, ok := lookupEnv(envName(f.Name)); ok && envErr == nil {
+			if err := f.Value.Set(v); err != nil {
+				envErr = fmt.Errorf("%s: %w", envName(f.Name), err)
+			}
+		}
+	})
+	if envErr != nil {
+		return Config{}, envErr
+	}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("serve takes no arguments, got %q", fs.Args())
+	}
+	if v, ok := lookupEnv("SESSIONLEDGER_ADMIN_TOKEN"); ok {
+		cfg.AdminToken = v
+	}
+	return cfg, cfg.complete()
+}
+
+// shutdownTimeout bounds a graceful shutdown.
+const shutdownTimeout = 15 * time.Second

@@ -1,0 +1,271 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/sessionledger/sessionledger/accesstoken"
+	"github.com/sessionledger/sessionledger/domain"
+	"github.com/sessionledger/sessionledger/eventstore"
+	"github.com/sessionledger/sessionledger/ledger"
+	"github.com/sessionledger/sessionledger/projections"
+	"github.com/sessionledger/sessionledger/secrets"
+	"github.com/sessionledger/sessionledger/transport"
+)
+
+// Config is the configuration of sessionledger serve.
+type Config struct {
+	HTTPAddr   string
+	DataDir    string
+	NATSListen string
+	NATSURL    string
+	Issuer     string
+	Audience   string
+	AdminToken string
+	ReuseGrace time.Duration
+	Replicas   int
+	LogLevel   slog.Level
+}
+
+// DefaultConfig returns the defaults: everything local, embedded NATS.
+func DefaultConfig() Config {
+	return Config{
+		HTTPAddr:   ":8080",
+		DataDir:    "./data",
+		NATSListen: "127.0.0.1:4222",
+		ReuseGrace: ledger.DefaultReuseGrace,
+		Replicas:   1,
+		LogLevel:   slog.LevelInfo,
+	}
+}
+
+// complete fills the defaults that derive from other settings and checks the rest.
+func (c *Config) complete() error {
+	if c.Issuer == "" {
+		_, port, err := net.SplitHostPort(c.HTTPAddr)
+		if err != nil {
+			return fmt.Errorf("--http-addr %q: %w", c.HTTPAddr, err)
+		}
+		c.Issuer = "http://localhost:" + port
+	}
+	if c.Audience == "" {
+		c.Audience = c.Issuer
+	}
+	if c.ReuseGrace < 0 {
+		return errors.New("--reuse-grace must not be negative")
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		return errors.New("--replicas must be between 1 and 5")
+	}
+	if c.DataDir == "" {
+		return errors.New("--data-dir must not be empty")
+	}
+	return nil
+}
+
+// Main is a running ledger: embedded NATS (unless --nats-url), the stream,
+// the projection following it, and the HTTP API. Run starts it; Close stops it.
+type Main struct {
+	Config Config
+	Logger *slog.Logger
+
+	embedded *eventstore.Embedded
+	client   *eventstore.Client
+	proj     *projections.Sessions
+	ledger   *ledger.Ledger
+	http     *http.Server
+	ln       net.Listener
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	readyMu   sync.Mutex
+	replayTo  uint64 // stream sequence the projection must reach to be ready
+	caughtUp  bool
+	closeOnce sync.Once
+}
+
+// NewMain returns a Main for cfg.
+func NewMain(cfg Config, log *slog.Logger) *Main {
+	return &Main{Config: cfg, Logger: log}
+}
+
+// HTTPURL is the base URL the API listens on.
+func (m *Main) HTTPURL() string { return "http://" + m.ln.Addr().String() }
+
+// NATSURL is the URL other processes use to reach the ledger's NATS.
+func (m *Main) NATSURL() string {
+	if m.embedded != nil {
+		return m.embedded.ClientURL()
+	}
+	return m.Config.NATSURL
+}
+
+// Run starts the ledger and returns once it listens. It keeps running until
+// Close.
+func (m *Main) Run(ctx context.Context) error {
+	cfg := m.Config
+	log := m.Logger
+	keys, err := secrets.LoadOrCreate(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	adminToken := cfg.AdminToken
+	if adminToken == "" {
+		var path string
+		if adminToken, path, err = secrets.AdminToken(cfg.DataDir); err != nil {
+			return err
+		}
+		log.Info("admin token (SESSIONLEDGER_ADMIN_TOKEN not set) is in a file", "path", path)
+	}
+
+	if cfg.NATSURL == "" {
+		m.embedded, err = eventstore.StartEmbedded(eventstore.EmbeddedConfig{
+			StoreDir: filepath.Join(cfg.DataDir, "jetstream"),
+			Listen:   cfg.NATSListen,
+			Logger:   log,
+		})
+		if err != nil {
+			return err
+		}
+		m.client, err = m.embedded.Client(ctx, eventstore.Config{Replicas: cfg.Replicas})
+		if url := m.embedded.ClientURL(); url != "" && err == nil {
+			log.Info("embedded NATS listening", "url", url)
+		}
+	} else {
+		m.client, err = eventstore.Dial(ctx, cfg.NATSURL, eventstore.Config{Replicas: cfg.Replicas})
+	}
+	if err != nil {
+		return err
+	}
+
+	if m.replayTo, err = m.client.LastSeq(ctx); err != nil {
+		return err
+	}
+	m.proj = projections.NewSessions(log)
+	runCtx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	m.wg.Add(1)
+	go m.follow(runCtx)
+
+	signer, err := accesstoken.NewSigner(cfg.Issuer, cfg.Audience, accesstoken.NewEd25519Key(keys.SigningKey))
+	if err != nil {
+		return err
+	}
+	m.ledger = ledger.New(m.client, m.proj, signer, ledger.Keys{
+		Token:      domain.TokenKeys{DigestKeyID: keys.DigestKeyID, DigestKey: keys.DigestKey, SuccessorKey: keys.SuccessorKey},
+		SubjectKey: keys.SubjectKey,
+	}, ledger.Config{ReuseGrace: graceSetting(cfg.ReuseGrace), Logger: log})
+
+	api, err := transport.New(m.ledger, signer, transport.Config{
+		AdminToken: adminToken, Issuer: cfg.Issuer, Logger: log, Ready: m.ready,
+	})
+	if err != nil {
+		return err
+	}
+	if m.ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.HTTPAddr, err)
+	}
+	m.http = &http.Server{
+		Handler:           api.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		if err := m.http.Serve(m.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server stopped", "err", err)
+		}
+	}()
+	log.Info("sessionledger listening", "addr", m.ln.Addr().String(), "issuer", cfg.Issuer, "replay_to_seq", m.replayTo)
+	return nil
+}
+
+// graceSetting turns the flag's "0 disables" into the ledger's "negative disables".
+func graceSetting(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
+// follow applies the stream to the projection until the context ends. Once
+// caught up it records the revocations a crash may have left unannounced.
+func (m *Main) follow(ctx context.Context) {
+	defer m.wg.Done()
+	apply := func(e domain.Event) error {
+		if err := m.proj.Apply(e); err != nil {
+			return err
+		}
+		if e.Seq == m.replayTo {
+			m.markCaughtUp(ctx)
+		}
+		return nil
+	}
+	if m.replayTo == 0 {
+		m.markCaughtUp(ctx)
+	}
+	err := m.client.Follow(ctx, 0, apply)
+	if err != nil && ctx.Err() == nil {
+		m.Logger.Error("projection stopped: the ledger cannot answer until restarted", "err", err)
+		m.proj.Fail(err)
+	}
+}
+
+func (m *Main) markCaughtUp(ctx context.Context) {
+	m.readyMu.Lock()
+	m.caughtUp = true
+	m.readyMu.Unlock()
+	m.Logger.Info("projection caught up", "seq", m.proj.Applied(), "live_sessions", m.proj.LiveSessions())
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.ledger.CompletePendingRevocations(ctx)
+	}()
+}
+
+// ready is nil once the projection has applied every event that was in the
+// stream at start.
+func (m *Main) ready() error {
+	if err := m.proj.Err(); err != nil {
+		return errors.New("projection stopped")
+	}
+	m.readyMu.Lock()
+	defer m.readyMu.Unlock()
+	if !m.caughtUp {
+		return fmt.Errorf("replaying: applied %d of %d events", m.proj.Applied(), m.replayTo)
+	}
+	return nil
+}
+
+// Close shuts down gracefully: HTTP first, then the projection, then NATS.
+func (m *Main) Close() error {
+	m.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		if m.http != nil {
+			_ = m.http.Shutdown(ctx)
+		}
+		if m.cancel != nil {
+			m.cancel()
+		}
+		m.wg.Wait()
+		if m.client != nil {
+			m.client.Close(ctx)
+		}
+		if m.embedded != nil {
+			m.embedded.Shutdown()
+		}
+	})
+	return nil
+}

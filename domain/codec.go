@@ -1,0 +1,121 @@
+package domain
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// CloudEvents envelope constants.
+const (
+	SpecVersion   = "1.0"
+	EventSource   = "urn:sessionledger"
+	SchemaVersion = 1
+	contentType   = "application/json"
+)
+
+// ErrUnknownEventType is returned by DecodeEvent for a type it does not know.
+var ErrUnknownEventType = errors.New("unknown event type")
+
+// envelope is the CloudEvents 1.0 JSON form of an event. schemaversion and
+// userkey are CloudEvents extension attributes.
+type envelope struct {
+	SpecVersion     string          `json:"specversion"`
+	ID              string          `json:"id"`
+	Type            EventType       `json:"type"`
+	Source          string          `json:"source"`
+	Subject         string          `json:"subject"`
+	Time            time.Time       `json:"time"`
+	DataContentType string          `json:"datacontenttype"`
+	SchemaVersion   int             `json:"schemaversion"`
+	UserKey         string          `json:"userkey"`
+	Data            json.RawMessage `json:"data"`
+}
+
+// CloudEventSubject is the CloudEvents subject of e: the session id for session
+// events, the user key for user events.
+func (e Event) CloudEventSubject() string {
+	if e.SessionID != "" {
+		return e.SessionID
+	}
+	return e.UserKey
+}
+
+// EncodeEvent returns the CloudEvents JSON form of e.
+func EncodeEvent(e Event) ([]byte, error) {
+	if e.Data == nil {
+		return nil, errors.New("encode event: no data")
+	}
+	data, err := json.Marshal(e.Data)
+	if err != nil {
+		return nil, fmt.Errorf("encode event %s: %w", e.Type(), err)
+	}
+	return json.Marshal(envelope{
+		SpecVersion:     SpecVersion,
+		ID:              e.ID,
+		Type:            e.Type(),
+		Source:          EventSource,
+		Subject:         e.CloudEventSubject(),
+		Time:            e.Time.UTC(),
+		DataContentType: contentType,
+		SchemaVersion:   SchemaVersion,
+		UserKey:         e.UserKey,
+		Data:            data,
+	})
+}
+
+// DecodeEvent parses the CloudEvents JSON form of an event. Unknown types and
+// schema versions are errors, never skipped.
+func DecodeEvent(b []byte) (Event, error) {
+	var env envelope
+	if err := json.Unmarshal(b, &env); err != nil {
+		return Event{}, fmt.Errorf("decode event: %w", err)
+	}
+	if env.SpecVersion != SpecVersion {
+		return Event{}, fmt.Errorf("decode event %s: specversion %q not supported", env.ID, env.SpecVersion)
+	}
+	if env.SchemaVersion != SchemaVersion {
+		return Event{}, fmt.Errorf("decode event %s: schema version %d not supported", env.ID, env.SchemaVersion)
+	}
+	if env.ID == "" || env.UserKey == "" || env.Time.IsZero() {
+		return Event{}, fmt.Errorf("decode event %q: id, userkey and time are required", env.ID)
+	}
+	decode, ok := decoders[env.Type]
+	if !ok {
+		return Event{}, fmt.Errorf("decode event %s: %w %q", env.ID, ErrUnknownEventType, env.Type)
+	}
+	if len(env.Data) == 0 {
+		return Event{}, fmt.Errorf("decode event %s: no data", env.ID)
+	}
+	p, err := decode(env.Data)
+	if err != nil {
+		return Event{}, fmt.Errorf("decode event %s %s: %w", env.ID, env.Type, err)
+	}
+	e := Event{ID: env.ID, Time: env.Time, UserKey: env.UserKey, Data: p}
+	if !env.Type.IsUserEvent() {
+		if env.Subject == "" {
+			return Event{}, fmt.Errorf("decode event %s: session event without subject", env.ID)
+		}
+		e.SessionID = env.Subject
+	}
+	return e, nil
+}
+
+// decoders is the table of known event types; a type missing here is an error.
+var decoders = map[EventType]func([]byte) (Payload, error){
+	TypeSessionIssued:       decodeAs[SessionIssued],
+	TypeSessionRotated:      decodeAs[SessionRotated],
+	TypeSessionReused:       decodeAs[SessionReused],
+	TypeSessionRevoked:      decodeAs[SessionRevoked],
+	TypeSessionExpired:      decodeAs[SessionExpired],
+	TypeUserSessionsRevoked: decodeAs[UserSessionsRevoked],
+	TypeUserDeactivated:     decodeAs[UserDeactivated],
+	TypeUserReactivated:     decodeAs[UserReactivated],
+}
+
+func decodeAs[T Payload](b []byte) (Payload, error) {
+	var v T
+	err := json.Unmarshal(b, &v)
+	return v, err
+}

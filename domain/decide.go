@@ -1,0 +1,117 @@
+package domain
+
+import "time"
+
+// MaxGenerationsBehind bounds the chain walk that tells a genuine rotated-out
+// token from a forged one, so a forged token with generation 0 costs at most
+// this many HMACs.
+const MaxGenerationsBehind = 10_000
+
+// RefreshOutcome names what a refresh did, for callers and metrics.
+type RefreshOutcome string
+
+// Refresh outcomes.
+const (
+	OutcomeRotated   RefreshOutcome = "rotated"
+	OutcomeTolerated RefreshOutcome = "tolerated"
+	OutcomeReused    RefreshOutcome = "reused"
+	OutcomeExpired   RefreshOutcome = "expired"
+	OutcomeInvalid   RefreshOutcome = "invalid"
+)
+
+// RefreshDecision is what a refresh should record and answer. Event is nil when
+// nothing is recorded; Err is the caller's answer once Event is stored; Token
+// is the refresh token to hand out when Err is nil.
+type RefreshDecision struct {
+	Event   Payload
+	Err     error
+	Outcome RefreshOutcome
+	Token   RefreshToken
+}
+
+// GenerationsBehind reports whether t is a genuine refresh token of s, and how
+// many rotations ago it was current (0: it is the current token). A forged
+// token, or one of another session, is not genuine. Comparison is in constant
+// time.
+func (k TokenKeys) GenerationsBehind(s *Session, t RefreshToken) (behind uint32, genuine bool) {
+	if t.SessionID != s.ID || t.Generation > s.Generation {
+		return 0, false
+	}
+	behind = s.Generation - t.Generation
+	if behind > MaxGenerationsBehind {
+		return 0, false
+	}
+	for i := uint32(0); i < behind; i++ {
+		t = k.Successor(t)
+	}
+	return behind, k.Matches(t, s.Token)
+}
+
+// DecideRefresh decides a refresh of session s with token t at now. Tokens
+// rotated out exactly one rotation ago are tolerated for grace after that
+// rotation (0 disables); any other rotated-out genuine token revokes the
+// session. A forged token records nothing.
+func DecideRefresh(s *Session, t RefreshToken, keys TokenKeys, now time.Time, grace time.Duration) RefreshDecision {
+	if s == nil {
+		return RefreshDecision{Err: ErrTokenUnknown, Outcome: OutcomeInvalid}
+	}
+	behind, genuine := keys.GenerationsBehind(s, t)
+	switch {
+	case !genuine:
+		return RefreshDecision{Err: ErrTokenUnknown, Outcome: OutcomeInvalid}
+	case s.RevocationPending:
+		return RefreshDecision{Err: ErrTokenReused, Outcome: OutcomeReused}
+	case !s.Live():
+		return RefreshDecision{Err: ErrSessionEnded, Outcome: OutcomeInvalid}
+	}
+	if reason, expired := s.ExpiredAt(now); expired {
+		return RefreshDecision{Event: SessionExpired{Reason: reason}, Err: ErrSessionExpired, Outcome: OutcomeExpired}
+	}
+	switch {
+	case behind == 0:
+		next := keys.Successor(t)
+		return RefreshDecision{
+			Event:   SessionRotated{Generation: next.Generation, RefreshToken: keys.Digest(next)},
+			Outcome: OutcomeRotated,
+			Token:   next,
+		}
+	case behind == 1 && grace > 0 && now.Before(s.RotatedAt.Add(grace)):
+		return RefreshDecision{
+			Event:   SessionReused{PresentedGeneration: t.Generation, CurrentGeneration: s.Generation, Outcome: ReuseTolerated},
+			Outcome: OutcomeTolerated,
+			Token:   keys.Successor(t), // the current token: the same successor as before
+		}
+	default:
+		return RefreshDecision{
+			Event:   SessionReused{PresentedGeneration: t.Generation, CurrentGeneration: s.Generation, Outcome: ReuseFamilyRevoked},
+			Err:     ErrTokenReused,
+			Outcome: OutcomeReused,
+		}
+	}
+}
+
+// DecideIssue decides whether a session may be issued to user u (nil when the
+// ledger holds no state for the user).
+func DecideIssue(u *User) error {
+	if u != nil && u.Deactivated {
+		return ErrUserDeactivated
+	}
+	return nil
+}
+
+// DecideRevoke decides a sign-out or admin revoke of s.
+func DecideRevoke(s *Session, reason, actor string) (Payload, error) {
+	if s == nil || !s.Live() {
+		return nil, ErrSessionNotFound
+	}
+	return SessionRevoked{Reason: reason, Actor: actor}, nil
+}
+
+// DecideCompleteRevocation returns the session.revoked event that follows a
+// reuse which revoked the family, or nil when none is owed.
+func DecideCompleteRevocation(s *Session) Payload {
+	if s == nil || !s.RevocationPending {
+		return nil
+	}
+	return SessionRevoked{Reason: ReasonReuseDetected, Actor: ActorLedger}
+}

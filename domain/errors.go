@@ -1,0 +1,36 @@
+package domain
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Callers match them with errors.Is; transport maps them to
+// HTTP statuses and OAuth error codes in one table.
+var (
+	ErrTokenMalformed   = errors.New("refresh token is malformed")
+	ErrTokenUnknown     = errors.New("refresh token is not valid for any live session")
+	ErrTokenReused      = errors.New("refresh token was already used; the session is revoked")
+	ErrSessionNotFound  = errors.New("no live session with that id")
+	ErrSessionEnded     = errors.New("session has ended")
+	ErrSessionExpired   = errors.New("session has expired")
+	ErrUserDeactivated  = errors.New("user is deactivated")
+	ErrInvalidInput     = errors.New("invalid input")
+	ErrConflict         = errors.New("concurrent write to the same user's events")
+	ErrUnavailable      = errors.New("ledger is unavailable")
+	ErrProjectionFailed = errors.New("projection stopped")
+)
+
+// ValidationError says which input field is wrong and why. It matches
+// ErrInvalidInput.
+type ValidationError struct {
+	Field  string
+	Reason string
+}
+
+func (e *ValidationError) Error() string {
+	return fmt.Sprintf("invalid %s: %s", e.Field, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrInvalidInput) true.
+func (e *ValidationError) Is(target error) bool { return target == ErrInvalidInput }

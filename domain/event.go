@@ -1,0 +1,154 @@
+// Package domain holds sessionledger's events, the session aggregate (decide and
+// apply), policies, refresh-token format, sentinel errors and the ports the core
+// needs. It imports only the standard library.
+package domain
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// EventType is the stable, dotted name of an event. It never derives from a Go
+// type name.
+type EventType string
+
+// Event types. Past tense; changes are additive.
+const (
+	TypeSessionIssued       EventType = "session.issued"
+	TypeSessionRotated      EventType = "session.rotated"
+	TypeSessionReused       EventType = "session.reused"
+	TypeSessionRevoked      EventType = "session.revoked"
+	TypeSessionExpired      EventType = "session.expired"
+	TypeUserSessionsRevoked EventType = "user.sessions_revoked"
+	TypeUserDeactivated     EventType = "user.deactivated"
+	TypeUserReactivated     EventType = "user.reactivated"
+)
+
+// IsUserEvent reports whether events of type t concern a user rather than one session.
+func (t EventType) IsUserEvent() bool {
+	switch t {
+	case TypeUserSessionsRevoked, TypeUserDeactivated, TypeUserReactivated:
+		return true
+	}
+	return false
+}
+
+// Event is one fact in the ledger. Data is one of the payload types below.
+type Event struct {
+	ID        string    // ULID, unique per append attempt
+	Time      time.Time // when the ledger decided it
+	SessionID string    // empty for user events
+	UserKey   string    // subject-safe keyed digest of the user id
+	Seq       uint64    // stream sequence; 0 until stored
+	Data      Payload
+}
+
+// Type returns the event's type, taken from its payload.
+func (e Event) Type() EventType { return e.Data.EventType() }
+
+// Payload is the data of an event.
+type Payload interface {
+	EventType() EventType
+}
+
+// Digest is a keyed digest (HMAC-SHA256) of a refresh token. KeyID names the key
+// so that keys can rotate.
+type Digest struct {
+	KeyID string `json:"kid"`
+	Value []byte `json:"value"`
+}
+
+// Device describes where a session was opened.
+type Device struct {
+	IP        string `json:"ip,omitempty"`
+	UserAgent string `json:"user_agent,omitempty"`
+	Name      string `json:"name,omitempty"`
+}
+
+// SessionIssued: a backend opened a session. Token generation 0 starts here.
+type SessionIssued struct {
+	UserID       string          `json:"user_id"`
+	Policy       Policy          `json:"policy"`
+	Device       Device          `json:"device"`
+	Claims       json.RawMessage `json:"claims,omitempty"` // a JSON object of custom access-token claims
+	RefreshToken Digest          `json:"refresh_token_digest"`
+}
+
+// SessionRotated: a refresh token was exchanged for a new pair.
+type SessionRotated struct {
+	Generation   uint32 `json:"generation"`
+	RefreshToken Digest `json:"refresh_token_digest"`
+}
+
+// ReuseOutcome says what the ledger did about a reused refresh token.
+type ReuseOutcome string
+
+// Reuse outcomes.
+const (
+	ReuseTolerated     ReuseOutcome = "tolerated"      // within the grace window: same successor handed out again
+	ReuseFamilyRevoked ReuseOutcome = "family_revoked" // the whole session is revoked
+)
+
+// SessionReused: a refresh token that had already been rotated came back.
+type SessionReused struct {
+	PresentedGeneration uint32       `json:"presented_generation"`
+	CurrentGeneration   uint32       `json:"current_generation"`
+	Outcome             ReuseOutcome `json:"outcome"`
+}
+
+// Revocation reasons and actors.
+const (
+	ReasonSignedOut     = "signed_out"
+	ReasonAdminRevoked  = "admin_revoked"
+	ReasonReuseDetected = "reuse_detected"
+
+	ActorClient = "client"
+	ActorAdmin  = "admin"
+	ActorLedger = "ledger"
+)
+
+// SessionRevoked: the session ended by sign-out, admin revoke or reuse detection.
+type SessionRevoked struct {
+	Reason string `json:"reason"`
+	Actor  string `json:"actor"`
+}
+
+// Expiry reasons.
+const (
+	ExpiredAbsolute   = "absolute"
+	ExpiredInactivity = "inactivity"
+)
+
+// SessionExpired: the absolute lifetime or the inactivity timeout passed.
+type SessionExpired struct {
+	Reason string `json:"reason"`
+}
+
+// UserSessionsRevoked: every session of the user issued before this event
+// (by stream sequence) is revoked. One atomic cut-off.
+type UserSessionsRevoked struct {
+	UserID string `json:"user_id"`
+	Actor  string `json:"actor"`
+}
+
+// UserDeactivated: the user's sessions are revoked and no new session is issued
+// until the user is reactivated.
+type UserDeactivated struct {
+	UserID string `json:"user_id"`
+	Actor  string `json:"actor"`
+}
+
+// UserReactivated: sessions may be issued to the user again.
+type UserReactivated struct {
+	UserID string `json:"user_id"`
+	Actor  string `json:"actor"`
+}
+
+func (SessionIssued) EventType() EventType       { return TypeSessionIssued }
+func (SessionRotated) EventType() EventType      { return TypeSessionRotated }
+func (SessionReused) EventType() EventType       { return TypeSessionReused }
+func (SessionRevoked) EventType() EventType      { return TypeSessionRevoked }
+func (SessionExpired) EventType() EventType      { return TypeSessionExpired }
+func (UserSessionsRevoked) EventType() EventType { return TypeUserSessionsRevoked }
+func (UserDeactivated) EventType() EventType     { return TypeUserDeactivated }
+func (UserReactivated) EventType() EventType     { return TypeUserReactivated }

@@ -1,0 +1,64 @@
+package domain
+
+import (
+	"fmt"
+	"time"
+)
+
+// Seconds is a whole number of seconds, the unit policies use in JSON.
+type Seconds int64
+
+// Duration converts s to a time.Duration.
+func (s Seconds) Duration() time.Duration { return time.Duration(s) * time.Second }
+
+// Policy fixes a session's lifetimes. It is recorded in session.issued, so a
+// replay never depends on today's configuration.
+type Policy struct {
+	Name              string  `json:"name"`               // preset name, or "custom"
+	AccessTokenTTL    Seconds `json:"access_token_ttl"`   // lifetime of each access token
+	AbsoluteLifetime  Seconds `json:"absolute_lifetime"`  // counted from issue
+	InactivityTimeout Seconds `json:"inactivity_timeout"` // counted from the last refresh; 0 = none
+}
+
+// Preset names.
+const (
+	PolicyConsumer     = "consumer"
+	PolicyHighSecurity = "high_security"
+	PolicyMobile       = "mobile"
+	PolicyCustom       = "custom"
+)
+
+const day = 24 * 60 * 60
+
+var presets = map[string]Policy{
+	PolicyConsumer:     {Name: PolicyConsumer, AccessTokenTTL: 3600, AbsoluteLifetime: 30 * day, InactivityTimeout: 5 * day},
+	PolicyHighSecurity: {Name: PolicyHighSecurity, AccessTokenTTL: 5 * 60, AbsoluteLifetime: day, InactivityTimeout: 30 * 60},
+	PolicyMobile:       {Name: PolicyMobile, AccessTokenTTL: 3600, AbsoluteLifetime: 180 * day, InactivityTimeout: 0},
+}
+
+// PresetNames lists the preset policy names.
+func PresetNames() []string { return []string{PolicyConsumer, PolicyHighSecurity, PolicyMobile} }
+
+// Preset returns the named preset policy.
+func Preset(name string) (Policy, error) {
+	p, ok := presets[name]
+	if !ok {
+		return Policy{}, &ValidationError{Field: "policy", Reason: fmt.Sprintf("unknown policy %q (presets: consumer, high_security, mobile)", name)}
+	}
+	return p, nil
+}
+
+// Validate checks a policy's values.
+func (p Policy) Validate() error {
+	switch {
+	case p.AccessTokenTTL < 1:
+		return &ValidationError{Field: "policy.access_token_ttl", Reason: "must be at least 1 second"}
+	case p.AbsoluteLifetime < 1:
+		return &ValidationError{Field: "policy.absolute_lifetime", Reason: "must be at least 1 second"}
+	case p.AbsoluteLifetime < p.AccessTokenTTL:
+		return &ValidationError{Field: "policy.absolute_lifetime", Reason: "must not be shorter than access_token_ttl"}
+	case p.InactivityTimeout < 0:
+		return &ValidationError{Field: "policy.inactivity_timeout", Reason: "must be 0 (none) or at least 1 second"}
+	}
+	return nil
+}

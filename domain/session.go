@@ -1,0 +1,140 @@
+package domain
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Status of a session.
+type Status uint8
+
+// Session statuses.
+const (
+	StatusActive Status = iota + 1
+	StatusRevoked
+	StatusExpired
+)
+
+// Reasons recorded when a user event ends a session.
+const (
+	ReasonUserSessionsRevoked = "user_sessions_revoked"
+	ReasonUserDeactivated     = "user_deactivated"
+)
+
+// Session is the state of one session, folded from its events. Apply is the
+// only place it changes.
+type Session struct {
+	ID        string
+	UserID    string
+	UserKey   string
+	Policy    Policy
+	Device    Device
+	Claims    json.RawMessage
+	IssuedAt  time.Time
+	IssuedSeq uint64
+	// LastActive is the time of issue or of the last rotation; inactivity counts from it.
+	LastActive time.Time
+	RotatedAt  time.Time // time of the last rotation; zero before the first
+	LastSeq    uint64    // stream sequence of the session's last event
+	Generation uint32    // generation of the current refresh token
+	Token      Digest    // digest of the current refresh token
+	Status     Status
+	EndReason  string
+	// RevocationPending is set when reuse revoked the family and the
+	// session.revoked event that tells subscribers has not been recorded yet.
+	RevocationPending bool
+}
+
+// Live reports whether the session can still be refreshed.
+func (s *Session) Live() bool { return s.Status == StatusActive }
+
+// AbsoluteDeadline is when the session ends whatever happens.
+func (s *Session) AbsoluteDeadline() time.Time {
+	return s.IssuedAt.Add(s.Policy.AbsoluteLifetime.Duration())
+}
+
+// InactivityDeadline is when the session ends unless refreshed before; ok is
+// false when the policy has no inactivity timeout.
+func (s *Session) InactivityDeadline() (deadline time.Time, ok bool) {
+	if s.Policy.InactivityTimeout == 0 {
+		return time.Time{}, false
+	}
+	return s.LastActive.Add(s.Policy.InactivityTimeout.Duration()), true
+}
+
+// RefreshExpiresAt is the earlier of the two deadlines: the last moment the
+// current refresh token can be used.
+func (s *Session) RefreshExpiresAt() time.Time {
+	abs := s.AbsoluteDeadline()
+	if in, ok := s.InactivityDeadline(); ok && in.Before(abs) {
+		return in
+	}
+	return abs
+}
+
+// ExpiredAt reports whether the session is past a deadline at now, and which.
+// A session is expired at its deadline exactly.
+func (s *Session) ExpiredAt(now time.Time) (reason string, expired bool) {
+	if !now.Before(s.AbsoluteDeadline()) {
+		return ExpiredAbsolute, true
+	}
+	if in, ok := s.InactivityDeadline(); ok && !now.Before(in) {
+		return ExpiredInactivity, true
+	}
+	return "", false
+}
+
+// Apply folds one of the session's own events into s.
+func (s *Session) Apply(e Event) error {
+	switch d := e.Data.(type) {
+	case SessionIssued:
+		*s = Session{
+			ID: e.SessionID, UserID: d.UserID, UserKey: e.UserKey,
+			Policy: d.Policy, Device: d.Device, Claims: d.Claims,
+			IssuedAt: e.Time, IssuedSeq: e.Seq, LastActive: e.Time,
+			Token: d.RefreshToken, Status: StatusActive,
+		}
+	case SessionRotated:
+		if !s.Live() || d.Generation != s.Generation+1 {
+			return fmt.Errorf("session %s: rotation to generation %d does not follow generation %d (status %d)", s.ID, d.Generation, s.Generation, s.Status)
+		}
+		s.Generation, s.Token = d.Generation, d.RefreshToken
+		s.RotatedAt, s.LastActive = e.Time, e.Time
+	case SessionReused:
+		if d.Outcome == ReuseFamilyRevoked && s.Live() {
+			s.Status, s.EndReason, s.RevocationPending = StatusRevoked, ReasonReuseDetected, true
+		}
+	case SessionRevoked:
+		if s.Live() || s.RevocationPending {
+			s.Status, s.EndReason, s.RevocationPending = StatusRevoked, d.Reason, false
+		}
+	case SessionExpired:
+		if s.Live() {
+			s.Status, s.EndReason = StatusExpired, d.Reason
+		}
+	default:
+		return fmt.Errorf("session %s: %s is not a session event", s.ID, e.Type())
+	}
+	s.LastSeq = e.Seq
+	return nil
+}
+
+// EndByUser applies a user-wide cut-off at stream sequence cutoff: a live
+// session issued before it is revoked. It reports whether s ended.
+func (s *Session) EndByUser(cutoff uint64, reason string) bool {
+	if !s.Live() || s.IssuedSeq >= cutoff {
+		return false
+	}
+	s.Status, s.EndReason = StatusRevoked, reason
+	return true
+}
+
+// User is the state of a user as far as sessions are concerned.
+type User struct {
+	Key         string
+	ID          string
+	Deactivated bool
+	CutoffSeq   uint64 // sessions issued before this sequence are revoked
+	LastSeq     uint64 // sequence of the user's last event of any kind (session or user)
+}

@@ -1,0 +1,85 @@
+package eventstore
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// EmbeddedConfig configures the in-process nats-server the ledger runs by default.
+type EmbeddedConfig struct {
+	StoreDir string // JetStream storage directory
+	// Listen is the client address (host:port; port -1 picks a free one).
+	// Empty: no listener, in-process connections only.
+	Listen string
+	Logger *slog.Logger
+}
+
+// Embedded is a running in-process nats-server with JetStream.
+type Embedded struct {
+	Server *server.Server
+}
+
+// StartEmbedded starts a nats-server with JetStream on cfg.StoreDir.
+func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
+	opts := &server.Options{
+		ServerName: "sessionledger",
+		JetStream:  true,
+		StoreDir:   cfg.StoreDir,
+		NoSigs:     true,
+	}
+	if cfg.Listen == "" {
+		opts.DontListen = true
+	} else {
+		host, port, err := net.SplitHostPort(cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("eventstore: nats listen address %q: %w", cfg.Listen, err)
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil || p < -1 || p > 65535 {
+			return nil, fmt.Errorf("eventstore: nats listen port %q is not a port", port)
+		}
+		opts.Host, opts.Port = host, p
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("eventstore: embedded nats-server: %w", err)
+	}
+	if cfg.Logger != nil {
+		ns.SetLoggerV2(&natsLogger{cfg.Logger.With("component", "nats-server")}, false, false, false)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("eventstore: embedded nats-server did not start (is %s in use?)", cfg.Listen)
+	}
+	return &Embedded{Server: ns}, nil
+}
+
+// ClientURL is the address other processes connect to ("" without a listener).
+func (e *Embedded) ClientURL() string {
+	if e.Server.Addr() == nil {
+		return ""
+	}
+	return e.Server.ClientURL()
+}
+
+// Shutdown stops the server and waits until it is down.
+func (e *Embedded) Shutdown() {
+	e.Server.Shutdown()
+	e.Server.WaitForShutdown()
+}
+
+// natsLogger sends nats-server's log to slog.
+type natsLogger struct{ l *slog.Logger }
+
+func (n *natsLogger) Noticef(format string, v ...any) { n.l.Info(fmt.Sprintf(format, v...)) }
+func (n *natsLogger) Warnf(format string, v ...any)   { n.l.Warn(fmt.Sprintf(format, v...)) }
+func (n *natsLogger) Fatalf(format string, v ...any)  { n.l.Error(fmt.Sprintf(format, v...)) }
+func (n *natsLogger) Errorf(format string, v ...any)  { n.l.Error(fmt.Sprintf(format, v...)) }
+func (n *natsLogger) Debugf(format string, v ...any)  { n.l.Debug(fmt.Sprintf(format, v...)) }
+func (n *natsLogger) Tracef(format string, v ...any)  { n.l.Debug(fmt.Sprintf(format, v...)) }

@@ -1,0 +1,369 @@
+// Package eventstore keeps the ledger's events in a NATS JetStream stream. It is
+// the only package that imports nats.
+package eventstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sessionledger/sessionledger/domain"
+)
+
+// Stream layout.
+const (
+	StreamName    = "LEDGER"
+	SubjectPrefix = "ledger"
+	// DuplicateWindow is how long JetStream remembers a Nats-Msg-Id, which
+	// bounds how long a publish whose ack was lost can be retried safely.
+	DuplicateWindow = 2 * time.Minute
+)
+
+// JetStream API error codes the store handles.
+const (
+	errWrongLastSequence         = 10071 // expected last sequence did not match (R1, and R3 at times)
+	errDuplicateInProcess        = 10158 // the same Nats-Msg-Id is being stored: retry
+	errExpectedLastSeqNotReady   = 10163 // per-subject check temporarily unavailable: retry
+	errWrongLastSequenceConstant = 10164 // expected last sequence did not match (replicated)
+)
+
+// SessionSubject is the subject of a session event:
+// ledger.<user-key>.<session-id>.<name>, name being the type without "session.".
+// User events go to ledger.<user-key>.user.<name>.
+func SessionSubject(e domain.Event) string {
+	t := string(e.Type())
+	if e.Type().IsUserEvent() {
+		return SubjectPrefix + "." + e.UserKey + ".user." + strings.TrimPrefix(t, "user.")
+	}
+	return SubjectPrefix + "." + e.UserKey + "." + e.SessionID + "." + strings.TrimPrefix(t, "session.")
+}
+
+// UserFilter matches every event of one user, session and user events alike.
+func UserFilter(userKey string) string { return SubjectPrefix + "." + userKey + ".>" }
+
+// Revocation subjects a subscriber listens on to drop revoked sessions.
+const (
+	SubjectSessionRevoked = SubjectPrefix + ".*.*.revoked"
+	SubjectUserEvents     = SubjectPrefix + ".*.user.>"
+)
+
+// Config is the stream configuration the ledger creates or expects.
+type Config struct {
+	Replicas int // 1 for the embedded server, 3 recommended in a cluster
+}
+
+func (c Config) stream() jetstream.StreamConfig {
+	r := c.Replicas
+	if r < 1 {
+		r = 1
+	}
+	return jetstream.StreamConfig{
+		Name:        StreamName,
+		Description: "sessionledger events (append-only)",
+		Subjects:    []string{SubjectPrefix + ".>"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxMsgs:     -1,
+		MaxBytes:    -1,
+		MaxAge:      0,
+		Replicas:    r,
+		Duplicates:  DuplicateWindow,
+		DenyDelete:  true,
+		DenyPurge:   true,
+	}
+}
+
+// Store is a domain.EventStore on JetStream.
+type Store struct {
+	js     jetstream.JetStream
+	stream jetstream.Stream
+}
+
+var _ domain.EventStore = (*Store)(nil)
+
+// Open creates the stream if it does not exist, or checks that the existing one
+// is configured as the ledger needs. It never changes an existing stream.
+func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("eventstore: %w", err)
+	}
+	want := cfg.stream()
+	stream, err := js.Stream(ctx, StreamName)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		stream, err = js.CreateStream(ctx, want)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("eventstore: open stream %s: %w", StreamName, err)
+	}
+	if err := checkConfig(stream.CachedInfo().Config, want); err != nil {
+		return nil, err
+	}
+	return &Store{js: js, stream: stream}, nil
+}
+
+// checkConfig reports how an existing stream differs from what the ledger needs.
+func checkConfig(got, want jetstream.StreamConfig) error {
+	var diffs []string
+	if len(got.Subjects) != 1 || got.Subjects[0] != want.Subjects[0] {
+		diffs = append(diffs, fmt.Sprintf("subjects %v (want %v)", got.Subjects, want.Subjects))
+	}
+	if got.Storage != want.Storage {
+		diffs = append(diffs, fmt.Sprintf("storage %s (want %s)", got.Storage, want.Storage))
+	}
+	if got.Retention != want.Retention {
+		diffs = append(diffs, fmt.Sprintf("retention %s (want %s)", got.Retention, want.Retention))
+	}
+	if got.Replicas != want.Replicas {
+		diffs = append(diffs, fmt.Sprintf("replicas %d (want %d)", got.Replicas, want.Replicas))
+	}
+	if !got.DenyDelete || !got.DenyPurge {
+		diffs = append(diffs, "deny_delete and deny_purge must both be on")
+	}
+	if got.MaxAge != 0 || got.MaxMsgs > 0 || got.MaxBytes > 0 || got.MaxMsgsPerSubject > 0 {
+		diffs = append(diffs, "limits (max age, messages, bytes, per-subject) would delete events")
+	}
+	if got.AllowMsgTTL {
+		diffs = append(diffs, "per-message TTL must be off")
+	}
+	if len(diffs) > 0 {
+		return fmt.Errorf("eventstore: stream %s exists with a configuration the ledger cannot use (it changes nothing itself): %s", StreamName, strings.Join(diffs, "; "))
+	}
+	return nil
+}
+
+// maxPublishAttempts bounds retries of one append attempt whose outcome is
+// unknown (ack timed out) or that the server asks to retry.
+const maxPublishAttempts = 5
+
+// Append implements domain.EventStore. A publish whose ack is lost is retried
+// with the same Nats-Msg-Id; if the retry hits the expected-sequence check
+// because the first attempt did land, the last event of the user is read back
+// and compared by id.
+func (s *Store) Append(ctx context.Context, e domain.Event, expectedUserSeq uint64) (uint64, error) {
+	data, err := domain.EncodeEvent(e)
+	if err != nil {
+		return 0, fmt.Errorf("eventstore: append %s: %w", e.ID, err)
+	}
+	filter := UserFilter(e.UserKey)
+	msg := &nats.Msg{Subject: SessionSubject(e), Data: data, Header: nats.Header{}}
+	opts := []jetstream.PublishOpt{
+		jetstream.WithMsgID(e.ID),
+		jetstream.WithExpectStream(StreamName),
+		jetstream.WithExpectLastSequenceForSubject(expectedUserSeq, filter),
+	}
+	var lastErr error
+	for attempt := 0; attempt < maxPublishAttempts; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return 0, fmt.Errorf("eventstore: append %s %s: %w (%v)", e.Type(), e.ID, domain.ErrUnavailable, ctx.Err())
+			case <-time.After(time.Duration(attempt) * 50 * time.Millisecond):
+			}
+		}
+		ack, err := s.js.PublishMsg(ctx, msg, opts...)
+		if err == nil {
+			return ack.Sequence, nil // a duplicate ack carries the sequence of the first copy
+		}
+		lastErr = err
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) {
+			switch apiErr.ErrorCode {
+			case errWrongLastSequence, errWrongLastSequenceConstant:
+				if attempt > 0 {
+					if seq, ok := s.landed(ctx, filter, e.ID); ok {
+						return seq, nil
+					}
+				}
+				return 0, fmt.Errorf("eventstore: append %s %s: %w", e.Type(), e.ID, domain.ErrConflict)
+			case errDuplicateInProcess, errExpectedLastSeqNotReady:
+				continue
+			}
+			return 0, fmt.Errorf("eventstore: append %s %s: %w", e.Type(), e.ID, err)
+		}
+		if !retryable(err) || ctx.Err() != nil {
+			break
+		}
+	}
+	return 0, fmt.Errorf("eventstore: append %s %s: %w (%v)", e.Type(), e.ID, domain.ErrUnavailable, lastErr)
+}
+
+// retryable reports whether a publish error leaves the outcome unknown or the
+// stream momentarily unreachable, so that the same message may be sent again.
+func retryable(err error) bool {
+	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, nats.ErrConnectionReconnecting)
+}
+
+// landed reports whether the user's last stored event is the one with id.
+func (s *Store) landed(ctx context.Context, filter, id string) (uint64, bool) {
+	m, err := s.stream.GetLastMsgForSubject(ctx, filter)
+	if err != nil || m.Header.Get(jetstream.MsgIDHeader) != id {
+		return 0, false
+	}
+	return m.Sequence, true
+}
+
+// LastUserSeq implements domain.EventStore.
+func (s *Store) LastUserSeq(ctx context.Context, userKey string) (uint64, error) {
+	return s.lastSeqFor(ctx, UserFilter(userKey))
+}
+
+func (s *Store) lastSeqFor(ctx context.Context, filter string) (uint64, error) {
+	m, err := s.stream.GetLastMsgForSubject(ctx, filter)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("eventstore: last sequence: %w (%v)", domain.ErrUnavailable, err)
+	}
+	return m.Sequence, nil
+}
+
+// LastSeq returns the stream's last sequence.
+func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("eventstore: stream info: %w (%v)", domain.ErrUnavailable, err)
+	}
+	return info.State.LastSeq, nil
+}
+
+// SessionHistory implements domain.EventStore.
+func (s *Store) SessionHistory(ctx context.Context, sessionID string) ([]domain.Event, error) {
+	if !domain.ValidSessionID(sessionID) {
+		return nil, domain.ErrSessionNotFound
+	}
+	own := SubjectPrefix + ".*." + sessionID + ".*"
+	last, err := s.lastSeqFor(ctx, own)
+	if err != nil {
+		return nil, err
+	}
+	if last == 0 {
+		return nil, domain.ErrSessionNotFound
+	}
+	var events []domain.Event
+	err = s.read(ctx, own, 1, last, func(e domain.Event) bool {
+		events = append(events, e)
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	// A session ended by a user event (revoke-all, deactivation) has no event
+	// of its own saying so: add the first such event after its issue.
+	var st domain.Session
+	for _, e := range events {
+		_ = st.Apply(e)
+	}
+	if !st.Live() {
+		return events, nil
+	}
+	userFilter := SubjectPrefix + "." + st.UserKey + ".user.*"
+	lastUser, err := s.lastSeqFor(ctx, userFilter)
+	if err != nil || lastUser <= st.IssuedSeq {
+		return events, err
+	}
+	err = s.read(ctx, userFilter, st.IssuedSeq+1, lastUser, func(e domain.Event) bool {
+		switch e.Type() {
+		case domain.TypeUserSessionsRevoked, domain.TypeUserDeactivated:
+			events = append(events, e)
+			return false
+		}
+		return true
+	})
+	return events, err
+}
+
+// read delivers the events matching filter from startSeq up to lastSeq, in
+// order, until fn returns false.
+func (s *Store) read(ctx context.Context, filter string, startSeq, lastSeq uint64, fn func(domain.Event) bool) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cons, err := s.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{filter},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    startSeq,
+	})
+	if err != nil {
+		return fmt.Errorf("eventstore: read %s: %w (%v)", filter, domain.ErrUnavailable, err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("eventstore: read %s: %w (%v)", filter, domain.ErrUnavailable, err)
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			return fmt.Errorf("eventstore: read %s: %w (%v)", filter, domain.ErrUnavailable, err)
+		}
+		e, err := decode(msg)
+		if err != nil {
+			return err
+		}
+		if !fn(e) || e.Seq >= lastSeq {
+			return nil
+		}
+	}
+}
+
+// decode turns a stream message into an event with its sequence.
+func decode(msg jetstream.Msg) (domain.Event, error) {
+	md, err := msg.Metadata()
+	if err != nil {
+		return domain.Event{}, fmt.Errorf("eventstore: message metadata: %w", err)
+	}
+	e, err := domain.DecodeEvent(msg.Data())
+	if err != nil {
+		return domain.Event{}, fmt.Errorf("eventstore: sequence %d: %w", md.Sequence.Stream, err)
+	}
+	e.Seq = md.Sequence.Stream
+	return e, nil
+}
+
+// Follow delivers every event after afterSeq to apply, in stream order, and
+// keeps following new ones until ctx ends or apply fails. A message that does
+// not decode stops it with an error: nothing is skipped silently.
+func (s *Store) Follow(ctx context.Context, afterSeq uint64, apply func(domain.Event) error) error {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if afterSeq > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, afterSeq+1
+	}
+	cons, err := s.stream.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("eventstore: follow: %w", err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
+	if err != nil {
+		return fmt.Errorf("eventstore: follow: %w", err)
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("eventstore: follow: %w", err)
+		}
+		e, err := decode(msg)
+		if err != nil {
+			return err
+		}
+		if err := apply(e); err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,271 @@
+package ledger
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/sessionledger/sessionledger/accesstoken"
+	"github.com/sessionledger/sessionledger/domain"
+)
+
+// Input limits.
+const (
+	MaxUserIDLen      = 255
+	MaxDeviceFieldLen = 512
+	MaxClaimsLen      = 4096
+)
+
+// IssueRequest asks for a new session.
+type IssueRequest struct {
+	UserID string
+	// PolicyName names a preset; CustomPolicy gives values instead. Neither:
+	// the ledger's default policy.
+	PolicyName   string
+	CustomPolicy *domain.Policy
+	Claims       json.RawMessage // a JSON object of custom access-token claims, or empty
+	Device       domain.Device
+}
+
+func invalid(field, reason string) error {
+	return &domain.ValidationError{Field: field, Reason: reason}
+}
+
+// ValidateUserID checks a user id: 1 to 255 bytes of UTF-8 without control characters.
+func ValidateUserID(id string) error {
+	switch {
+	case id == "":
+		return invalid("user_id", "must not be empty")
+	case len(id) > MaxUserIDLen:
+		return invalid("user_id", fmt.Sprintf("must be at most %d bytes", MaxUserIDLen))
+	case !printable(id):
+		return invalid("user_id", "must be UTF-8 without control characters")
+	}
+	return nil
+}
+
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// validate checks req and returns its policy and its claims in canonical form.
+func (l *Ledger) validate(req *IssueRequest) (domain.Policy, json.RawMessage, error) {
+	if err := ValidateUserID(req.UserID); err != nil {
+		return domain.Policy{}, nil, err
+	}
+	for field, v := range map[string]string{"device.ip": req.Device.IP, "device.user_agent": req.Device.UserAgent, "device.name": req.Device.Name} {
+		if len(v) > MaxDeviceFieldLen || !printable(v) {
+			return domain.Policy{}, nil, invalid(field, fmt.Sprintf("must be at most %d bytes of UTF-8 without control characters", MaxDeviceFieldLen))
+		}
+	}
+	if req.Device.IP != "" {
+		if _, err := netip.ParseAddr(req.Device.IP); err != nil {
+			return domain.Policy{}, nil, invalid("device.ip", "is not an IP address")
+		}
+	}
+	policy := l.cfg.DefaultPolicy
+	switch {
+	case req.CustomPolicy != nil:
+		policy = *req.CustomPolicy
+		policy.Name = domain.PolicyCustom
+		if err := policy.Validate(); err != nil {
+			return domain.Policy{}, nil, err
+		}
+	case req.PolicyName != "":
+		p, err := domain.Preset(req.PolicyName)
+		if err != nil {
+			return domain.Policy{}, nil, err
+		}
+		policy = p
+	}
+	claims, err := canonicalClaims(req.Claims)
+	return policy, claims, err
+}
+
+// canonicalClaims checks custom claims (a JSON object of at most MaxClaimsLen
+// bytes, no reserved names) and re-encodes them without duplicate members.
+func canonicalClaims(raw json.RawMessage) (json.RawMessage, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	if len(raw) > MaxClaimsLen {
+		return nil, invalid("claims", fmt.Sprintf("must be at most %d bytes", MaxClaimsLen))
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, invalid("claims", "must be a JSON object")
+	}
+	for name := range m {
+		if slices.Contains(accesstoken.ReservedClaims, name) {
+			return nil, invalid("claims", fmt.Sprintf("%q is a reserved claim", name))
+		}
+		if name == "" || !printable(name) {
+			return nil, invalid("claims", "claim names must be non-empty UTF-8 without control characters")
+		}
+	}
+	if len(m) == 0 {
+		return nil, nil
+	}
+	out, err := json.Marshal(m)
+	if err != nil {
+		return nil, invalid("claims", err.Error())
+	}
+	return out, nil
+}
+
+// SignOut revokes the session of a refresh or access token (RFC 7009). A token
+// that is not genuine, or whose session has ended, changes nothing and is not
+// an error.
+func (l *Ledger) SignOut(ctx context.Context, raw string) error {
+	var s domain.Session
+	var ok bool
+	if t, err := domain.ParseRefreshToken(raw); err == nil {
+		s, ok = l.proj.Session(t.SessionID)
+		if ok {
+			_, ok = l.keys.Token.GenerationsBehind(&s, t)
+		}
+	} else if v, err := l.signer.Verify(raw, l.cfg.Now()); err == nil {
+		s, ok = l.proj.Session(v.SessionID)
+		ok = ok && s.UserID == v.Subject
+	}
+	if !ok {
+		return nil
+	}
+	err := l.revoke(ctx, s.UserKey, s.ID, domain.ReasonSignedOut, domain.ActorClient)
+	if errors.Is(err, domain.ErrSessionNotFound) {
+		return nil
+	}
+	return err
+}
+
+// RevokeSession revokes one session (admin).
+func (l *Ledger) RevokeSession(ctx context.Context, sessionID string) error {
+	s, ok := l.proj.Session(sessionID)
+	if !ok || !s.Live() {
+		return domain.ErrSessionNotFound
+	}
+	return l.revoke(ctx, s.UserKey, s.ID, domain.ReasonAdminRevoked, domain.ActorAdmin)
+}
+
+func (l *Ledger) revoke(ctx context.Context, userKey, sessionID, reason, actor string) error {
+	_, err := l.write(ctx, userKey, func(time.Time) (domain.Payload, string, error) {
+		s, ok := l.proj.Session(sessionID)
+		if !ok {
+			return nil, "", domain.ErrSessionNotFound
+		}
+		p, err := domain.DecideRevoke(&s, reason, actor)
+		return p, sessionID, err
+	})
+	return err
+}
+
+// RevokeUser revokes every session of the user issued so far, with one
+// user.sessions_revoked event as the cut-off.
+func (l *Ledger) RevokeUser(ctx context.Context, userID string) error {
+	if err := ValidateUserID(userID); err != nil {
+		return err
+	}
+	_, err := l.write(ctx, l.UserKey(userID), func(time.Time) (domain.Payload, string, error) {
+		return domain.UserSessionsRevoked{UserID: userID, Actor: domain.ActorAdmin}, "", nil
+	})
+	return err
+}
+
+// Deactivate revokes the user's sessions and refuses new ones until
+// Reactivate. Deactivating a deactivated user changes nothing.
+func (l *Ledger) Deactivate(ctx context.Context, userID string) error {
+	return l.setDeactivated(ctx, userID, true)
+}
+
+// Reactivate lets the user have sessions again.
+func (l *Ledger) Reactivate(ctx context.Context, userID string) error {
+	return l.setDeactivated(ctx, userID, false)
+}
+
+func (l *Ledger) setDeactivated(ctx context.Context, userID string, deactivate bool) error {
+	if err := ValidateUserID(userID); err != nil {
+		return err
+	}
+	key := l.UserKey(userID)
+	_, err := l.write(ctx, key, func(time.Time) (domain.Payload, string, error) {
+		u, _ := l.proj.User(key)
+		switch {
+		case u.Deactivated == deactivate:
+			return nil, "", nil
+		case deactivate:
+			return domain.UserDeactivated{UserID: userID, Actor: domain.ActorAdmin}, "", nil
+		default:
+			return domain.UserReactivated{UserID: userID, Actor: domain.ActorAdmin}, "", nil
+		}
+	})
+	return err
+}
+
+// Sessions returns the user's live sessions, oldest first.
+func (l *Ledger) Sessions(userID string) ([]domain.Session, error) {
+	if err := ValidateUserID(userID); err != nil {
+		return nil, err
+	}
+	return l.proj.UserSessions(l.UserKey(userID)), nil
+}
+
+// History returns a session's events, oldest first.
+func (l *Ledger) History(ctx context.Context, sessionID string) ([]domain.Event, error) {
+	return l.store.SessionHistory(ctx, sessionID)
+}
+
+// Introspection is the answer to RFC 7662 introspection.
+type Introspection struct {
+	Active    bool
+	TokenType string // "refresh_token" or "access_token"
+	Subject   string
+	SessionID string
+	ID        string // jti of an access token
+	IssuedAt  time.Time
+	ExpiresAt time.Time
+}
+
+// Introspect tells whether a refresh or access token is active: genuine,
+// unexpired, and of a live session. Only a session's current refresh token is
+// active.
+func (l *Ledger) Introspect(raw string) Introspection {
+	now := l.cfg.Now()
+	if t, err := domain.ParseRefreshToken(raw); err == nil {
+		s, ok := l.proj.Session(t.SessionID)
+		if !ok || !s.Live() || t.Generation != s.Generation || !l.keys.Token.Matches(t, s.Token) {
+			return Introspection{}
+		}
+		if _, expired := s.ExpiredAt(now); expired {
+			return Introspection{}
+		}
+		return Introspection{Active: true, TokenType: "refresh_token", Subject: s.UserID, SessionID: s.ID,
+			IssuedAt: s.LastActive, ExpiresAt: s.RefreshExpiresAt()}
+	}
+	v, err := l.signer.Verify(raw, now)
+	if err != nil {
+		return Introspection{}
+	}
+	s, ok := l.proj.Session(v.SessionID)
+	if !ok || !s.Live() || s.UserID != v.Subject {
+		return Introspection{}
+	}
+	if _, expired := s.ExpiredAt(now); expired {
+		return Introspection{}
+	}
+	return Introspection{Active: true, TokenType: "access_token", Subject: v.Subject, SessionID: v.SessionID,
+		ID: v.ID, IssuedAt: v.IssuedAt, ExpiresAt: v.ExpiresAt}
+}

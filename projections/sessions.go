@@ -1,0 +1,284 @@
+// Package projections builds in-memory read models from the ledger's events.
+// They change only by applying events in stream order.
+package projections
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/sessionledger/sessionledger/domain"
+)
+
+// Sessions is the live-session projection: every live session and the users
+// that have live sessions or are deactivated. Ended sessions are dropped, so
+// memory follows the number of live sessions.
+type Sessions struct {
+	log *slog.Logger
+
+	mu       sync.RWMutex
+	sessions map[string]*domain.Session
+	users    map[string]*userEntry
+
+	applied atomic.Uint64 // last applied stream sequence
+
+	wmu     sync.Mutex
+	waiters []waiter
+	failed  chan struct{} // closed by Fail
+	failErr error         // set before failed is closed
+}
+
+type userEntry struct {
+	domain.User
+	sessions map[string]*domain.Session
+}
+
+type waiter struct {
+	seq uint64
+	ch  chan struct{}
+}
+
+// NewSessions returns an empty projection.
+func NewSessions(log *slog.Logger) *Sessions {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Sessions{
+		log:      log,
+		sessions: make(map[string]*domain.Session),
+		users:    make(map[string]*userEntry),
+		failed:   make(chan struct{}),
+	}
+}
+
+// reducers is the table of event type → state change.
+var reducers = map[domain.EventType]func(*Sessions, *userEntry, domain.Event) error{
+	domain.TypeSessionIssued:       (*Sessions).onIssued,
+	domain.TypeSessionRotated:      (*Sessions).onSessionEvent,
+	domain.TypeSessionReused:       (*Sessions).onSessionEvent,
+	domain.TypeSessionRevoked:      (*Sessions).onSessionEvent,
+	domain.TypeSessionExpired:      (*Sessions).onSessionEvent,
+	domain.TypeUserSessionsRevoked: (*Sessions).onSessionsRevoked,
+	domain.TypeUserDeactivated:     (*Sessions).onDeactivated,
+	domain.TypeUserReactivated:     (*Sessions).onReactivated,
+}
+
+// Apply folds e into the projection. Events at or below the last applied
+// sequence are ignored. An event that contradicts the state (which the
+// ledger's optimistic concurrency prevents) is logged and otherwise ignored;
+// it still advances the applied sequence.
+func (p *Sessions) Apply(e domain.Event) error {
+	if e.Seq <= p.applied.Load() {
+		return nil
+	}
+	reduce, ok := reducers[e.Type()]
+	if !ok {
+		return fmt.Errorf("projections: %w %q at sequence %d", domain.ErrUnknownEventType, e.Type(), e.Seq)
+	}
+	p.mu.Lock()
+	u := p.users[e.UserKey]
+	if u == nil {
+		u = &userEntry{User: domain.User{Key: e.UserKey}, sessions: make(map[string]*domain.Session)}
+		p.users[e.UserKey] = u
+	}
+	u.LastSeq = e.Seq
+	err := reduce(p, u, e)
+	if len(u.sessions) == 0 && !u.Deactivated {
+		delete(p.users, u.Key)
+	}
+	p.mu.Unlock()
+	p.applied.Store(e.Seq)
+	p.wake(e.Seq)
+	if err != nil {
+		p.log.Error("projection: event does not apply to the state", "seq", e.Seq, "event", e.Type(), "session_id", e.SessionID, "err", err)
+	}
+	return nil
+}
+
+func (p *Sessions) onIssued(u *userEntry, e domain.Event) error {
+	if _, dup := p.sessions[e.SessionID]; dup {
+		return fmt.Errorf("session %s issued twice", e.SessionID)
+	}
+	s := &domain.Session{}
+	if err := s.Apply(e); err != nil {
+		return err
+	}
+	u.ID = s.UserID
+	p.sessions[s.ID] = s
+	u.sessions[s.ID] = s
+	return nil
+}
+
+func (p *Sessions) onSessionEvent(u *userEntry, e domain.Event) error {
+	s := p.sessions[e.SessionID]
+	if s == nil {
+		return fmt.Errorf("%s for session %s, which is not live", e.Type(), e.SessionID)
+	}
+	err := s.Apply(e)
+	p.dropIfEnded(u, s)
+	return err
+}
+
+func (p *Sessions) onSessionsRevoked(u *userEntry, e domain.Event) error {
+	u.ID = e.Data.(domain.UserSessionsRevoked).UserID
+	p.cutOff(u, e.Seq, domain.ReasonUserSessionsRevoked)
+	return nil
+}
+
+func (p *Sessions) onDeactivated(u *userEntry, e domain.Event) error {
+	u.ID = e.Data.(domain.UserDeactivated).UserID
+	u.Deactivated = true
+	p.cutOff(u, e.Seq, domain.ReasonUserDeactivated)
+	return nil
+}
+
+func (p *Sessions) onReactivated(u *userEntry, e domain.Event) error {
+	u.ID = e.Data.(domain.UserReactivated).UserID
+	u.Deactivated = false
+	return nil
+}
+
+func (p *Sessions) cutOff(u *userEntry, seq uint64, reason string) {
+	u.CutoffSeq = seq
+	for _, s := range u.sessions {
+		if s.EndByUser(seq, reason) {
+			s.LastSeq = seq
+			p.dropIfEnded(u, s)
+		}
+	}
+}
+
+func (p *Sessions) dropIfEnded(u *userEntry, s *domain.Session) {
+	if !s.Live() && !s.RevocationPending {
+		delete(p.sessions, s.ID)
+		delete(u.sessions, s.ID)
+	}
+}
+
+// Session returns a copy of the live session id, or of a session whose
+// reuse revocation is still to be announced.
+func (p *Sessions) Session(id string) (domain.Session, bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	s, ok := p.sessions[id]
+	if !ok {
+		return domain.Session{}, false
+	}
+	return *s, true
+}
+
+// User returns a copy of the user's state, if the projection holds one (a
+// user with live sessions or deactivated).
+func (p *Sessions) User(key string) (domain.User, bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	u, ok := p.users[key]
+	if !ok {
+		return domain.User{}, false
+	}
+	return u.User, true
+}
+
+// UserSessions returns copies of the user's live sessions, oldest first.
+func (p *Sessions) UserSessions(key string) []domain.Session {
+	p.mu.RLock()
+	u := p.users[key]
+	var out []domain.Session
+	if u != nil {
+		out = make([]domain.Session, 0, len(u.sessions))
+		for _, s := range u.sessions {
+			if s.Live() {
+				out = append(out, *s)
+			}
+		}
+	}
+	p.mu.RUnlock()
+	slices.SortFunc(out, func(a, b domain.Session) int { return cmp.Compare(a.IssuedSeq, b.IssuedSeq) })
+	return out
+}
+
+// PendingRevocations returns the sessions whose reuse revocation still needs
+// its session.revoked event.
+func (p *Sessions) PendingRevocations() []domain.Session {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	var out []domain.Session
+	for _, s := range p.sessions {
+		if s.RevocationPending {
+			out = append(out, *s)
+		}
+	}
+	return out
+}
+
+// LiveSessions returns the number of live sessions.
+func (p *Sessions) LiveSessions() int {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return len(p.sessions)
+}
+
+// Applied returns the last applied stream sequence.
+func (p *Sessions) Applied() uint64 { return p.applied.Load() }
+
+// Fail marks the projection as stopped; waiters get domain.ErrProjectionFailed.
+func (p *Sessions) Fail(err error) {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	if p.failErr == nil {
+		p.failErr = err
+		close(p.failed)
+	}
+}
+
+// Err returns why the projection stopped, or nil.
+func (p *Sessions) Err() error {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	return p.failErr
+}
+
+// WaitApplied blocks until the event at seq has been applied.
+func (p *Sessions) WaitApplied(ctx context.Context, seq uint64) error {
+	if p.applied.Load() >= seq {
+		return nil
+	}
+	ch := make(chan struct{})
+	p.wmu.Lock()
+	if p.applied.Load() >= seq {
+		p.wmu.Unlock()
+		return nil
+	}
+	p.waiters = append(p.waiters, waiter{seq: seq, ch: ch})
+	p.wmu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-p.failed:
+		return fmt.Errorf("projections: wait for sequence %d: %w: %v", seq, domain.ErrProjectionFailed, p.Err())
+	case <-ctx.Done():
+		p.wmu.Lock()
+		p.waiters = slices.DeleteFunc(p.waiters, func(w waiter) bool { return w.ch == ch })
+		p.wmu.Unlock()
+		return fmt.Errorf("projections: wait for sequence %d: %w (%v)", seq, domain.ErrUnavailable, ctx.Err())
+	}
+}
+
+func (p *Sessions) wake(applied uint64) {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	if len(p.waiters) == 0 {
+		return
+	}
+	p.waiters = slices.DeleteFunc(p.waiters, func(w waiter) bool {
+		if w.seq <= applied {
+			close(w.ch)
+			return true
+		}
+		return false
+	})
+}

@@ -1,0 +1,215 @@
+package transport
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/sessionledger/sessionledger/domain"
+	"github.com/sessionledger/sessionledger/ledger"
+)
+
+const timeFormat = time.RFC3339
+
+// decodeJSON reads the request body as one JSON value into v, refusing
+// unknown fields and trailing data.
+func decodeJSON(c echo.Context, v any) error {
+	r := c.Request()
+	if !isMediaType(r, echo.MIMEApplicationJSON) {
+		return writeProblem(c, http.StatusUnsupportedMediaType, "Unsupported Media Type", "the body must be application/json")
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var he *echo.HTTPError
+		if errors.As(err, &he) {
+			return writeProblem(c, he.Code, http.StatusText(he.Code), "")
+		}
+		return writeProblem(c, http.StatusBadRequest, "Bad Request", "the body could not be read")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return writeProblem(c, http.StatusBadRequest, "Invalid JSON", jsonProblem(err))
+	}
+	if dec.More() {
+		return writeProblem(c, http.StatusBadRequest, "Invalid JSON", "the body must hold one JSON object")
+	}
+	return nil
+}
+
+// jsonProblem describes a JSON decoding error without echoing input values.
+func jsonProblem(err error) string {
+	var te *json.UnmarshalTypeError
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &te):
+		return fmt.Sprintf("field %q must be of type %s", te.Field, te.Type)
+	case errors.As(err, &se):
+		return fmt.Sprintf("syntax error at offset %d", se.Offset)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")
+	case errors.Is(err, io.EOF):
+		return "the body is empty"
+	}
+	return "the body is not valid JSON"
+}
+
+type issueBody struct {
+	UserID string          `json:"user_id"`
+	Policy json.RawMessage `json:"policy"`
+	Claims json.RawMessage `json:"claims"`
+	Device *domain.Device  `json:"device"`
+}
+
+// parsePolicy reads "policy": a preset name, or an object of whole seconds.
+func parsePolicy(raw json.RawMessage, req *ledger.IssueRequest) error {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	if raw[0] == '"' {
+		return json.Unmarshal(raw, &req.PolicyName)
+	}
+	var obj map[string]json.Number
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&obj); err != nil {
+		return &domain.ValidationError{Field: "policy", Reason: "must be a preset name or an object of whole seconds"}
+	}
+	fields := map[string]*domain.Seconds{}
+	p := &domain.Policy{}
+	fields["access_token_ttl"] = &p.AccessTokenTTL
+	fields["absolute_lifetime"] = &p.AbsoluteLifetime
+	fields["inactivity_timeout"] = &p.InactivityTimeout
+	for name := range obj {
+		if _, ok := fields[name]; !ok {
+			return &domain.ValidationError{Field: "policy." + name, Reason: "is not a policy field (access_token_ttl, absolute_lifetime, inactivity_timeout)"}
+		}
+	}
+	for _, name := range []string{"access_token_ttl", "absolute_lifetime", "inactivity_timeout"} {
+		n, ok := obj[name]
+		if !ok {
+			return &domain.ValidationError{Field: "policy." + name, Reason: "is required"}
+		}
+		v, err := n.Int64()
+		if err != nil || v < 0 || v > math.MaxInt32*int64(100) {
+			return &domain.ValidationError{Field: "policy." + name, Reason: "must be a whole, non-negative number of seconds"}
+		}
+		*fields[name] = domain.Seconds(v)
+	}
+	req.CustomPolicy = p
+	return nil
+}
+
+// issue is POST /v1/sessions.
+func (s *Server) issue(c echo.Context) error {
+	var body issueBody
+	if err := decodeJSON(c, &body); err != nil || c.Response().Committed {
+		return err
+	}
+	req := ledger.IssueRequest{UserID: body.UserID, Claims: body.Claims}
+	if body.Device != nil {
+		req.Device = *body.Device
+	}
+	if err := parsePolicy(body.Policy, &req); err != nil {
+		return err
+	}
+	pair, err := s.ledger.Issue(s.ctx(c), req)
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return c.JSON(http.StatusCreated, newTokenResponse(pair))
+}
+
+type sessionView struct {
+	SessionID    string        `json:"session_id"`
+	UserID       string        `json:"user_id"`
+	Policy       domain.Policy `json:"policy"`
+	Device       domain.Device `json:"device"`
+	CreatedAt    string        `json:"created_at"`
+	LastActiveAt string        `json:"last_active_at"`
+	ExpiresAt    string        `json:"expires_at"`
+	Generation   uint32        `json:"generation"`
+}
+
+// listSessions is GET /v1/users/{user_id}/sessions.
+func (s *Server) listSessions(c echo.Context) error {
+	userID, err := pathParam(c, "user_id")
+	if err != nil {
+		return &domain.ValidationError{Field: "user_id", Reason: "is not a valid path segment"}
+	}
+	sessions, err := s.ledger.Sessions(userID)
+	if err != nil {
+		return err
+	}
+	views := make([]sessionView, 0, len(sessions))
+	for _, ss := range sessions {
+		views = append(views, sessionView{
+			SessionID: ss.ID, UserID: ss.UserID, Policy: ss.Policy, Device: ss.Device,
+			CreatedAt:    ss.IssuedAt.UTC().Format(timeFormat),
+			LastActiveAt: ss.LastActive.UTC().Format(timeFormat),
+			ExpiresAt:    ss.RefreshExpiresAt().UTC().Format(timeFormat),
+			Generation:   ss.Generation,
+		})
+	}
+	return c.JSON(http.StatusOK, map[string]any{"sessions": views})
+}
+
+// revokeSession is DELETE /v1/sessions/{session_id}.
+func (s *Server) revokeSession(c echo.Context) error {
+	if err := s.ledger.RevokeSession(s.ctx(c), c.Param("session_id")); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+// sessionEvents is GET /v1/sessions/{session_id}/events: CloudEvents, oldest first.
+func (s *Server) sessionEvents(c echo.Context) error {
+	sid := c.Param("session_id")
+	events, err := s.ledger.History(s.ctx(c), sid)
+	if err != nil {
+		return err
+	}
+	out := make([]json.RawMessage, 0, len(events))
+	for _, e := range events {
+		b, err := domain.EncodeEvent(e)
+		if err != nil {
+			return err
+		}
+		out = append(out, b)
+	}
+	return c.JSON(http.StatusOK, map[string]any{"session_id": sid, "events": out})
+}
+
+// userCommand runs a command on the user named in the path and answers 204.
+func (s *Server) userCommand(c echo.Context, run func(*ledger.Ledger, echo.Context, string) error) error {
+	userID, err := pathParam(c, "user_id")
+	if err != nil {
+		return &domain.ValidationError{Field: "user_id", Reason: "is not a valid path segment"}
+	}
+	if err := run(s.ledger, c, userID); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+func (s *Server) revokeUser(c echo.Context) error {
+	return s.userCommand(c, func(l *ledger.Ledger, c echo.Context, id string) error { return l.RevokeUser(s.ctx(c), id) })
+}
+
+func (s *Server) deactivate(c echo.Context) error {
+	return s.userCommand(c, func(l *ledger.Ledger, c echo.Context, id string) error { return l.Deactivate(s.ctx(c), id) })
+}
+
+func (s *Server) reactivate(c echo.Context) error {
+	return s.userCommand(c, func(l *ledger.Ledger, c echo.Context, id string) error { return l.Reactivate(s.ctx(c), id) })
+}

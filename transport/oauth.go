@@ -1,0 +1,163 @@
+package transport
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/sessionledger/sessionledger/ledger"
+)
+
+// errBadForm carries an invalid_request description; it never holds a
+// parameter's value.
+type errBadForm struct {
+	status      int
+	description string
+}
+
+func (e *errBadForm) Error() string { return e.description }
+
+// readForm reads an application/x-www-form-urlencoded body. Parameters in the
+// URL query are refused, because URLs end up in logs; a repeated parameter is
+// refused (RFC 6749 §3.2).
+func readForm(c echo.Context) (url.Values, error) {
+	r := c.Request()
+	if r.URL.RawQuery != "" {
+		return nil, &errBadForm{http.StatusBadRequest, "parameters must be sent in the request body, not the URL"}
+	}
+	if !isMediaType(r, echo.MIMEApplicationForm) {
+		return nil, &errBadForm{http.StatusBadRequest, "the body must be application/x-www-form-urlencoded"}
+	}
+	if err := r.ParseForm(); err != nil {
+		var he *echo.HTTPError
+		if errors.As(err, &he) && he.Code == http.StatusRequestEntityTooLarge {
+			return nil, &errBadForm{http.StatusRequestEntityTooLarge, "the request body is too large"}
+		}
+		return nil, &errBadForm{http.StatusBadRequest, "the body is not a valid form"}
+	}
+	for name, values := range r.PostForm {
+		if len(values) > 1 {
+			return nil, &errBadForm{http.StatusBadRequest, "parameter " + url.QueryEscape(name) + " is repeated"}
+		}
+	}
+	return r.PostForm, nil
+}
+
+func formError(c echo.Context, err error) error {
+	var bf *errBadForm
+	if errors.As(err, &bf) {
+		return writeOAuthError(c, bf.status, "invalid_request", bf.description)
+	}
+	return writeOAuthError(c, http.StatusBadRequest, "invalid_request", "bad request")
+}
+
+type tokenResponse struct {
+	AccessToken           string `json:"access_token"`
+	TokenType             string `json:"token_type"`
+	ExpiresIn             int64  `json:"expires_in"`
+	RefreshToken          string `json:"refresh_token"`
+	RefreshTokenExpiresAt string `json:"refresh_token_expires_at"`
+	SessionID             string `json:"session_id"`
+}
+
+func newTokenResponse(p ledger.TokenPair) tokenResponse {
+	return tokenResponse{
+		AccessToken: p.AccessToken, TokenType: "Bearer", ExpiresIn: p.ExpiresIn,
+		RefreshToken: p.RefreshToken, SessionID: p.SessionID,
+		RefreshTokenExpiresAt: p.RefreshTokenExpiresAt.UTC().Format(timeFormat),
+	}
+}
+
+// token is POST /oauth2/token: grant_type=refresh_token (RFC 6749 §6). Client
+// credentials, if a client library sends them, are ignored: refresh tokens
+// belong to public clients and are themselves the credential.
+func (s *Server) token(c echo.Context) error {
+	form, err := readForm(c)
+	if err != nil {
+		return formError(c, err)
+	}
+	switch gt := form.Get("grant_type"); gt {
+	case "":
+		return writeOAuthError(c, http.StatusBadRequest, "invalid_request", "grant_type is required")
+	case "refresh_token":
+	default:
+		return writeOAuthError(c, http.StatusBadRequest, "unsupported_grant_type", "only grant_type=refresh_token is supported")
+	}
+	rt := form.Get("refresh_token")
+	if rt == "" {
+		return writeOAuthError(c, http.StatusBadRequest, "invalid_request", "refresh_token is required")
+	}
+	pair, err := s.ledger.Refresh(s.ctx(c), rt)
+	if err != nil {
+		a := lookup(err)
+		if a.status >= 500 {
+			s.log.Error("http: refresh failed", "err", err)
+		}
+		return writeOAuthError(c, oauthStatus(a), a.oauth, a.title)
+	}
+	c.Response().Header().Set("Cache-Control", "no-store")
+	c.Response().Header().Set("Pragma", "no-cache")
+	return c.JSON(http.StatusOK, newTokenResponse(pair))
+}
+
+// oauthStatus is the status of an OAuth error: every grant problem is a 400 (RFC 6749 §5.2).
+func oauthStatus(a apiError) int {
+	if a.oauth == "invalid_grant" {
+		return http.StatusBadRequest
+	}
+	return a.status
+}
+
+// revoke is POST /oauth2/revoke (RFC 7009): signs the token's session out.
+// It answers 200 for an unknown or invalid token as well.
+func (s *Server) revoke(c echo.Context) error {
+	form, err := readForm(c)
+	if err != nil {
+		return formError(c, err)
+	}
+	tok := form.Get("token")
+	if tok == "" {
+		return writeOAuthError(c, http.StatusBadRequest, "invalid_request", "token is required")
+	}
+	if err := s.ledger.SignOut(s.ctx(c), tok); err != nil {
+		a := lookup(err)
+		s.log.Error("http: sign-out failed", "err", err)
+		return writeOAuthError(c, a.status, a.oauth, a.title)
+	}
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return c.NoContent(http.StatusOK)
+}
+
+type introspection struct {
+	Active    bool   `json:"active"`
+	TokenType string `json:"token_type,omitempty"`
+	Subject   string `json:"sub,omitempty"`
+	SessionID string `json:"sid,omitempty"`
+	JTI       string `json:"jti,omitempty"`
+	IssuedAt  int64  `json:"iat,omitempty"`
+	ExpiresAt int64  `json:"exp,omitempty"`
+	Issuer    string `json:"iss,omitempty"`
+}
+
+// introspect is POST /oauth2/introspect (RFC 7662), for refresh and access tokens.
+func (s *Server) introspect(c echo.Context) error {
+	form, err := readForm(c)
+	if err != nil {
+		return formError(c, err)
+	}
+	tok := form.Get("token")
+	if tok == "" {
+		return writeOAuthError(c, http.StatusBadRequest, "invalid_request", "token is required")
+	}
+	c.Response().Header().Set("Cache-Control", "no-store")
+	in := s.ledger.Introspect(tok)
+	if !in.Active {
+		return c.JSON(http.StatusOK, introspection{})
+	}
+	return c.JSON(http.StatusOK, introspection{
+		Active: true, TokenType: in.TokenType, Subject: in.Subject, SessionID: in.SessionID, JTI: in.ID,
+		IssuedAt: in.IssuedAt.Unix(), ExpiresAt: in.ExpiresAt.Unix(), Issuer: s.signer.Issuer(),
+	})
+}

@@ -1,0 +1,246 @@
+// Package transport is the ledger's HTTP API (echo): the OAuth2 token,
+// revocation and introspection endpoints, the JWKS and metadata, the admin API
+// and the operations endpoints. It is the only package that imports echo.
+package transport
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	"github.com/sessionledger/sessionledger/accesstoken"
+	"github.com/sessionledger/sessionledger/ledger"
+)
+
+// DefaultMaxBodyBytes bounds request bodies.
+const DefaultMaxBodyBytes = 64 << 10
+
+// Config configures the HTTP API.
+type Config struct {
+	AdminToken   string
+	Issuer       string
+	Logger       *slog.Logger
+	Ready        func() error // nil error: the projection has caught up with the stream
+	MaxBodyBytes int64
+}
+
+// Server is the HTTP API.
+type Server struct {
+	e         *echo.Echo
+	ledger    *ledger.Ledger
+	signer    *accesstoken.Signer
+	log       *slog.Logger
+	cfg       Config
+	adminHash [sha256.Size]byte
+	metadata  []byte
+}
+
+// New returns the HTTP API for l.
+func New(l *ledger.Ledger, signer *accesstoken.Signer, cfg Config) (*Server, error) {
+	if len(cfg.AdminToken) < 16 {
+		return nil, errors.New("transport: an admin token of at least 16 characters is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.Ready == nil {
+		cfg.Ready = func() error { return nil }
+	}
+	s := &Server{ledger: l, signer: signer, log: cfg.Logger, cfg: cfg, adminHash: sha256.Sum256([]byte(cfg.AdminToken))}
+	var err error
+	if s.metadata, err = json.Marshal(metadata(strings.TrimRight(cfg.Issuer, "/"))); err != nil {
+		return nil, err
+	}
+
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.handleError
+	e.Use(middleware.RequestID())
+	e.Use(s.accessLog)
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
+		DisableErrorHandler: true,
+		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
+			s.log.Error("http: panic", "route", c.Path(), "err", err, "stack", string(stack))
+			return err
+		},
+	}))
+	e.Use(middleware.BodyLimitWithConfig(middleware.BodyLimitConfig{Limit: bytesLimit(cfg.MaxBodyBytes)}))
+
+	e.GET("/healthz", s.healthz)
+	e.GET("/readyz", s.readyz)
+	e.GET("/.well-known/jwks.json", s.jwks)
+	e.GET("/.well-known/oauth-authorization-server", s.serverMetadata)
+	e.POST("/oauth2/token", s.token, s.requireReady)
+	e.POST("/oauth2/revoke", s.revoke, s.requireReady)
+	e.POST("/oauth2/introspect", s.introspect, s.requireAdmin, s.requireReady)
+
+	admin := e.Group("/v1", s.requireAdmin, s.requireReady)
+	admin.POST("/sessions", s.issue)
+	admin.DELETE("/sessions/:session_id", s.revokeSession)
+	admin.GET("/sessions/:session_id/events", s.sessionEvents)
+	admin.GET("/users/:user_id/sessions", s.listSessions)
+	admin.DELETE("/users/:user_id/sessions", s.revokeUser)
+	admin.POST("/users/:user_id/deactivate", s.deactivate)
+	admin.POST("/users/:user_id/reactivate", s.reactivate)
+	s.e = e
+	return s, nil
+}
+
+// Handler returns the API as an http.Handler.
+func (s *Server) Handler() http.Handler { return s.e }
+
+// Routes lists the registered method and path pairs.
+func (s *Server) Routes() []string {
+	var out []string
+	for _, r := range s.e.Routes() {
+		out = append(out, r.Method+" "+r.Path)
+	}
+	return out
+}
+
+// bytesLimit formats n for echo's body-limit middleware.
+func bytesLimit(n int64) string { return strconv.FormatInt(n, 10) + "B" }
+
+// accessLog logs one line per request with the route pattern, never the raw
+// path or query (they may carry user ids or tokens) and never a header value.
+func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		err := next(c)
+		if err != nil {
+			c.Error(err)
+		}
+		s.log.Info("http",
+			"request_id", c.Response().Header().Get(echo.HeaderXRequestID),
+			"method", c.Request().Method,
+			"route", c.Path(),
+			"status", c.Response().Status,
+			"duration_ms", float64(time.Since(start).Microseconds())/1000,
+		)
+		return nil
+	}
+}
+
+// handleError answers errors that reach echo: routing errors, body limits,
+// and anything a handler returned without answering.
+func (s *Server) handleError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		title := http.StatusText(he.Code)
+		if strings.HasPrefix(c.Path(), "/oauth2/") || strings.HasPrefix(c.Request().URL.Path, "/oauth2/") {
+			_ = writeOAuthError(c, he.Code, "invalid_request", title)
+			return
+		}
+		_ = writeProblem(c, he.Code, title, "")
+		return
+	}
+	a := lookup(err)
+	if a.status >= 500 {
+		s.log.Error("http: request failed", "route", c.Path(), "err", err)
+	}
+	_ = writeProblem(c, a.status, a.title, detail(err, a))
+}
+
+// requireAdmin checks "Authorization: Bearer <admin token>" in constant time.
+func (s *Server) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		auth := c.Request().Header.Get(echo.HeaderAuthorization)
+		token, ok := strings.CutPrefix(auth, "Bearer ")
+		sum := sha256.Sum256([]byte(strings.TrimSpace(token)))
+		if !ok || subtle.ConstantTimeCompare(sum[:], s.adminHash[:]) != 1 {
+			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="sessionledger admin"`)
+			return writeProblem(c, http.StatusUnauthorized, "Unauthorized", "an admin bearer token is required")
+		}
+		return next(c)
+	}
+}
+
+// requireReady answers 503 until the projection has caught up with the stream:
+// an answer from a half-replayed projection could wrongly refuse a token.
+func (s *Server) requireReady(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if err := s.cfg.Ready(); err != nil {
+			if strings.HasPrefix(c.Path(), "/oauth2/") {
+				return writeOAuthError(c, http.StatusServiceUnavailable, "temporarily_unavailable", "the ledger is starting")
+			}
+			return writeProblem(c, http.StatusServiceUnavailable, "Service Unavailable", "the ledger is starting")
+		}
+		return next(c)
+	}
+}
+
+func (s *Server) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(c echo.Context) error {
+	if err := s.cfg.Ready(); err != nil {
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": err.Error()})
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (s *Server) jwks(c echo.Context) error {
+	c.Response().Header().Set("Cache-Control", "public, max-age=300")
+	return c.Blob(http.StatusOK, "application/jwk-set+json", s.signer.JWKS())
+}
+
+func metadata(issuer string) map[string]any {
+	return map[string]any{
+		"issuer":                                        issuer,
+		"token_endpoint":                                issuer + "/oauth2/token",
+		"revocation_endpoint":                           issuer + "/oauth2/revoke",
+		"introspection_endpoint":                        issuer + "/oauth2/introspect",
+		"jwks_uri":                                      issuer + "/.well-known/jwks.json",
+		"grant_types_supported":                         []string{"refresh_token"},
+		"response_types_supported":                      []string{},
+		"token_endpoint_auth_methods_supported":         []string{"none"},
+		"revocation_endpoint_auth_methods_supported":    []string{"none"},
+		"introspection_endpoint_auth_methods_supported": []string{"bearer"},
+	}
+}
+
+func (s *Server) serverMetadata(c echo.Context) error {
+	return c.JSONBlob(http.StatusOK, s.metadata)
+}
+
+// encodeJSON writes v as the body of an already started response.
+func encodeJSON(c echo.Context, v any) error {
+	return json.NewEncoder(c.Response()).Encode(v)
+}
+
+// pathParam returns a path parameter, unescaped exactly once: echo matches on
+// the escaped path when the request's path had escapes Go would not produce.
+func pathParam(c echo.Context, name string) (string, error) {
+	v := c.Param(name)
+	if c.Request().URL.RawPath == "" {
+		return v, nil
+	}
+	return url.PathUnescape(v)
+}
+
+// isMediaType reports whether the request's Content-Type is want.
+func isMediaType(r *http.Request, want string) bool {
+	mt, _, err := mime.ParseMediaType(r.Header.Get(echo.HeaderContentType))
+	return err == nil && mt == want
+}
+
+func (s *Server) ctx(c echo.Context) context.Context { return c.Request().Context() }
