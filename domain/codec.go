@@ -85,7 +85,7 @@ func DecodeEvent(b []byte) (Event, error) {
 	if !ok {
 		return Event{}, fmt.Errorf("decode event %s: %w %q", env.ID, ErrUnknownEventType, env.Type)
 	}
-	if len(env.Data) == 0 {
+	if len(env.Data) == 0 || string(env.Data) == "null" {
 		return Event{}, fmt.Errorf("decode event %s: no data", env.ID)
 	}
 	p, err := decode(env.Data)

@@ -143,9 +143,9 @@ func checkConfig(got, want jetstream.StreamConfig) error {
 const maxPublishAttempts = 5
 
 // Append implements domain.EventStore. A publish whose ack is lost is retried
-// with the same Nats-Msg-Id; if the retry hits the expected-sequence check
-// because the first attempt did land, the last event of the user is read back
-// and compared by id.
+// with the same Nats-Msg-Id; when the expected-sequence check fails, the last
+// event of the user is read back and compared by id, since it may be this very
+// event stored by an attempt whose ack was lost.
 func (s *Store) Append(ctx context.Context, e domain.Event, expectedUserSeq uint64) (uint64, error) {
 	data, err := domain.EncodeEvent(e)
 	if err != nil {
@@ -176,10 +176,10 @@ func (s *Store) Append(ctx context.Context, e domain.Event, expectedUserSeq uint
 		if errors.As(err, &apiErr) {
 			switch apiErr.ErrorCode {
 			case errWrongLastSequence, errWrongLastSequenceConstant:
-				if attempt > 0 {
-					if seq, ok := s.landed(ctx, filter, e.ID); ok {
-						return seq, nil
-					}
+				// An earlier attempt (this call's or a caller's retry) may
+				// have landed with its ack lost: then the user's last event is ours.
+				if seq, ok := s.landed(ctx, filter, e.ID); ok {
+					return seq, nil
 				}
 				return 0, fmt.Errorf("eventstore: append %s %s: %w", e.Type(), e.ID, domain.ErrConflict)
 			case errDuplicateInProcess, errExpectedLastSeqNotReady:

@@ -1,0 +1,221 @@
+package eventstore_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sessionledger/sessionledger/domain"
+	"github.com/sessionledger/sessionledger/eventstore"
+	"github.com/sessionledger/sessionledger/internal/natstest"
+)
+
+const sid = "01JD3Z9V6Q4Q4WJ5X7K8M9N0PA"
+
+func openStore(t *testing.T) (*eventstore.Store, *nats.Conn, *natstest.Server) {
+	t.Helper()
+	srv := natstest.Start(t, "")
+	nc := srv.Connect(t)
+	st, err := eventstore.Open(context.Background(), nc, eventstore.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, nc, srv
+}
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func ev(id, session string, p domain.Payload) domain.Event {
+	return domain.Event{ID: id, Time: t0, SessionID: session, UserKey: "uk1", Data: p}
+}
+
+func TestAppendOptimisticConcurrency(t *testing.T) {
+	st, _, _ := openStore(t)
+	ctx := context.Background()
+	seq1, err := st.Append(ctx, ev("E1", sid, domain.SessionIssued{UserID: "alice"}), 0)
+	if err != nil || seq1 != 1 {
+		t.Fatalf("first append: seq %d err %v", seq1, err)
+	}
+	// A writer that decided on stale state (expected 0) loses.
+	if _, err := st.Append(ctx, ev("E2", sid, domain.SessionRevoked{Reason: "x"}), 0); !errors.Is(err, domain.ErrConflict) {
+		t.Fatalf("stale append: err %v, want ErrConflict", err)
+	}
+	// A user event of the same user is guarded by the same expectation.
+	if _, err := st.Append(ctx, ev("E3", "", domain.UserSessionsRevoked{UserID: "alice"}), 0); !errors.Is(err, domain.ErrConflict) {
+		t.Fatalf("stale user append: err %v, want ErrConflict", err)
+	}
+	// Another user is independent.
+	other := ev("E4", "01JD3Z9V6Q4Q4WJ5X7K8M9N0PB", domain.SessionIssued{UserID: "bob"})
+	other.UserKey = "uk2"
+	if _, err := st.Append(ctx, other, 0); err != nil {
+		t.Fatalf("other user: %v", err)
+	}
+	seq3, err := st.Append(ctx, ev("E5", sid, domain.SessionRevoked{Reason: "x"}), seq1)
+	if err != nil || seq3 != 3 {
+		t.Fatalf("append after catching up: seq %d err %v", seq3, err)
+	}
+	if last, err := st.LastUserSeq(ctx, "uk1"); err != nil || last != 3 {
+		t.Fatalf("LastUserSeq = %d, %v; want 3", last, err)
+	}
+	if last, err := st.LastUserSeq(ctx, "nobody"); err != nil || last != 0 {
+		t.Fatalf("LastUserSeq(unknown) = %d, %v; want 0", last, err)
+	}
+}
+
+func TestAppendSameEventTwiceStoresItOnce(t *testing.T) {
+	// A caller retrying an attempt whose ack was lost sends the same event
+	// (same Nats-Msg-Id) with the same expectation.
+	st, _, _ := openStore(t)
+	ctx := context.Background()
+	e := ev("E1", sid, domain.SessionIssued{UserID: "alice"})
+	a, err := st.Append(ctx, e, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := st.Append(ctx, e, 0)
+	if err != nil || b != a {
+		t.Fatalf("retry: seq %d err %v, want seq %d", b, err, a)
+	}
+	if last, _ := st.LastSeq(ctx); last != 1 {
+		t.Fatalf("stream holds %d events, want 1", last)
+	}
+}
+
+func TestSubjectsAndStreamRules(t *testing.T) {
+	st, nc, _ := openStore(t)
+	ctx := context.Background()
+	sub, err := nc.SubscribeSync(eventstore.SubjectSessionRevoked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Append(ctx, ev("E1", sid, domain.SessionIssued{UserID: "alice"}), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Append(ctx, ev("E2", sid, domain.SessionRevoked{Reason: "x"}), 1); err != nil {
+		t.Fatal(err)
+	}
+	msg, err := sub.NextMsg(2 * time.Second)
+	if err != nil {
+		t.Fatalf("subscriber on %s: %v", eventstore.SubjectSessionRevoked, err)
+	}
+	if want := "ledger.uk1." + sid + ".revoked"; msg.Subject != want {
+		t.Fatalf("subject %q, want %q", msg.Subject, want)
+	}
+	if got := eventstore.SessionSubject(ev("", "", domain.UserDeactivated{})); got != "ledger.uk1.user.deactivated" {
+		t.Fatalf("user event subject %q", got)
+	}
+	js, _ := jetstream.New(nc)
+	s, _ := js.Stream(ctx, eventstore.StreamName)
+	if err := s.DeleteMsg(ctx, 1); err == nil {
+		t.Fatal("deleting an event succeeded on an append-only stream")
+	}
+	if err := s.Purge(ctx); err == nil {
+		t.Fatal("purging succeeded on an append-only stream")
+	}
+	cfg := s.CachedInfo().Config
+	if cfg.Storage != jetstream.FileStorage || !cfg.DenyDelete || !cfg.DenyPurge || cfg.AllowMsgTTL {
+		t.Fatalf("stream config %+v", cfg)
+	}
+}
+
+func TestOpenRefusesIncompatibleStream(t *testing.T) {
+	srv := natstest.Start(t, "")
+	nc := srv.Connect(t)
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: eventstore.StreamName, Subjects: []string{"ledger.>"}, MaxAge: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := eventstore.Open(ctx, nc, eventstore.Config{})
+	if err == nil || !strings.Contains(err.Error(), "deny_delete") || !strings.Contains(err.Error(), "limits") {
+		t.Fatalf("Open on an incompatible stream: %v", err)
+	}
+	info, _ := js.Stream(ctx, eventstore.StreamName)
+	if info.CachedInfo().Config.MaxAge != time.Hour {
+		t.Fatal("Open changed the existing stream")
+	}
+}
+
+func TestFollowAndHistory(t *testing.T) {
+	st, _, _ := openStore(t)
+	ctx := context.Background()
+	other := "01JD3Z9V6Q4Q4WJ5X7K8M9N0PB"
+	appends := []domain.Event{
+		ev("E1", sid, domain.SessionIssued{UserID: "alice"}),
+		ev("E2", other, domain.SessionIssued{UserID: "alice"}),
+		ev("E3", sid, domain.SessionRotated{Generation: 1}),
+		ev("E4", "", domain.UserSessionsRevoked{UserID: "alice"}),
+		ev("E5", "", domain.UserReactivated{UserID: "alice"}),
+	}
+	for i, e := range appends {
+		if _, err := st.Append(ctx, e, uint64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	var got []domain.Event
+	fctx, cancel := context.WithCancel(ctx)
+	done := make(chan error)
+	go func() {
+		done <- st.Follow(fctx, 1, func(e domain.Event) error {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, e)
+			return nil
+		})
+	}()
+	natstest.Eventually(t, 5*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(got) != 4 {
+			return errors.New("not all events followed yet")
+		}
+		return nil
+	})
+	cancel()
+	<-done
+	for i, e := range got {
+		if e.Seq != uint64(i+2) || e.ID != appends[i+1].ID {
+			t.Errorf("followed event %d: seq %d id %s, want seq %d id %s", i, e.Seq, e.ID, i+2, appends[i+1].ID)
+		}
+	}
+
+	hist, err := st.SessionHistory(ctx, sid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, e := range hist {
+		types = append(types, string(e.Type()))
+	}
+	if want := "session.issued session.rotated user.sessions_revoked"; strings.Join(types, " ") != want {
+		t.Fatalf("history %q, want %q", strings.Join(types, " "), want)
+	}
+	if _, err := st.SessionHistory(ctx, "01JD3Z9V6Q4Q4WJ5X7K8M9N0PZ"); !errors.Is(err, domain.ErrSessionNotFound) {
+		t.Fatalf("unknown session: %v", err)
+	}
+	if _, err := st.SessionHistory(ctx, "ledger.>"); !errors.Is(err, domain.ErrSessionNotFound) {
+		t.Fatalf("wildcard as session id: %v", err)
+	}
+}
+
+func TestFollowStopsOnUndecodableEvent(t *testing.T) {
+	st, nc, _ := openStore(t)
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	if _, err := js.Publish(ctx, "ledger.uk1."+sid+".teleported", []byte(`{"specversion":"1.0","id":"X","type":"session.teleported","subject":"`+sid+`","time":"2026-01-01T00:00:00Z","schemaversion":1,"userkey":"uk1","data":{}}`)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	err := st.Follow(ctx, 0, func(domain.Event) error { return nil })
+	if !errors.Is(err, domain.ErrUnknownEventType) {
+		t.Fatalf("Follow error = %v, want ErrUnknownEventType", err)
+	}
+}
