@@ -91,7 +91,7 @@ func TestSubjectsAndStreamRules(t *testing.T) {
 	st, nc, _ := openStore(t)
 	ctx := context.Background()
 	sub, err := nc.SubscribeSync(eventstore.SubjectSessionRevoked)
-	if err != nil {
+	if err != nil || nc.Flush() != nil {
 		t.Fatal(err)
 	}
 	if _, err := st.Append(ctx, ev("E1", sid, domain.SessionIssued{UserID: "alice"}), 0); err != nil {

@@ -149,11 +149,6 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	m.proj = projections.NewSessions(log)
-	runCtx, cancel := context.WithCancel(context.Background())
-	m.cancel = cancel
-	m.wg.Add(1)
-	go m.follow(runCtx)
-
 	signer, err := accesstoken.NewSigner(cfg.Issuer, cfg.Audience, accesstoken.NewEd25519Key(keys.SigningKey))
 	if err != nil {
 		return err
@@ -162,6 +157,10 @@ func (m *Main) Run(ctx context.Context) error {
 		Token:      domain.TokenKeys{DigestKeyID: keys.DigestKeyID, DigestKey: keys.DigestKey, SuccessorKey: keys.SuccessorKey},
 		SubjectKey: keys.SubjectKey,
 	}, ledger.Config{ReuseGrace: graceSetting(cfg.ReuseGrace), Logger: log})
+	runCtx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	m.wg.Add(1)
+	go m.follow(runCtx)
 
 	api, err := transport.New(m.ledger, signer, transport.Config{
 		AdminToken: adminToken, Issuer: cfg.Issuer, Logger: log, Ready: m.ready,

@@ -1,0 +1,280 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sessionledger/sessionledger/eventstore"
+)
+
+const testAdminToken = "test-admin-token-0123456789abcdef"
+
+// syncBuffer collects log output from many goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// ledgerHarness is a whole ledger (Main) running on port 0 with embedded NATS.
+type ledgerHarness struct {
+	t       testing.TB
+	m       *Main
+	url     string
+	dataDir string
+	logs    *syncBuffer
+	client  *http.Client
+}
+
+// boot starts a ledger on dataDir (a fresh one when empty). mutate may change
+// the configuration first.
+func boot(t testing.TB, dataDir string, mutate func(*Config)) *ledgerHarness {
+	t.Helper()
+	if dataDir == "" {
+		dataDir = t.TempDir()
+	}
+	cfg := DefaultConfig()
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.NATSListen = "127.0.0.1:-1"
+	cfg.DataDir = dataDir
+	cfg.AdminToken = testAdminToken
+	cfg.Issuer = "http://ledger.test"
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	if err := cfg.complete(); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	m := NewMain(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err := m.Run(context.Background()); err != nil {
+		m.Close()
+		t.Fatalf("Run: %v", err)
+	}
+	h := &ledgerHarness{t: t, m: m, url: m.HTTPURL(), dataDir: dataDir, logs: logs, client: &http.Client{Timeout: 30 * time.Second}}
+	t.Cleanup(h.close)
+	h.waitReady()
+	return h
+}
+
+func (h *ledgerHarness) close() { h.m.Close() }
+
+func (h *ledgerHarness) waitReady() {
+	h.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if st, _ := h.do("GET", "/readyz", "", "", nil); st == http.StatusOK {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	h.t.Fatal("ledger never became ready")
+}
+
+// do sends a request and returns the status and the decoded JSON body (nil if none).
+func (h *ledgerHarness) do(method, path, contentType, body string, header http.Header) (int, map[string]any) {
+	h.t.Helper()
+	req, err := http.NewRequest(method, h.url+path, strings.NewReader(body))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := h.client.Do(req)
+	if err != nil {
+		h.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	if len(bytes.TrimSpace(raw)) > 0 {
+		if err := json.Unmarshal(raw, &out); err != nil {
+			h.t.Fatalf("%s %s: status %d, body is not JSON: %q", method, path, resp.StatusCode, raw)
+		}
+	}
+	return resp.StatusCode, out
+}
+
+var adminHeader = http.Header{"Authorization": {"Bearer " + testAdminToken}}
+
+// admin sends an admin request with a JSON body.
+func (h *ledgerHarness) admin(method, path, body string) (int, map[string]any) {
+	h.t.Helper()
+	ct := ""
+	if body != "" {
+		ct = "application/json"
+	}
+	return h.do(method, path, ct, body, adminHeader)
+}
+
+// form posts form values.
+func (h *ledgerHarness) form(path string, values url.Values, header http.Header) (int, map[string]any) {
+	h.t.Helper()
+	return h.do("POST", path, "application/x-www-form-urlencoded", values.Encode(), header)
+}
+
+// session is what POST /v1/sessions and POST /oauth2/token return.
+type session struct {
+	ID, Access, Refresh string
+	ExpiresIn           float64
+}
+
+func toSession(body map[string]any) session {
+	s := session{}
+	s.ID, _ = body["session_id"].(string)
+	s.Access, _ = body["access_token"].(string)
+	s.Refresh, _ = body["refresh_token"].(string)
+	s.ExpiresIn, _ = body["expires_in"].(float64)
+	return s
+}
+
+func (h *ledgerHarness) issue(body string) session {
+	h.t.Helper()
+	st, out := h.admin("POST", "/v1/sessions", body)
+	if st != http.StatusCreated {
+		h.t.Fatalf("issue %s: status %d %v", body, st, out)
+	}
+	return toSession(out)
+}
+
+// refresh posts a refresh_token grant.
+func (h *ledgerHarness) refresh(rt string) (int, map[string]any) {
+	h.t.Helper()
+	return h.form("/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}, nil)
+}
+
+func (h *ledgerHarness) mustRefresh(rt string) session {
+	h.t.Helper()
+	st, out := h.refresh(rt)
+	if st != http.StatusOK {
+		h.t.Fatalf("refresh: status %d %v", st, out)
+	}
+	return toSession(out)
+}
+
+func (h *ledgerHarness) wantInvalidGrant(rt string) {
+	h.t.Helper()
+	st, out := h.refresh(rt)
+	if st != http.StatusBadRequest || out["error"] != "invalid_grant" {
+		h.t.Fatalf("refresh: status %d %v, want 400 invalid_grant", st, out)
+	}
+}
+
+// introspect returns whether a token is active.
+func (h *ledgerHarness) active(token string) bool {
+	h.t.Helper()
+	st, out := h.form("/oauth2/introspect", url.Values{"token": {token}}, adminHeader)
+	if st != http.StatusOK {
+		h.t.Fatalf("introspect: status %d %v", st, out)
+	}
+	return out["active"] == true
+}
+
+// history returns the types of a session's events.
+func (h *ledgerHarness) history(sid string) []string {
+	h.t.Helper()
+	st, out := h.admin("GET", "/v1/sessions/"+sid+"/events", "")
+	if st != http.StatusOK {
+		h.t.Fatalf("history: status %d %v", st, out)
+	}
+	var types []string
+	for _, e := range out["events"].([]any) {
+		types = append(types, e.(map[string]any)["type"].(string))
+	}
+	return types
+}
+
+// nats connects to the ledger's embedded NATS like another service would.
+func (h *ledgerHarness) nats() *nats.Conn {
+	h.t.Helper()
+	nc, err := nats.Connect(h.m.NATSURL())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(nc.Close)
+	return nc
+}
+
+// streamMessages returns every message in the stream.
+func (h *ledgerHarness) streamMessages() []*jetstream.RawStreamMsg {
+	h.t.Helper()
+	ctx := context.Background()
+	js, _ := jetstream.New(h.nats())
+	s, err := js.Stream(ctx, eventstore.StreamName)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var out []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			h.t.Fatalf("get %d: %v", seq, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// lastSeq is the stream's last sequence.
+func (h *ledgerHarness) lastSeq() uint64 {
+	h.t.Helper()
+	seq, err := h.m.client.LastSeq(context.Background())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return seq
+}
+
+// eventTypes lists the types of the events in the stream, oldest first.
+func (h *ledgerHarness) eventTypes() []string {
+	var types []string
+	for _, m := range h.streamMessages() {
+		var env struct {
+			Type string `json:"type"`
+		}
+		_ = json.Unmarshal(m.Data, &env)
+		types = append(types, env.Type)
+	}
+	return types
+}
+
+func count(list []string, s string) int {
+	n := 0
+	for _, x := range list {
+		if x == s {
+			n++
+		}
+	}
+	return n
+}
