@@ -135,6 +135,5 @@ type User struct {
 	Key         string
 	ID          string
 	Deactivated bool
-	CutoffSeq   uint64 // sessions issued before this sequence are revoked
 	LastSeq     uint64 // sequence of the user's last event of any kind (session or user)
 }

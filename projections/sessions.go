@@ -143,7 +143,6 @@ func (p *Sessions) onReactivated(u *userEntry, e domain.Event) error {
 }
 
 func (p *Sessions) cutOff(u *userEntry, seq uint64, reason string) {
-	u.CutoffSeq = seq
 	for _, s := range u.sessions {
 		if s.EndByUser(seq, reason) {
 			s.LastSeq = seq

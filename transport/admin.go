@@ -56,6 +56,8 @@ func jsonProblem(err error) string {
 		return fmt.Sprintf("syntax error at offset %d", se.Offset)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		return "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "syntax error: the body ends inside a JSON value"
 	case errors.Is(err, io.EOF):
 		return "the body is empty"
 	}

@@ -1,0 +1,131 @@
+package accesstoken
+
+import (
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+var now = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+
+func newSigner(t *testing.T) (*Signer, ed25519.PrivateKey) {
+	t.Helper()
+	_, priv, _ := ed25519.GenerateKey(nil)
+	s, err := NewSigner("https://ledger.example", "api", NewEd25519Key(priv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, priv
+}
+
+func claims() Claims {
+	return Claims{Subject: "alice", SessionID: "S1", ID: "J1", IssuedAt: now, ExpiresAt: now.Add(time.Hour), Custom: json.RawMessage(`{"role":"admin"}`)}
+}
+
+func TestSignAndVerify(t *testing.T) {
+	s, _ := newSigner(t)
+	tok, err := s.Sign(claims())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.Verify(tok, now.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Subject != "alice" || v.SessionID != "S1" || v.ID != "J1" || !v.ExpiresAt.Equal(now.Add(time.Hour)) {
+		t.Fatalf("verified %+v", v)
+	}
+	payload, _ := jwt.NewParser().DecodeSegment(strings.Split(tok, ".")[1])
+	var m map[string]any
+	_ = json.Unmarshal(payload, &m)
+	if m["role"] != "admin" || m["sid"] != "S1" {
+		t.Fatalf("payload %s", payload)
+	}
+	if _, err := s.Verify(tok, now.Add(time.Hour)); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("expired token at exp: %v", err)
+	}
+}
+
+// forge signs arbitrary header and claims with method and key.
+func forge(t *testing.T, method jwt.SigningMethod, key any, header map[string]any, c jwt.MapClaims) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(method, c)
+	for k, v := range header {
+		tok.Header[k] = v
+	}
+	str, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return str
+}
+
+func TestVerifyRejects(t *testing.T) {
+	s, priv := newSigner(t)
+	kid := NewEd25519Key(priv).ID
+	good := jwt.MapClaims{"iss": "https://ledger.example", "aud": "api", "sub": "alice", "sid": "S1", "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}
+	with := func(k string, v any) jwt.MapClaims {
+		c := jwt.MapClaims{}
+		for a, b := range good {
+			c[a] = b
+		}
+		if v == nil {
+			delete(c, k)
+		} else {
+			c[k] = v
+		}
+		return c
+	}
+	hdr := map[string]any{"typ": TokenType, "kid": kid}
+	_, otherPriv, _ := ed25519.GenerateKey(nil)
+	none, _ := jwt.NewWithClaims(jwt.SigningMethodNone, good).SignedString(jwt.UnsafeAllowNoneSignatureType)
+	pub := priv.Public().(ed25519.PublicKey)
+	for name, tok := range map[string]string{
+		"control (must verify)":     "",
+		"alg none":                  none,
+		"HS256 with the public key": forge(t, jwt.SigningMethodHS256, []byte(pub), hdr, good),
+		"other key, same kid":       forge(t, jwt.SigningMethodEdDSA, otherPriv, hdr, good),
+		"unknown kid":               forge(t, jwt.SigningMethodEdDSA, priv, map[string]any{"typ": TokenType, "kid": "nope"}, good),
+		"path-like kid":             forge(t, jwt.SigningMethodEdDSA, priv, map[string]any{"typ": TokenType, "kid": "../../keys.json"}, good),
+		"no typ":                    forge(t, jwt.SigningMethodEdDSA, priv, map[string]any{"kid": kid}, good),
+		"typ JWT":                   forge(t, jwt.SigningMethodEdDSA, priv, map[string]any{"typ": "JWT", "kid": kid}, good),
+		"wrong iss":                 forge(t, jwt.SigningMethodEdDSA, priv, hdr, with("iss", "https://evil")),
+		"wrong aud":                 forge(t, jwt.SigningMethodEdDSA, priv, hdr, with("aud", "other")),
+		"no exp":                    forge(t, jwt.SigningMethodEdDSA, priv, hdr, with("exp", nil)),
+		"no sid":                    forge(t, jwt.SigningMethodEdDSA, priv, hdr, with("sid", nil)),
+		"issued in the future":      forge(t, jwt.SigningMethodEdDSA, priv, hdr, with("iat", now.Add(time.Hour).Unix())),
+		"garbage":                   "a.b.c",
+	} {
+		if name == "control (must verify)" {
+			if _, err := s.Verify(forge(t, jwt.SigningMethodEdDSA, priv, hdr, good), now); err != nil {
+				t.Fatalf("control token rejected: %v", err)
+			}
+			continue
+		}
+		if _, err := s.Verify(tok, now); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: accepted (err %v)", name, err)
+		}
+	}
+}
+
+func TestJWKS(t *testing.T) {
+	s, priv := newSigner(t)
+	var set struct {
+		Keys []map[string]string `json:"keys"`
+	}
+	if err := json.Unmarshal(s.JWKS(), &set); err != nil || len(set.Keys) != 1 {
+		t.Fatalf("jwks %s: %v", s.JWKS(), err)
+	}
+	k := set.Keys[0]
+	if k["kid"] != NewEd25519Key(priv).ID || k["alg"] != "EdDSA" || k["use"] != "sig" || k["kty"] != "OKP" || k["crv"] != "Ed25519" {
+		t.Fatalf("jwk %v", k)
+	}
+	if strings.Contains(string(s.JWKS()), `"d"`) {
+		t.Fatal("the JWKS publishes a private key")
+	}
+}

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestMain lets a test start this binary's main as a child process: with
+// SESSIONLEDGER_TEST_RUN_MAIN set, the test binary runs sessionledger with the
+// arguments in SESSIONLEDGER_TEST_ARGS (separated by newlines) instead of tests.
+func TestMain(m *testing.M) {
+	if os.Getenv("SESSIONLEDGER_TEST_RUN_MAIN") == "1" {
+		os.Args = append([]string{"sessionledger"}, strings.Split(os.Getenv("SESSIONLEDGER_TEST_ARGS"), "\n")...)
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// process is sessionledger running as a child process.
+type process struct {
+	cmd  *exec.Cmd
+	url  string
+	logs *syncBuffer
+}
+
+// startProcess runs "sessionledger serve" on dataDir and waits until it is ready.
+func startProcess(t *testing.T, dataDir string) *process {
+	t.Helper()
+	args := []string{"serve", "--http-addr", "127.0.0.1:0", "--nats-listen", "", "--data-dir", dataDir, "--issuer", "http://ledger.test"}
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(),
+		"SESSIONLEDGER_TEST_RUN_MAIN=1",
+		"SESSIONLEDGER_TEST_ARGS="+strings.Join(args, "\n"),
+		"SESSIONLEDGER_ADMIN_TOKEN="+testAdminToken,
+	)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &process{cmd: cmd, logs: &syncBuffer{}}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			line := sc.Bytes()
+			p.logs.Write(append(line, '\n'))
+			var rec struct{ Msg, Addr string }
+			if json.Unmarshal(line, &rec) == nil && rec.Msg == "sessionledger listening" {
+				addr <- rec.Addr
+			}
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+	}()
+	select {
+	case a := <-addr:
+		p.url = "http://" + a
+	case <-time.After(30 * time.Second):
+		t.Fatalf("sessionledger did not start; log:\n%s", p.logs.String())
+	}
+	h := &ledgerHarness{t: t, url: p.url, client: &http.Client{Timeout: 10 * time.Second}}
+	h.waitReady()
+	return p
+}
+
+func (p *process) harness(t *testing.T) *ledgerHarness {
+	return &ledgerHarness{t: t, url: p.url, client: &http.Client{Timeout: 10 * time.Second}}
+}
+
+// kill9 kills the process with SIGKILL: no shutdown code runs.
+func (p *process) kill9(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.cmd.Wait()
+}
+
+func TestKill9KeepsEveryAcknowledgedAction(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts child processes")
+	}
+	dir := t.TempDir()
+	p := startProcess(t, dir)
+	h := p.harness(t)
+
+	a0 := h.issue(`{"user_id":"alice"}`)
+	a1 := h.mustRefresh(a0.Refresh)
+	a2 := h.mustRefresh(a1.Refresh) // the newest token alice's client holds
+	b := h.issue(`{"user_id":"bob"}`)
+	h.admin("DELETE", "/v1/sessions/"+b.ID, "")
+	c0 := h.issue(`{"user_id":"carol"}`)
+	c1 := h.mustRefresh(c0.Refresh)
+	h.admin("POST", "/v1/users/dave/deactivate", "")
+	// Many sessions right before the kill, so some acks are very recent.
+	var recent []session
+	for i := 0; i < 50; i++ {
+		recent = append(recent, h.mustRefresh(h.issue(fmt.Sprintf(`{"user_id":"u%d"}`, i)).Refresh))
+	}
+	p.kill9(t)
+
+	p2 := startProcess(t, dir)
+	h2 := p2.harness(t)
+	h2.wantInvalidGrant(b.Refresh) // revoked stays revoked
+	for i, s := range recent {
+		if st, body := h2.refresh(s.Refresh); st != http.StatusOK {
+			t.Fatalf("session %d issued and refreshed just before the kill: %d %v", i, st, body)
+		}
+	}
+	if st, _ := h2.admin("POST", "/v1/sessions", `{"user_id":"dave"}`); st != http.StatusConflict {
+		t.Fatalf("deactivation lost: issue to dave got %d", st)
+	}
+	h2.mustRefresh(c1.Refresh)      // newest token works
+	h2.wantInvalidGrant(a0.Refresh) // rotated out two generations ago: reuse
+	h2.wantInvalidGrant(a2.Refresh) // and reuse revoked the family
+	types := h2.history(a0.ID)
+	if types[len(types)-2] != "session.reused" || types[len(types)-1] != "session.revoked" {
+		t.Fatalf("history after reuse: %v", types)
+	}
+	if strings.Contains(p.logs.String()+p2.logs.String(), testAdminToken) {
+		t.Fatal("the admin token is in the log")
+	}
+}
