@@ -287,17 +287,33 @@ func (s *Store) SessionHistory(ctx context.Context, sessionID string) ([]domain.
 func (s *Store) read(ctx context.Context, filter string, startSeq, lastSeq uint64, fn func(domain.Event) bool) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	cons, err := s.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+	err := s.consume(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{filter},
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    startSeq,
+	}, func(e domain.Event) (bool, error) {
+		return fn(e) && e.Seq < lastSeq, nil
 	})
-	if err != nil {
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
 		return fmt.Errorf("eventstore: read %s: %w (%v)", filter, domain.ErrUnavailable, err)
 	}
-	it, err := cons.Messages()
+	return fmt.Errorf("eventstore: read %s: %w", filter, err)
+}
+
+// consume runs an ordered consumer with cfg and delivers its events in stream
+// order until fn returns false or an error, or ctx ends. A message that does
+// not decode is an error: nothing is skipped silently.
+func (s *Store) consume(ctx context.Context, cfg jetstream.OrderedConsumerConfig, fn func(domain.Event) (more bool, err error)) error {
+	cons, err := s.stream.OrderedConsumer(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("eventstore: read %s: %w (%v)", filter, domain.ErrUnavailable, err)
+		return err
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
+	if err != nil {
+		return err
 	}
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
@@ -305,14 +321,17 @@ func (s *Store) read(ctx context.Context, filter string, startSeq, lastSeq uint6
 	for {
 		msg, err := it.Next()
 		if err != nil {
-			return fmt.Errorf("eventstore: read %s: %w (%v)", filter, domain.ErrUnavailable, err)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
 		}
 		e, err := decode(msg)
 		if err != nil {
 			return err
 		}
-		if !fn(e) || e.Seq >= lastSeq {
-			return nil
+		if more, err := fn(e); err != nil || !more {
+			return err
 		}
 	}
 }
@@ -339,31 +358,9 @@ func (s *Store) Follow(ctx context.Context, afterSeq uint64, apply func(domain.E
 	if afterSeq > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, afterSeq+1
 	}
-	cons, err := s.stream.OrderedConsumer(ctx, cfg)
-	if err != nil {
+	err := s.consume(ctx, cfg, func(e domain.Event) (bool, error) { return true, apply(e) })
+	if err != nil && ctx.Err() == nil {
 		return fmt.Errorf("eventstore: follow: %w", err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
-	if err != nil {
-		return fmt.Errorf("eventstore: follow: %w", err)
-	}
-	defer it.Stop()
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	for {
-		msg, err := it.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("eventstore: follow: %w", err)
-		}
-		e, err := decode(msg)
-		if err != nil {
-			return err
-		}
-		if err := apply(e); err != nil {
-			return err
-		}
-	}
+	return err
 }

@@ -45,6 +45,20 @@ func readForm(c echo.Context) (url.Values, error) {
 	return r.PostForm, nil
 }
 
+// tokenParam reads the form parameter "token" of the revocation and
+// introspection endpoints.
+func tokenParam(c echo.Context) (string, error) {
+	form, err := readForm(c)
+	if err != nil {
+		return "", err
+	}
+	tok := form.Get("token")
+	if tok == "" {
+		return "", &errBadForm{http.StatusBadRequest, "token is required"}
+	}
+	return tok, nil
+}
+
 func formError(c echo.Context, err error) error {
 	var bf *errBadForm
 	if errors.As(err, &bf) {
@@ -113,13 +127,9 @@ func oauthStatus(a apiError) int {
 // revoke is POST /oauth2/revoke (RFC 7009): signs the token's session out.
 // It answers 200 for an unknown or invalid token as well.
 func (s *Server) revoke(c echo.Context) error {
-	form, err := readForm(c)
+	tok, err := tokenParam(c)
 	if err != nil {
 		return formError(c, err)
-	}
-	tok := form.Get("token")
-	if tok == "" {
-		return writeOAuthError(c, http.StatusBadRequest, "invalid_request", "token is required")
 	}
 	if err := s.ledger.SignOut(s.ctx(c), tok); err != nil {
 		a := lookup(err)
@@ -143,13 +153,9 @@ type introspection struct {
 
 // introspect is POST /oauth2/introspect (RFC 7662), for refresh and access tokens.
 func (s *Server) introspect(c echo.Context) error {
-	form, err := readForm(c)
+	tok, err := tokenParam(c)
 	if err != nil {
 		return formError(c, err)
-	}
-	tok := form.Get("token")
-	if tok == "" {
-		return writeOAuthError(c, http.StatusBadRequest, "invalid_request", "token is required")
 	}
 	c.Response().Header().Set("Cache-Control", "no-store")
 	in := s.ledger.Introspect(tok)

@@ -1,13 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -34,44 +33,34 @@ type process struct {
 }
 
 // startProcess runs "sessionledger serve" on dataDir and waits until it is ready.
-func startProcess(t *testing.T, dataDir string) *process {
+func startProcess(t *testing.T, dataDir string, env ...string) *process {
 	t.Helper()
+	if env == nil {
+		env = []string{"SESSIONLEDGER_ADMIN_TOKEN=" + testAdminToken}
+	}
 	args := []string{"serve", "--http-addr", "127.0.0.1:0", "--nats-listen", "", "--data-dir", dataDir, "--issuer", "http://ledger.test"}
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(),
 		"SESSIONLEDGER_TEST_RUN_MAIN=1",
 		"SESSIONLEDGER_TEST_ARGS="+strings.Join(args, "\n"),
-		"SESSIONLEDGER_ADMIN_TOKEN="+testAdminToken,
 	)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	cmd.Env = append(cmd.Env, env...)
+	p := &process{cmd: cmd, logs: &syncBuffer{}}
+	cmd.Stderr = p.logs // Wait returns only after everything written is copied
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &process{cmd: cmd, logs: &syncBuffer{}}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			line := sc.Bytes()
-			p.logs.Write(append(line, '\n'))
+	waitFor(t, 30*time.Second, func() bool {
+		for _, line := range strings.Split(p.logs.String(), "\n") {
 			var rec struct{ Msg, Addr string }
-			if json.Unmarshal(line, &rec) == nil && rec.Msg == "sessionledger listening" {
-				addr <- rec.Addr
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "sessionledger listening" {
+				p.url = "http://" + rec.Addr
+				return true
 			}
 		}
-		_, _ = io.Copy(io.Discard, stderr)
-	}()
-	select {
-	case a := <-addr:
-		p.url = "http://" + a
-	case <-time.After(30 * time.Second):
-		t.Fatalf("sessionledger did not start; log:\n%s", p.logs.String())
-	}
+		return false
+	}, func() string { return "sessionledger did not start; log:\n" + p.logs.String() })
 	h := &ledgerHarness{t: t, url: p.url, client: &http.Client{Timeout: 10 * time.Second}}
 	h.waitReady()
 	return p
@@ -79,6 +68,18 @@ func startProcess(t *testing.T, dataDir string) *process {
 
 func (p *process) harness(t *testing.T) *ledgerHarness {
 	return &ledgerHarness{t: t, url: p.url, client: &http.Client{Timeout: 10 * time.Second}}
+}
+
+// waitFor polls cond until it holds or timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, cond func() bool, msg func() string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal(msg())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // kill9 kills the process with SIGKILL: no shutdown code runs.
@@ -133,5 +134,42 @@ func TestKill9KeepsEveryAcknowledgedAction(t *testing.T) {
 	}
 	if strings.Contains(p.logs.String()+p2.logs.String(), testAdminToken) {
 		t.Fatal("the admin token is in the log")
+	}
+}
+
+func TestSIGTERMShutsDownGracefullyAndAdminTokenIsGenerated(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts child processes")
+	}
+	dir := t.TempDir()
+	p := startProcess(t, dir, "SESSIONLEDGER_LOG_LEVEL=info")
+	token, err := os.ReadFile(filepath.Join(dir, "admin-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := strings.TrimSpace(string(token))
+	h := p.harness(t)
+	st, _ := h.do("GET", "/v1/users/x/sessions", "", "", http.Header{"Authorization": {"Bearer " + tok}})
+	if st != http.StatusOK {
+		t.Fatalf("generated admin token refused: %d", st)
+	}
+	if !strings.Contains(p.logs.String(), filepath.Join(dir, "admin-token")) || strings.Contains(p.logs.String(), tok) {
+		t.Fatal("the log must name the admin token's path and never its value")
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no exit within 20s of SIGTERM")
+	}
+	if !strings.Contains(p.logs.String(), "shutting down") {
+		t.Fatalf("log:\n%s", p.logs.String())
 	}
 }
