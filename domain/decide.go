@@ -64,8 +64,8 @@ func DecideRefresh(s *Session, t RefreshToken, keys TokenKeys, now time.Time, gr
 	case !s.Live():
 		return RefreshDecision{Err: ErrSessionEnded, Outcome: OutcomeInvalid}
 	}
-	if reason, expired := s.ExpiredAt(now); expired {
-		return RefreshDecision{Event: SessionExpired{Reason: reason}, Err: ErrSessionExpired, Outcome: OutcomeExpired}
+	if expired := DecideExpire(s, now); expired != nil {
+		return RefreshDecision{Event: expired, Err: ErrSessionExpired, Outcome: OutcomeExpired}
 	}
 	switch {
 	case behind == 0:
@@ -114,4 +114,16 @@ func DecideCompleteRevocation(s *Session) Payload {
 		return nil
 	}
 	return SessionRevoked{Reason: ReasonReuseDetected, Actor: ActorLedger}
+}
+
+// DecideExpire returns the session.expired event for a live session past a
+// deadline at now, or nil.
+func DecideExpire(s *Session, now time.Time) Payload {
+	if s == nil || !s.Live() {
+		return nil
+	}
+	if reason, expired := s.ExpiredAt(now); expired {
+		return SessionExpired{Reason: reason}
+	}
+	return nil
 }

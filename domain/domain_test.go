@@ -277,6 +277,8 @@ func TestPolicyValidate(t *testing.T) {
 		{Policy{AccessTokenTTL: 1, AbsoluteLifetime: 0}, "policy.absolute_lifetime"},
 		{Policy{AccessTokenTTL: 20, AbsoluteLifetime: 10}, "policy.absolute_lifetime"},
 		{Policy{AccessTokenTTL: 1, AbsoluteLifetime: 10, InactivityTimeout: -1}, "policy.inactivity_timeout"},
+		{Policy{AccessTokenTTL: 1, AbsoluteLifetime: MaxPolicySeconds + 1}, "policy.absolute_lifetime"},
+		{Policy{AccessTokenTTL: 1, AbsoluteLifetime: 10, InactivityTimeout: 1 << 40}, "policy.inactivity_timeout"},
 	} {
 		var ve *ValidationError
 		if err := tt.p.Validate(); !errors.As(err, &ve) || ve.Field != tt.field {

@@ -48,8 +48,20 @@ func Preset(name string) (Policy, error) {
 	return p, nil
 }
 
+// MaxPolicySeconds bounds every policy value (ten years), far inside what
+// time.Duration can hold.
+const MaxPolicySeconds Seconds = 10 * 365 * day
+
 // Validate checks a policy's values.
 func (p Policy) Validate() error {
+	for _, f := range []struct {
+		name string
+		v    Seconds
+	}{{"access_token_ttl", p.AccessTokenTTL}, {"absolute_lifetime", p.AbsoluteLifetime}, {"inactivity_timeout", p.InactivityTimeout}} {
+		if f.v > MaxPolicySeconds {
+			return &ValidationError{Field: "policy." + f.name, Reason: fmt.Sprintf("must be at most %d seconds (ten years)", MaxPolicySeconds)}
+		}
+	}
 	switch {
 	case p.AccessTokenTTL < 1:
 		return &ValidationError{Field: "policy.access_token_ttl", Reason: "must be at least 1 second"}

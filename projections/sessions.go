@@ -4,12 +4,14 @@ package projections
 
 import (
 	"cmp"
+	"container/heap"
 	"context"
 	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/sessionledger/sessionledger/domain"
 )
@@ -20,9 +22,11 @@ import (
 type Sessions struct {
 	log *slog.Logger
 
-	mu       sync.RWMutex
-	sessions map[string]*domain.Session
-	users    map[string]*userEntry
+	mu        sync.RWMutex
+	sessions  map[string]*entry
+	users     map[string]*userEntry
+	deadlines deadlineHeap      // live sessions by the earlier of their two deadlines
+	pending   map[string]*entry // sessions whose reuse revocation is still to be announced
 
 	applied atomic.Uint64 // last applied stream sequence
 
@@ -34,7 +38,13 @@ type Sessions struct {
 
 type userEntry struct {
 	domain.User
-	sessions map[string]*domain.Session
+	sessions map[string]*entry
+}
+
+// entry is a session and its place in the deadline heap (-1: not in it).
+type entry struct {
+	domain.Session
+	heapIndex int
 }
 
 type waiter struct {
@@ -49,8 +59,9 @@ func NewSessions(log *slog.Logger) *Sessions {
 	}
 	return &Sessions{
 		log:      log,
-		sessions: make(map[string]*domain.Session),
+		sessions: make(map[string]*entry),
 		users:    make(map[string]*userEntry),
+		pending:  make(map[string]*entry),
 		failed:   make(chan struct{}),
 	}
 }
@@ -82,7 +93,7 @@ func (p *Sessions) Apply(e domain.Event) error {
 	p.mu.Lock()
 	u := p.users[e.UserKey]
 	if u == nil {
-		u = &userEntry{User: domain.User{Key: e.UserKey}, sessions: make(map[string]*domain.Session)}
+		u = &userEntry{User: domain.User{Key: e.UserKey}, sessions: make(map[string]*entry)}
 		p.users[e.UserKey] = u
 	}
 	u.LastSeq = e.Seq
@@ -103,13 +114,14 @@ func (p *Sessions) onIssued(u *userEntry, e domain.Event) error {
 	if _, dup := p.sessions[e.SessionID]; dup {
 		return fmt.Errorf("session %s issued twice", e.SessionID)
 	}
-	s := &domain.Session{}
+	s := &entry{heapIndex: -1}
 	if err := s.Apply(e); err != nil {
 		return err
 	}
 	u.ID = s.UserID
 	p.sessions[s.ID] = s
 	u.sessions[s.ID] = s
+	heap.Push(&p.deadlines, s)
 	return nil
 }
 
@@ -119,7 +131,7 @@ func (p *Sessions) onSessionEvent(u *userEntry, e domain.Event) error {
 		return fmt.Errorf("%s for session %s, which is not live", e.Type(), e.SessionID)
 	}
 	err := s.Apply(e)
-	p.dropIfEnded(u, s)
+	p.settle(u, s)
 	return err
 }
 
@@ -146,16 +158,29 @@ func (p *Sessions) cutOff(u *userEntry, seq uint64, reason string) {
 	for _, s := range u.sessions {
 		if s.EndByUser(seq, reason) {
 			s.LastSeq = seq
-			p.dropIfEnded(u, s)
+			p.settle(u, s)
 		}
 	}
 }
 
-func (p *Sessions) dropIfEnded(u *userEntry, s *domain.Session) {
-	if !s.Live() && !s.RevocationPending {
-		delete(p.sessions, s.ID)
-		delete(u.sessions, s.ID)
+// settle puts s where its state says after it changed: in the deadline heap
+// while live, in the pending set while its revocation is unannounced, and
+// nowhere once it has ended.
+func (p *Sessions) settle(u *userEntry, s *entry) {
+	switch {
+	case s.Live():
+		heap.Fix(&p.deadlines, s.heapIndex)
+		return
+	case s.heapIndex >= 0:
+		heap.Remove(&p.deadlines, s.heapIndex)
 	}
+	if s.RevocationPending {
+		p.pending[s.ID] = s
+		return
+	}
+	delete(p.pending, s.ID)
+	delete(p.sessions, s.ID)
+	delete(u.sessions, s.ID)
 }
 
 // Session returns a copy of the live session id, or of a session whose
@@ -167,7 +192,7 @@ func (p *Sessions) Session(id string) (domain.Session, bool) {
 	if !ok {
 		return domain.Session{}, false
 	}
-	return *s, true
+	return s.Session, true
 }
 
 // User returns a copy of the user's state, if the projection holds one (a
@@ -191,7 +216,7 @@ func (p *Sessions) UserSessions(key string) []domain.Session {
 		out = make([]domain.Session, 0, len(u.sessions))
 		for _, s := range u.sessions {
 			if s.Live() {
-				out = append(out, *s)
+				out = append(out, s.Session)
 			}
 		}
 	}
@@ -205,12 +230,32 @@ func (p *Sessions) UserSessions(key string) []domain.Session {
 func (p *Sessions) PendingRevocations() []domain.Session {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	var out []domain.Session
-	for _, s := range p.sessions {
-		if s.RevocationPending {
-			out = append(out, *s)
-		}
+	out := make([]domain.Session, 0, len(p.pending))
+	for _, s := range p.pending {
+		out = append(out, s.Session)
 	}
+	return out
+}
+
+// Due returns up to limit live sessions whose refresh deadline (the earlier of
+// absolute lifetime and inactivity timeout) is at or before now, earliest
+// first. It costs O(limit log n), whatever the number of sessions.
+func (p *Sessions) Due(now time.Time, limit int) []domain.Session {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	var out []domain.Session
+	// Walk the heap from its root: a node's children are never due before it.
+	next := []int{0}
+	for len(next) > 0 && len(out) < limit {
+		i := next[len(next)-1]
+		next = next[:len(next)-1]
+		if i >= len(p.deadlines) || p.deadlines[i].RefreshExpiresAt().After(now) {
+			continue
+		}
+		out = append(out, p.deadlines[i].Session)
+		next = append(next, 2*i+1, 2*i+2)
+	}
+	slices.SortFunc(out, func(a, b domain.Session) int { return a.RefreshExpiresAt().Compare(b.RefreshExpiresAt()) })
 	return out
 }
 
@@ -218,7 +263,7 @@ func (p *Sessions) PendingRevocations() []domain.Session {
 func (p *Sessions) LiveSessions() int {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	return len(p.sessions)
+	return len(p.deadlines)
 }
 
 // Applied returns the last applied stream sequence.
@@ -280,4 +325,30 @@ func (p *Sessions) wake(applied uint64) {
 		}
 		return false
 	})
+}
+
+// deadlineHeap orders live sessions by refresh deadline; each entry knows its
+// index so a rotation moves it in O(log n).
+type deadlineHeap []*entry
+
+func (h deadlineHeap) Len() int { return len(h) }
+func (h deadlineHeap) Less(i, j int) bool {
+	return h[i].RefreshExpiresAt().Before(h[j].RefreshExpiresAt())
+}
+func (h deadlineHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIndex, h[j].heapIndex = i, j
+}
+func (h *deadlineHeap) Push(x any) {
+	e := x.(*entry)
+	e.heapIndex = len(*h)
+	*h = append(*h, e)
+}
+func (h *deadlineHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	e.heapIndex = -1
+	*h = old[:len(old)-1]
+	return e
 }

@@ -119,3 +119,46 @@ func TestWaitApplied(t *testing.T) {
 		t.Fatalf("after Fail: %v", err)
 	}
 }
+
+func TestDueFollowsDeadlines(t *testing.T) {
+	p := NewSessions(nil)
+	pol := func(inactivity domain.Seconds) domain.SessionIssued {
+		return domain.SessionIssued{UserID: "alice", Policy: domain.Policy{AccessTokenTTL: 1, AbsoluteLifetime: 1000, InactivityTimeout: inactivity}}
+	}
+	ids := []string{"01JD3Z9V6Q4Q4WJ5X7K8M9N0P1", "01JD3Z9V6Q4Q4WJ5X7K8M9N0P2", "01JD3Z9V6Q4Q4WJ5X7K8M9N0P3", "01JD3Z9V6Q4Q4WJ5X7K8M9N0P4"}
+	apply(t, p, 1, ids[0], pol(30))
+	apply(t, p, 2, ids[1], pol(10))
+	apply(t, p, 3, ids[2], pol(20))
+	apply(t, p, 4, ids[3], pol(0)) // absolute only: 1000 s
+	due := func(at time.Duration, limit int) []string {
+		var out []string
+		for _, s := range p.Due(t0.Add(at), limit) {
+			out = append(out, s.ID)
+		}
+		return out
+	}
+	if got := due(9*time.Second, 10); len(got) != 0 {
+		t.Fatalf("due at 9s: %v", got)
+	}
+	if got := due(20*time.Second, 10); len(got) != 2 || got[0] != ids[1] || got[1] != ids[2] {
+		t.Fatalf("due at 20s: %v, want [%s %s]", got, ids[1], ids[2])
+	}
+	if got := due(time.Hour, 2); len(got) != 2 {
+		t.Fatalf("limit not honoured: %v", got)
+	}
+	// A rotation at 15 s moves session 2's inactivity deadline to 25 s.
+	if err := p.Apply(domain.Event{Seq: 5, Time: t0.Add(15 * time.Second), SessionID: ids[1], UserKey: "u1",
+		Data: domain.SessionRotated{Generation: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := due(20*time.Second, 10); len(got) != 1 || got[0] != ids[2] {
+		t.Fatalf("due at 20s after the rotation: %v", got)
+	}
+	apply(t, p, 6, ids[2], domain.SessionExpired{Reason: domain.ExpiredInactivity})
+	if got := due(999*time.Second, 10); len(got) != 2 || got[0] != ids[1] || got[1] != ids[0] {
+		t.Fatalf("due at 999s: %v", got)
+	}
+	if got := due(1000*time.Second, 10); len(got) != 3 || got[2] != ids[3] {
+		t.Fatalf("due at 1000s: %v", got)
+	}
+}

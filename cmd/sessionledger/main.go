@@ -91,6 +91,7 @@ func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stder
 	fs.StringVar(&cfg.Issuer, "issuer", cfg.Issuer, "iss of access tokens and base of the metadata URLs (default http://localhost:<http port>)")
 	fs.StringVar(&cfg.Audience, "audience", cfg.Audience, "aud of access tokens (default: the issuer)")
 	fs.DurationVar(&cfg.ReuseGrace, "reuse-grace", cfg.ReuseGrace, "how long after a rotation the previous refresh token still yields the same successor (0 disables)")
+	fs.StringVar(&cfg.DefaultPolicy, "default-policy", cfg.DefaultPolicy, "preset for sessions issued without a policy: consumer, high_security, mobile")
 	fs.IntVar(&cfg.Replicas, "replicas", cfg.Replicas, "replicas of the stream when the ledger creates it")
 	fs.TextVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn, error")
 

@@ -30,19 +30,25 @@ type Config struct {
 	Audience   string
 	AdminToken string
 	ReuseGrace time.Duration
-	Replicas   int
-	LogLevel   slog.Level
+	// DefaultPolicy names the preset for sessions issued without a policy.
+	DefaultPolicy string
+	// SweepInterval is how often expiries are swept (tests shorten it).
+	SweepInterval time.Duration
+	Replicas      int
+	LogLevel      slog.Level
 }
 
 // DefaultConfig returns the defaults: everything local, embedded NATS.
 func DefaultConfig() Config {
 	return Config{
-		HTTPAddr:   ":8080",
-		DataDir:    "./data",
-		NATSListen: "127.0.0.1:4222",
-		ReuseGrace: ledger.DefaultReuseGrace,
-		Replicas:   1,
-		LogLevel:   slog.LevelInfo,
+		HTTPAddr:      ":8080",
+		DataDir:       "./data",
+		NATSListen:    "127.0.0.1:4222",
+		ReuseGrace:    ledger.DefaultReuseGrace,
+		DefaultPolicy: domain.PolicyConsumer,
+		SweepInterval: ledger.DefaultSweepInterval,
+		Replicas:      1,
+		LogLevel:      slog.LevelInfo,
 	}
 }
 
@@ -60,6 +66,9 @@ func (c *Config) complete() error {
 	}
 	if c.ReuseGrace < 0 {
 		return errors.New("--reuse-grace must not be negative")
+	}
+	if _, err := domain.Preset(c.DefaultPolicy); err != nil {
+		return fmt.Errorf("--default-policy: %w", err)
 	}
 	if c.Replicas < 1 || c.Replicas > 5 {
 		return errors.New("--replicas must be between 1 and 5")
@@ -149,6 +158,10 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	m.proj = projections.NewSessions(log)
+	defaultPolicy, err := domain.Preset(cfg.DefaultPolicy)
+	if err != nil {
+		return err
+	}
 	signer, err := accesstoken.NewSigner(cfg.Issuer, cfg.Audience, accesstoken.NewEd25519Key(keys.SigningKey))
 	if err != nil {
 		return err
@@ -156,7 +169,7 @@ func (m *Main) Run(ctx context.Context) error {
 	m.ledger = ledger.New(m.client, m.proj, signer, ledger.Keys{
 		Token:      domain.TokenKeys{DigestKeyID: keys.DigestKeyID, DigestKey: keys.DigestKey, SuccessorKey: keys.SuccessorKey},
 		SubjectKey: keys.SubjectKey,
-	}, ledger.Config{ReuseGrace: graceSetting(cfg.ReuseGrace), Logger: log})
+	}, ledger.Config{ReuseGrace: graceSetting(cfg.ReuseGrace), DefaultPolicy: defaultPolicy, Logger: log})
 	runCtx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	m.wg.Add(1)
@@ -199,7 +212,8 @@ func graceSetting(d time.Duration) time.Duration {
 }
 
 // follow applies the stream to the projection until the context ends. Once
-// caught up it records the revocations a crash may have left unannounced.
+// caught up it records the revocations a crash may have left unannounced and
+// starts sweeping expiries.
 func (m *Main) follow(ctx context.Context) {
 	defer m.wg.Done()
 	apply := func(e domain.Event) error {
@@ -230,6 +244,7 @@ func (m *Main) markCaughtUp(ctx context.Context) {
 	go func() {
 		defer m.wg.Done()
 		m.ledger.CompletePendingRevocations(ctx)
+		m.ledger.Sweep(ctx, m.Config.SweepInterval)
 	}()
 }
 

@@ -1,0 +1,59 @@
+package ledger
+
+import (
+	"context"
+	"time"
+
+	"github.com/sessionledger/sessionledger/domain"
+)
+
+// Sweeper defaults.
+const (
+	DefaultSweepInterval = 250 * time.Millisecond
+	sweepBatch           = 1000
+)
+
+// ExpireDue records session.expired for every live session past its deadline
+// (up to a batch) and returns how many this call recorded. Any number of
+// instances may sweep at once: the per-user expected sequence lets one append
+// win, and the others, deciding again on the caught-up state, write nothing.
+func (l *Ledger) ExpireDue(ctx context.Context) int {
+	n := 0
+	for _, s := range l.proj.Due(l.cfg.Now(), sweepBatch) {
+		e, err := l.write(ctx, s.UserKey, func(now time.Time) (domain.Payload, string, error) {
+			cur, ok := l.proj.Session(s.ID)
+			if !ok {
+				return nil, "", nil
+			}
+			return domain.DecideExpire(&cur, now), s.ID, nil
+		})
+		if err != nil {
+			l.log.Error("ledger: record expiry", "session_id", s.ID, "err", err)
+			continue
+		}
+		if e.Data != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// Sweep runs until ctx ends: every interval it records due expiries and the
+// session.revoked still owed after a reuse, so subscribers and auditors see
+// them even when no client comes back.
+func (l *Ledger) Sweep(ctx context.Context, interval time.Duration) {
+	if interval <= 0 {
+		interval = DefaultSweepInterval
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			l.ExpireDue(ctx)
+			l.CompletePendingRevocations(ctx)
+		}
+	}
+}
