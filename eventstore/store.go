@@ -287,7 +287,7 @@ func (s *Store) SessionHistory(ctx context.Context, sessionID string) ([]domain.
 func (s *Store) read(ctx context.Context, filter string, startSeq, lastSeq uint64, fn func(domain.Event) bool) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	err := s.consume(ctx, jetstream.OrderedConsumerConfig{
+	err := consume(ctx, s.stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{filter},
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    startSeq,
@@ -303,11 +303,24 @@ func (s *Store) read(ctx context.Context, filter string, startSeq, lastSeq uint6
 	return fmt.Errorf("eventstore: read %s: %w", filter, err)
 }
 
-// consume runs an ordered consumer with cfg and delivers its events in stream
-// order until fn returns false or an error, or ctx ends. A message that does
-// not decode is an error: nothing is skipped silently.
-func (s *Store) consume(ctx context.Context, cfg jetstream.OrderedConsumerConfig, fn func(domain.Event) (more bool, err error)) error {
-	cons, err := s.stream.OrderedConsumer(ctx, cfg)
+// consume runs an ordered consumer on stream with cfg and delivers its events
+// in stream order until fn returns false or an error, or ctx ends. A message
+// that does not decode is an error: nothing is skipped silently.
+func consume(ctx context.Context, stream jetstream.Stream, cfg jetstream.OrderedConsumerConfig, fn func(domain.Event) (more bool, err error)) error {
+	return consumeMsgs(ctx, stream, cfg, nil, func(msg jetstream.Msg) (bool, error) {
+		e, err := decode(msg)
+		if err != nil {
+			return false, err
+		}
+		return fn(e)
+	})
+}
+
+// consumeMsgs is consume for callers that need the message metadata too.
+// started, if not nil, learns how many messages matched when the consumer was
+// created.
+func consumeMsgs(ctx context.Context, stream jetstream.Stream, cfg jetstream.OrderedConsumerConfig, started func(pending uint64), fn func(jetstream.Msg) (more bool, err error)) error {
+	cons, err := stream.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -318,6 +331,11 @@ func (s *Store) consume(ctx context.Context, cfg jetstream.OrderedConsumerConfig
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
+	if started != nil {
+		if info := cons.CachedInfo(); info != nil {
+			started(info.NumPending)
+		}
+	}
 	for {
 		msg, err := it.Next()
 		if err != nil {
@@ -326,11 +344,7 @@ func (s *Store) consume(ctx context.Context, cfg jetstream.OrderedConsumerConfig
 			}
 			return err
 		}
-		e, err := decode(msg)
-		if err != nil {
-			return err
-		}
-		if more, err := fn(e); err != nil || !more {
+		if more, err := fn(msg); err != nil || !more {
 			return err
 		}
 	}
@@ -358,7 +372,7 @@ func (s *Store) Follow(ctx context.Context, afterSeq uint64, apply func(domain.E
 	if afterSeq > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, afterSeq+1
 	}
-	err := s.consume(ctx, cfg, func(e domain.Event) (bool, error) { return true, apply(e) })
+	err := consume(ctx, s.stream, cfg, func(e domain.Event) (bool, error) { return true, apply(e) })
 	if err != nil && ctx.Err() == nil {
 		return fmt.Errorf("eventstore: follow: %w", err)
 	}

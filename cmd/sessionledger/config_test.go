@@ -37,10 +37,10 @@ func TestParseServeFlags(t *testing.T) {
 }
 
 func TestRunUnknownCommand(t *testing.T) {
-	if err := run(t.Context(), []string{"launch"}, io.Discard); err == nil {
+	if err := run(t.Context(), []string{"launch"}, io.Discard, io.Discard); err == nil {
 		t.Fatal("unknown command accepted")
 	}
-	if err := run(t.Context(), nil, io.Discard); err == nil {
+	if err := run(t.Context(), nil, io.Discard, io.Discard); err == nil {
 		t.Fatal("no command accepted")
 	}
 }

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/sessionledger/sessionledger/domain"
+	"github.com/sessionledger/sessionledger/eventstore"
+)
+
+// tail follows revocation events and prints one line each.
+func tail(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	natsURL := fs.String("nats-url", envOr("SESSIONLEDGER_NATS_URL", "nats://127.0.0.1:4222"), "the ledger's NATS")
+	since := fs.Duration("since", 0, "also show revocations of this long ago (for example 1h); 0: only new ones")
+	asJSON := fs.Bool("json", false, "print each event as a CloudEvents JSON line")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	nc, err := nats.Connect(*natsURL, nats.Name("sessionledger-tail"), nats.MaxReconnects(-1))
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", *natsURL, err)
+	}
+	defer nc.Close()
+	feed, err := eventstore.NewFeed(ctx, nc)
+	if err != nil {
+		return err
+	}
+	from := time.Now()
+	if *since > 0 {
+		from = from.Add(-*since)
+	}
+	if !*asJSON {
+		fmt.Fprintf(stdout, "%-24s %-22s %-26s %-32s %s\n", "TIME", "EVENT", "SESSION", "USER KEY", "DETAIL")
+	}
+	err = feed.Follow(ctx, from, func(e domain.Event) {
+		if *asJSON {
+			b, err := domain.EncodeEvent(e)
+			if err == nil {
+				fmt.Fprintf(stdout, "%s\n", b)
+			}
+			return
+		}
+		fmt.Fprintf(stdout, "%-24s %-22s %-26s %-32s %s\n", e.Time.UTC().Format("2006-01-02T15:04:05.000Z"),
+			e.Type(), orDash(e.SessionID), e.UserKey, detail(e))
+	}, nil)
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func detail(e domain.Event) string {
+	b, _ := json.Marshal(e.Data)
+	return string(b)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func envOr(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}

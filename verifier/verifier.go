@@ -1,0 +1,440 @@
+// Package verifier lets any Go service verify sessionledger access tokens
+// offline and refuse the tokens of revoked sessions within milliseconds of the
+// ledger recording the revocation.
+//
+// It fetches and caches the ledger's JWKS (refetching, rate limited, on an
+// unknown kid), accepts only EdDSA tokens of type at+jwt from the configured
+// issuer and audience, and follows the ledger's revocation events through a
+// Feed (eventstore.Feed on the ledger's NATS). Revoked sessions and user
+// cut-offs are remembered only as long as a token issued before them could
+// still be unexpired, so memory stays flat.
+package verifier
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/sessionledger/sessionledger/domain"
+)
+
+// Errors. Verify wraps the reason for operators; it never contains the token.
+var (
+	ErrInvalid     = errors.New("access token is not valid")
+	ErrRevoked     = errors.New("the token's session has been revoked")
+	ErrFeedOffline = errors.New("revocation feed is not connected and the verifier fails closed")
+)
+
+// Feed follows the ledger's revocation events (eventstore.Feed implements it).
+type Feed interface {
+	// Follow delivers the revocation events recorded since since, then new
+	// ones, until ctx ends; caughtUp is called once the replay is done.
+	Follow(ctx context.Context, since time.Time, fn func(domain.Event), caughtUp func()) error
+	// Connected reports whether the feed's connection is up.
+	Connected() bool
+}
+
+// Config configures a Verifier.
+type Config struct {
+	JWKSURL  string // the ledger's /.well-known/jwks.json
+	Issuer   string // the ledger's --issuer
+	Audience string // the ledger's --audience
+	// MaxTokenTTL is the longest access-token lifetime the ledger issues
+	// (the longest access_token_ttl of your policies; default 1 h). Tokens
+	// that live longer are refused, since their revocation could be forgotten.
+	MaxTokenTTL time.Duration
+	Leeway      time.Duration // clock skew allowed on exp, nbf and iat (default 5 s)
+	// FailClosed refuses every token while the revocation feed is down or not
+	// yet caught up. Without it, tokens are accepted on signature and expiry
+	// alone meanwhile, and Health reports the problem.
+	FailClosed bool
+	// JWKSRefetchInterval is the least time between two JWKS fetches caused by
+	// an unknown kid (default 30 s).
+	JWKSRefetchInterval time.Duration
+	CacheSize           int           // verified tokens kept (default 100 000)
+	PruneInterval       time.Duration // how often expired revocations are forgotten (default 1 min)
+	HTTPClient          *http.Client
+	Logger              *slog.Logger
+	Now                 func() time.Time
+}
+
+func (c *Config) defaults() error {
+	if c.JWKSURL == "" || c.Issuer == "" || c.Audience == "" {
+		return errors.New("verifier: JWKSURL, Issuer and Audience are required")
+	}
+	if c.MaxTokenTTL <= 0 {
+		c.MaxTokenTTL = time.Hour
+	}
+	if c.Leeway <= 0 {
+		c.Leeway = 5 * time.Second
+	}
+	if c.JWKSRefetchInterval <= 0 {
+		c.JWKSRefetchInterval = 30 * time.Second
+	}
+	if c.CacheSize <= 0 {
+		c.CacheSize = 100_000
+	}
+	if c.PruneInterval <= 0 {
+		c.PruneInterval = time.Minute
+	}
+	if c.HTTPClient == nil {
+		c.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}
+
+// Claims are the verified claims of an access token.
+type Claims struct {
+	Subject   string         // the user id
+	SessionID string         // sid
+	ID        string         // jti
+	IssuedAt  time.Time      // iat
+	ExpiresAt time.Time      // exp
+	Custom    map[string]any // the session's custom claims
+}
+
+// Verifier verifies access tokens. It is safe for concurrent use.
+type Verifier struct {
+	cfg  Config
+	feed Feed
+
+	keys      atomic.Pointer[map[string]ed25519.PublicKey]
+	fetchMu   sync.Mutex
+	lastFetch time.Time
+
+	denyMu   sync.RWMutex
+	sessions map[string]time.Time // revoked session id → forget after
+	users    map[string]cutoff    // user id → latest cut-off
+
+	cacheMu sync.RWMutex
+	cache   map[string]*Claims
+
+	caughtUp  atomic.Bool
+	followErr atomic.Pointer[error]
+	cancel    context.CancelFunc
+	done      chan struct{}
+}
+
+type cutoff struct {
+	at     time.Time // sessions created before this are revoked
+	forget time.Time
+}
+
+// New fetches the JWKS and starts following the revocation feed from
+// MaxTokenTTL (plus leeway) ago, so a restarted service forgets no revocation
+// whose tokens could still be live. Close stops it.
+func New(ctx context.Context, cfg Config, feed Feed) (*Verifier, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	v := &Verifier{cfg: cfg, feed: feed, sessions: map[string]time.Time{}, users: map[string]cutoff{}, cache: map[string]*Claims{}, done: make(chan struct{})}
+	if err := v.fetchKeys(ctx); err != nil {
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	v.cancel = cancel
+	since := cfg.Now().Add(-(cfg.MaxTokenTTL + cfg.Leeway))
+	go v.follow(runCtx, since)
+	return v, nil
+}
+
+// Close stops following revocations.
+func (v *Verifier) Close() {
+	v.cancel()
+	<-v.done
+}
+
+func (v *Verifier) follow(ctx context.Context, since time.Time) {
+	defer close(v.done)
+	prune := time.NewTicker(v.cfg.PruneInterval)
+	defer prune.Stop()
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-prune.C:
+				v.prune()
+			}
+		}
+	}()
+	err := v.feed.Follow(ctx, since, v.apply, func() { v.caughtUp.Store(true) })
+	if err != nil && ctx.Err() == nil {
+		v.followErr.Store(&err)
+		v.cfg.Logger.Error("verifier: revocation feed stopped", "err", err)
+	}
+}
+
+// WaitReady blocks until the feed has replayed the recent revocations.
+func (v *Verifier) WaitReady(ctx context.Context) error {
+	for !v.caughtUp.Load() {
+		if p := v.followErr.Load(); p != nil {
+			return *p
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// Health is nil while revocations are being followed and caught up; otherwise
+// it says why a revoked session might still be accepted.
+func (v *Verifier) Health() error {
+	switch {
+	case v.followErr.Load() != nil:
+		return fmt.Errorf("verifier: revocation feed stopped: %v", *v.followErr.Load())
+	case !v.feed.Connected():
+		return errors.New("verifier: revocation feed disconnected")
+	case !v.caughtUp.Load():
+		return errors.New("verifier: replaying recent revocations")
+	}
+	return nil
+}
+
+// apply records one revocation event.
+func (v *Verifier) apply(e domain.Event) {
+	forget := e.Time.Add(v.cfg.MaxTokenTTL + v.cfg.Leeway)
+	v.denyMu.Lock()
+	defer v.denyMu.Unlock()
+	switch d := e.Data.(type) {
+	case domain.SessionRevoked, domain.SessionExpired:
+		v.sessions[e.SessionID] = forget
+	case domain.SessionReused:
+		if d.Outcome == domain.ReuseFamilyRevoked {
+			v.sessions[e.SessionID] = forget
+		}
+	case domain.UserSessionsRevoked:
+		v.cutUser(d.UserID, e.Time, forget)
+	case domain.UserDeactivated:
+		v.cutUser(d.UserID, e.Time, forget)
+	}
+}
+
+func (v *Verifier) cutUser(userID string, at, forget time.Time) {
+	if c, ok := v.users[userID]; !ok || at.After(c.at) {
+		v.users[userID] = cutoff{at: at, forget: forget}
+	}
+}
+
+// prune forgets revocations whose tokens have all expired.
+func (v *Verifier) prune() {
+	now := v.cfg.Now()
+	v.denyMu.Lock()
+	for id, forget := range v.sessions {
+		if now.After(forget) {
+			delete(v.sessions, id)
+		}
+	}
+	for id, c := range v.users {
+		if now.After(c.forget) {
+			delete(v.users, id)
+		}
+	}
+	v.denyMu.Unlock()
+	v.cacheMu.Lock()
+	for tok, c := range v.cache {
+		if now.After(c.ExpiresAt.Add(v.cfg.Leeway)) {
+			delete(v.cache, tok)
+		}
+	}
+	v.cacheMu.Unlock()
+}
+
+// DenyListSize returns how many revoked sessions and user cut-offs are held.
+func (v *Verifier) DenyListSize() (sessions, users int) {
+	v.denyMu.RLock()
+	defer v.denyMu.RUnlock()
+	return len(v.sessions), len(v.users)
+}
+
+// revoked reports whether c's session is revoked: by itself, or by a cut-off
+// of its user after the session was created (its id is a ULID, whose time is
+// when the ledger created it).
+func (v *Verifier) revoked(c *Claims) bool {
+	v.denyMu.RLock()
+	defer v.denyMu.RUnlock()
+	if _, ok := v.sessions[c.SessionID]; ok {
+		return true
+	}
+	cut, ok := v.users[c.Subject]
+	if !ok {
+		return false
+	}
+	id, err := ulid.ParseStrict(c.SessionID)
+	return err != nil || !ulid.Time(id.Time()).After(cut.at)
+}
+
+// Verify checks token and returns its claims. A token is refused if it does
+// not verify (signature, typ, iss, aud, exp, nbf, iat), if its lifetime
+// exceeds MaxTokenTTL, or if its session has been revoked.
+func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
+	now := v.cfg.Now()
+	if v.cfg.FailClosed {
+		if err := v.Health(); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrFeedOffline, err)
+		}
+	}
+	v.cacheMu.RLock()
+	c, hit := v.cache[token]
+	v.cacheMu.RUnlock()
+	if hit {
+		if !now.Before(c.ExpiresAt.Add(v.cfg.Leeway)) {
+			return nil, fmt.Errorf("%w: expired", ErrInvalid)
+		}
+	} else {
+		var err error
+		if c, err = v.parse(ctx, token, now); err != nil {
+			return nil, err
+		}
+		v.remember(token, c)
+	}
+	if v.revoked(c) {
+		return nil, ErrRevoked
+	}
+	return c, nil
+}
+
+func (v *Verifier) remember(token string, c *Claims) {
+	v.cacheMu.Lock()
+	defer v.cacheMu.Unlock()
+	if len(v.cache) >= v.cfg.CacheSize {
+		// Full: drop an arbitrary tenth rather than track recency on the hot path.
+		n := v.cfg.CacheSize / 10
+		for k := range v.cache {
+			if n <= 0 {
+				break
+			}
+			delete(v.cache, k)
+			n--
+		}
+	}
+	v.cache[token] = c
+}
+
+const tokenType = "at+jwt"
+
+var registered = map[string]bool{"iss": true, "sub": true, "aud": true, "exp": true, "nbf": true, "iat": true, "jti": true, "sid": true}
+
+func (v *Verifier) parse(ctx context.Context, token string, now time.Time) (*Claims, error) {
+	claims := jwt.MapClaims{}
+	parser := jwt.NewParser(
+		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
+		jwt.WithIssuer(v.cfg.Issuer),
+		jwt.WithAudience(v.cfg.Audience),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(v.cfg.Leeway),
+		jwt.WithTimeFunc(func() time.Time { return now }),
+	)
+	_, err := parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
+		if typ, _ := t.Header["typ"].(string); typ != tokenType {
+			return nil, fmt.Errorf("typ %q is not %s", typ, tokenType)
+		}
+		kid, _ := t.Header["kid"].(string)
+		return v.key(ctx, kid)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	c := &Claims{Custom: map[string]any{}}
+	c.Subject, _ = claims["sub"].(string)
+	c.SessionID, _ = claims["sid"].(string)
+	c.ID, _ = claims["jti"].(string)
+	iat, _ := claims.GetIssuedAt()
+	exp, _ := claims.GetExpirationTime()
+	if c.Subject == "" || c.SessionID == "" || iat == nil || exp == nil {
+		return nil, fmt.Errorf("%w: sub, sid, iat and exp are required", ErrInvalid)
+	}
+	c.IssuedAt, c.ExpiresAt = iat.Time, exp.Time
+	if c.ExpiresAt.Sub(c.IssuedAt) > v.cfg.MaxTokenTTL {
+		return nil, fmt.Errorf("%w: lifetime %v exceeds the configured maximum %v", ErrInvalid, c.ExpiresAt.Sub(c.IssuedAt), v.cfg.MaxTokenTTL)
+	}
+	for k, val := range claims {
+		if !registered[k] {
+			c.Custom[k] = val
+		}
+	}
+	return c, nil
+}
+
+// key returns the public key for kid, refetching the JWKS (at most once per
+// JWKSRefetchInterval) when kid is unknown.
+func (v *Verifier) key(ctx context.Context, kid string) (ed25519.PublicKey, error) {
+	if k, ok := (*v.keys.Load())[kid]; ok {
+		return k, nil
+	}
+	v.fetchMu.Lock()
+	due := v.cfg.Now().Sub(v.lastFetch) >= v.cfg.JWKSRefetchInterval
+	v.fetchMu.Unlock()
+	if due {
+		if err := v.fetchKeys(ctx); err != nil {
+			v.cfg.Logger.Warn("verifier: JWKS refetch failed", "err", err)
+		}
+		if k, ok := (*v.keys.Load())[kid]; ok {
+			return k, nil
+		}
+	}
+	return nil, errors.New("unknown kid")
+}
+
+// fetchKeys loads the JWKS, keeping only Ed25519 signing keys.
+func (v *Verifier) fetchKeys(ctx context.Context) error {
+	v.fetchMu.Lock()
+	defer v.fetchMu.Unlock()
+	v.lastFetch = v.cfg.Now()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, v.cfg.JWKSURL, nil)
+	if err != nil {
+		return fmt.Errorf("verifier: JWKS: %w", err)
+	}
+	resp, err := v.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("verifier: JWKS: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("verifier: JWKS: status %d", resp.StatusCode)
+	}
+	var set struct {
+		Keys []struct{ Kty, Crv, X, Kid, Alg, Use string } `json:"keys"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&set); err != nil {
+		return fmt.Errorf("verifier: JWKS: %w", err)
+	}
+	keys := map[string]ed25519.PublicKey{}
+	for _, k := range set.Keys {
+		if k.Kty != "OKP" || k.Crv != "Ed25519" || k.Alg != "EdDSA" || (k.Use != "" && k.Use != "sig") || k.Kid == "" {
+			continue
+		}
+		x, err := base64.RawURLEncoding.DecodeString(k.X)
+		if err != nil || len(x) != ed25519.PublicKeySize {
+			continue
+		}
+		keys[k.Kid] = ed25519.PublicKey(x)
+	}
+	if len(keys) == 0 {
+		return errors.New("verifier: JWKS holds no Ed25519 signing key")
+	}
+	v.keys.Store(&keys)
+	return nil
+}
