@@ -33,7 +33,7 @@ var signingKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, 32))
 
 // env is a ledger on a real JetStream plus a JWKS endpoint, for verifiers to use.
 type env struct {
-	t          *testing.T
+	t          testing.TB
 	srv        *natstest.Server
 	ledger     *ledger.Ledger
 	jwks       *httptest.Server
@@ -42,7 +42,7 @@ type env struct {
 	ledgerTime func() time.Time
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	e := &env{t: t, srv: natstest.Start(t, ""), ledgerTime: time.Now}
 	st, err := eventstore.Open(context.Background(), e.srv.Connect(t), eventstore.Config{})
