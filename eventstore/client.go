@@ -25,19 +25,11 @@ func Dial(ctx context.Context, url string, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("eventstore: connect to NATS: %w", err)
 	}
-	return open(ctx, nc, cfg)
+	return NewClient(ctx, nc, cfg)
 }
 
-// Client connects to the embedded server in-process and opens the stream.
-func (e *Embedded) Client(ctx context.Context, cfg Config) (*Client, error) {
-	nc, err := nats.Connect("", nats.InProcessServer(e.Server), nats.Name("sessionledger"), nats.MaxReconnects(-1))
-	if err != nil {
-		return nil, fmt.Errorf("eventstore: connect in-process: %w", err)
-	}
-	return open(ctx, nc, cfg)
-}
-
-func open(ctx context.Context, nc *nats.Conn, cfg Config) (*Client, error) {
+// NewClient opens the stream on nc; the Client owns nc from then on.
+func NewClient(ctx context.Context, nc *nats.Conn, cfg Config) (*Client, error) {
 	s, err := Open(ctx, nc, cfg)
 	if err != nil {
 		nc.Close()

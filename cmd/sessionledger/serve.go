@@ -14,6 +14,7 @@ import (
 	"github.com/sessionledger/sessionledger/accesstoken"
 	"github.com/sessionledger/sessionledger/domain"
 	"github.com/sessionledger/sessionledger/eventstore"
+	"github.com/sessionledger/sessionledger/eventstore/embedded"
 	"github.com/sessionledger/sessionledger/ledger"
 	"github.com/sessionledger/sessionledger/projections"
 	"github.com/sessionledger/sessionledger/secrets"
@@ -85,7 +86,7 @@ type Main struct {
 	Config Config
 	Logger *slog.Logger
 
-	embedded *eventstore.Embedded
+	embedded *embedded.Embedded
 	client   *eventstore.Client
 	proj     *projections.Sessions
 	ledger   *ledger.Ledger
@@ -135,7 +136,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 
 	if cfg.NATSURL == "" {
-		m.embedded, err = eventstore.StartEmbedded(eventstore.EmbeddedConfig{
+		m.embedded, err = embedded.Start(embedded.Config{
 			StoreDir: filepath.Join(cfg.DataDir, "jetstream"),
 			Listen:   cfg.NATSListen,
 			Logger:   log,

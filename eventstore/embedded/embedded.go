@@ -1,6 +1,10 @@
-package eventstore
+// Package embedded runs the in-process nats-server with JetStream that the
+// ledger uses by default. It is apart from eventstore so that services using
+// eventstore.Feed do not link a nats-server.
+package embedded
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -8,10 +12,13 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/sessionledger/sessionledger/eventstore"
 )
 
-// EmbeddedConfig configures the in-process nats-server the ledger runs by default.
-type EmbeddedConfig struct {
+// Config configures the in-process nats-server the ledger runs by default.
+type Config struct {
 	StoreDir string // JetStream storage directory
 	// Listen is the client address (host:port; port -1 picks a free one).
 	// Empty: no listener, in-process connections only.
@@ -24,8 +31,8 @@ type Embedded struct {
 	Server *server.Server
 }
 
-// StartEmbedded starts a nats-server with JetStream on cfg.StoreDir.
-func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
+// Start starts a nats-server with JetStream on cfg.StoreDir.
+func Start(cfg Config) (*Embedded, error) {
 	opts := &server.Options{
 		ServerName: "sessionledger",
 		JetStream:  true,
@@ -37,17 +44,17 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	} else {
 		host, port, err := net.SplitHostPort(cfg.Listen)
 		if err != nil {
-			return nil, fmt.Errorf("eventstore: nats listen address %q: %w", cfg.Listen, err)
+			return nil, fmt.Errorf("embedded: nats listen address %q: %w", cfg.Listen, err)
 		}
 		p, err := strconv.Atoi(port)
 		if err != nil || p < -1 || p > 65535 {
-			return nil, fmt.Errorf("eventstore: nats listen port %q is not a port", port)
+			return nil, fmt.Errorf("embedded: nats listen port %q is not a port", port)
 		}
 		opts.Host, opts.Port = host, p
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
-		return nil, fmt.Errorf("eventstore: embedded nats-server: %w", err)
+		return nil, fmt.Errorf("embedded: embedded nats-server: %w", err)
 	}
 	if cfg.Logger != nil {
 		ns.SetLoggerV2(&natsLogger{cfg.Logger.With("component", "nats-server")}, false, false, false)
@@ -55,7 +62,7 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	go ns.Start()
 	if !ns.ReadyForConnections(30 * time.Second) {
 		ns.Shutdown()
-		return nil, fmt.Errorf("eventstore: embedded nats-server did not start (is %s in use?)", cfg.Listen)
+		return nil, fmt.Errorf("embedded: embedded nats-server did not start (is %s in use?)", cfg.Listen)
 	}
 	return &Embedded{Server: ns}, nil
 }
@@ -66,6 +73,15 @@ func (e *Embedded) ClientURL() string {
 		return ""
 	}
 	return e.Server.ClientURL()
+}
+
+// Client connects to the server in-process and opens the ledger's stream.
+func (e *Embedded) Client(ctx context.Context, cfg eventstore.Config) (*eventstore.Client, error) {
+	nc, err := nats.Connect("", nats.InProcessServer(e.Server), nats.Name("sessionledger"), nats.MaxReconnects(-1))
+	if err != nil {
+		return nil, fmt.Errorf("embedded: connect in-process: %w", err)
+	}
+	return eventstore.NewClient(ctx, nc, cfg)
 }
 
 // Shutdown stops the server and waits until it is down.
