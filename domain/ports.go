@@ -12,6 +12,8 @@ type EventStore interface {
 	Append(ctx context.Context, e Event, expectedUserSeq uint64) (uint64, error)
 	// LastUserSeq returns the sequence of the user's last event, 0 if none.
 	LastUserSeq(ctx context.Context, userKey string) (uint64, error)
+	// LastSessionSeq returns the sequence of the session's last own event, 0 if none.
+	LastSessionSeq(ctx context.Context, sessionID string) (uint64, error)
 	// SessionHistory returns the session's events, oldest first, followed by
 	// the user event that ended it, if one did. ErrSessionNotFound if none.
 	SessionHistory(ctx context.Context, sessionID string) ([]Event, error)

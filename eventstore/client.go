@@ -14,14 +14,45 @@ type Client struct {
 	nc *nats.Conn
 }
 
+// Auth holds the usual NATS credentials options; any may be empty.
+type Auth struct {
+	User, Password string
+	Token          string
+	CredsFile      string // a .creds file (JWT and NKey seed)
+	CAFile         string // CA certificate to verify the servers with (enables TLS)
+	CertFile       string // client certificate, with KeyFile, for mutual TLS
+	KeyFile        string
+}
+
+func (a Auth) options() []nats.Option {
+	var opts []nats.Option
+	if a.User != "" || a.Password != "" {
+		opts = append(opts, nats.UserInfo(a.User, a.Password))
+	}
+	if a.Token != "" {
+		opts = append(opts, nats.Token(a.Token))
+	}
+	if a.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(a.CredsFile))
+	}
+	if a.CAFile != "" {
+		opts = append(opts, nats.RootCAs(a.CAFile))
+	}
+	if a.CertFile != "" || a.KeyFile != "" {
+		opts = append(opts, nats.ClientCert(a.CertFile, a.KeyFile))
+	}
+	return opts
+}
+
 // Dial connects to the NATS servers at url (comma-separated) and opens the stream.
-func Dial(ctx context.Context, url string, cfg Config) (*Client, error) {
-	nc, err := nats.Connect(url,
+func Dial(ctx context.Context, url string, auth Auth, cfg Config) (*Client, error) {
+	opts := append([]nats.Option{
 		nats.Name("sessionledger"),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
-		nats.Timeout(5*time.Second),
-	)
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.Timeout(5 * time.Second),
+	}, auth.options()...)
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("eventstore: connect to NATS: %w", err)
 	}

@@ -15,6 +15,10 @@ import (
 	"github.com/sessionledger/sessionledger/domain"
 )
 
+// ErrUndecodable marks a stream message that is not a known event: following
+// must stop there, since skipping it would lose state silently.
+var ErrUndecodable = errors.New("undecodable event in the stream")
+
 // Stream layout.
 const (
 	StreamName    = "LEDGER"
@@ -139,8 +143,13 @@ func checkConfig(got, want jetstream.StreamConfig) error {
 }
 
 // maxPublishAttempts bounds retries of one append attempt whose outcome is
-// unknown (ack timed out) or that the server asks to retry.
-const maxPublishAttempts = 5
+// unknown (ack timed out) or that the server asks to retry; publishTimeout
+// bounds each, so that a request fails over to 503 quickly while a stream has
+// no leader.
+const (
+	maxPublishAttempts = 5
+	publishTimeout     = 2 * time.Second
+)
 
 // Append implements domain.EventStore. A publish whose ack is lost is retried
 // with the same Nats-Msg-Id; when the expected-sequence check fails, the last
@@ -167,7 +176,9 @@ func (s *Store) Append(ctx context.Context, e domain.Event, expectedUserSeq uint
 			case <-time.After(time.Duration(attempt) * 50 * time.Millisecond):
 			}
 		}
-		ack, err := s.js.PublishMsg(ctx, msg, opts...)
+		actx, cancel := context.WithTimeout(ctx, publishTimeout)
+		ack, err := s.js.PublishMsg(actx, msg, opts...)
+		cancel()
 		if err == nil {
 			return ack.Sequence, nil // a duplicate ack carries the sequence of the first copy
 		}
@@ -216,6 +227,17 @@ func (s *Store) LastUserSeq(ctx context.Context, userKey string) (uint64, error)
 	return s.lastSeqFor(ctx, UserFilter(userKey))
 }
 
+// LastSessionSeq implements domain.EventStore.
+func (s *Store) LastSessionSeq(ctx context.Context, sessionID string) (uint64, error) {
+	if !domain.ValidSessionID(sessionID) {
+		return 0, nil
+	}
+	return s.lastSeqFor(ctx, sessionFilter(sessionID))
+}
+
+// sessionFilter matches a session's own events.
+func sessionFilter(sessionID string) string { return SubjectPrefix + ".*." + sessionID + ".*" }
+
 func (s *Store) lastSeqFor(ctx context.Context, filter string) (uint64, error) {
 	m, err := s.stream.GetLastMsgForSubject(ctx, filter)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -241,7 +263,7 @@ func (s *Store) SessionHistory(ctx context.Context, sessionID string) ([]domain.
 	if !domain.ValidSessionID(sessionID) {
 		return nil, domain.ErrSessionNotFound
 	}
-	own := SubjectPrefix + ".*." + sessionID + ".*"
+	own := sessionFilter(sessionID)
 	last, err := s.lastSeqFor(ctx, own)
 	if err != nil {
 		return nil, err
@@ -324,7 +346,10 @@ func consumeMsgs(ctx context.Context, stream jetstream.Stream, cfg jetstream.Ord
 	if err != nil {
 		return err
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
+	// Short pulls and heartbeats: a consumer lost with its server (failover)
+	// is noticed and recreated within about a second, not after the defaults'
+	// ten, which matters because clients retry within the reuse grace window.
+	it, err := cons.Messages(jetstream.PullMaxMessages(1024), jetstream.PullExpiry(2*time.Second), jetstream.PullHeartbeat(500*time.Millisecond))
 	if err != nil {
 		return err
 	}
@@ -358,7 +383,7 @@ func decode(msg jetstream.Msg) (domain.Event, error) {
 	}
 	e, err := domain.DecodeEvent(msg.Data())
 	if err != nil {
-		return domain.Event{}, fmt.Errorf("eventstore: sequence %d: %w", md.Sequence.Stream, err)
+		return domain.Event{}, fmt.Errorf("eventstore: sequence %d: %w: %w", md.Sequence.Stream, ErrUndecodable, err)
 	}
 	e.Seq = md.Sequence.Stream
 	return e, nil

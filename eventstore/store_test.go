@@ -219,3 +219,39 @@ func TestFollowStopsOnUndecodableEvent(t *testing.T) {
 		t.Fatalf("Follow error = %v, want ErrUnknownEventType", err)
 	}
 }
+
+func TestReplicatedStream(t *testing.T) {
+	c := natstest.StartCluster(t, 3)
+	nc, err := nats.Connect(c.URLs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ctx := context.Background()
+	var st *eventstore.Store
+	natstest.Eventually(t, 20*time.Second, func() error { // the cluster may still be settling
+		st, err = eventstore.Open(ctx, nc, eventstore.Config{Replicas: 3})
+		return err
+	})
+	e := ev("E1", sid, domain.SessionIssued{UserID: "alice"})
+	a, err := st.Append(ctx, e, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same event again (a retry after a lost ack): the duplicate ack
+	// carries the first copy's sequence; nothing is stored twice.
+	b, err := st.Append(ctx, e, 0)
+	if err != nil || b != a {
+		t.Fatalf("retry on R3: seq %d err %v, want %d", b, err, a)
+	}
+	if _, err := st.Append(ctx, ev("E2", sid, domain.SessionRevoked{}), 0); !errors.Is(err, domain.ErrConflict) {
+		t.Fatalf("stale append on R3: %v", err)
+	}
+	if last, _ := st.LastSeq(ctx); last != 1 {
+		t.Fatalf("stream holds %d events", last)
+	}
+	// An instance configured for other replicas refuses the stream rather than change it.
+	if _, err := eventstore.Open(ctx, nc, eventstore.Config{Replicas: 1}); err == nil || !strings.Contains(err.Error(), "replicas 3 (want 1)") {
+		t.Fatalf("Open with other replicas: %v", err)
+	}
+}

@@ -133,19 +133,19 @@ func canonicalClaims(raw json.RawMessage) (json.RawMessage, error) {
 func (l *Ledger) SignOut(ctx context.Context, raw string) error {
 	var s domain.Session
 	var ok bool
-	if t, err := domain.ParseRefreshToken(raw); err == nil {
-		s, ok = l.proj.Session(t.SessionID)
-		if ok {
+	var err error
+	if t, perr := domain.ParseRefreshToken(raw); perr == nil {
+		if s, ok, err = l.session(ctx, t.SessionID); ok {
 			_, ok = l.keys.Token.GenerationsBehind(&s, t)
 		}
-	} else if v, err := l.signer.Verify(raw, l.cfg.Now()); err == nil {
-		s, ok = l.proj.Session(v.SessionID)
+	} else if v, verr := l.signer.Verify(raw, l.cfg.Now()); verr == nil {
+		s, ok, err = l.session(ctx, v.SessionID)
 		ok = ok && s.UserID == v.Subject
 	}
-	if !ok {
-		return nil
+	if err != nil || !ok {
+		return err
 	}
-	err := l.revoke(ctx, s.UserKey, s.ID, domain.ReasonSignedOut, domain.ActorClient)
+	err = l.revoke(ctx, s.UserKey, s.ID, domain.ReasonSignedOut, domain.ActorClient)
 	if errors.Is(err, domain.ErrSessionNotFound) {
 		return nil
 	}
@@ -154,7 +154,10 @@ func (l *Ledger) SignOut(ctx context.Context, raw string) error {
 
 // RevokeSession revokes one session (admin).
 func (l *Ledger) RevokeSession(ctx context.Context, sessionID string) error {
-	s, ok := l.proj.Session(sessionID)
+	s, ok, err := l.session(ctx, sessionID)
+	if err != nil {
+		return err
+	}
 	if !ok || !s.Live() {
 		return domain.ErrSessionNotFound
 	}
@@ -241,31 +244,52 @@ type Introspection struct {
 
 // Introspect tells whether a refresh or access token is active: genuine,
 // unexpired, and of a live session. Only a session's current refresh token is
-// active.
-func (l *Ledger) Introspect(raw string) Introspection {
+// active. An inactive answer is given only after catching up with the
+// session's events, so it is never staler than a write on another instance.
+func (l *Ledger) Introspect(ctx context.Context, raw string) (Introspection, error) {
 	now := l.cfg.Now()
+	var sid string
+	var check func(*domain.Session) (Introspection, bool)
 	if t, err := domain.ParseRefreshToken(raw); err == nil {
-		s, ok := l.proj.Session(t.SessionID)
-		if !ok || !s.Live() || t.Generation != s.Generation || !l.keys.Token.Matches(t, s.Token) {
-			return Introspection{}
+		sid = t.SessionID
+		check = func(s *domain.Session) (Introspection, bool) {
+			if t.Generation != s.Generation || !l.keys.Token.Matches(t, s.Token) {
+				return Introspection{}, false
+			}
+			return Introspection{Active: true, TokenType: "refresh_token", Subject: s.UserID, SessionID: s.ID,
+				IssuedAt: s.LastActive, ExpiresAt: s.RefreshExpiresAt()}, true
 		}
-		if _, expired := s.ExpiredAt(now); expired {
-			return Introspection{}
+	} else if v, err := l.signer.Verify(raw, now); err == nil {
+		sid = v.SessionID
+		check = func(s *domain.Session) (Introspection, bool) {
+			if s.UserID != v.Subject {
+				return Introspection{}, false
+			}
+			return Introspection{Active: true, TokenType: "access_token", Subject: v.Subject, SessionID: v.SessionID,
+				ID: v.ID, IssuedAt: v.IssuedAt, ExpiresAt: v.ExpiresAt}, true
 		}
-		return Introspection{Active: true, TokenType: "refresh_token", Subject: s.UserID, SessionID: s.ID,
-			IssuedAt: s.LastActive, ExpiresAt: s.RefreshExpiresAt()}
+	} else {
+		return Introspection{}, nil
 	}
-	v, err := l.signer.Verify(raw, now)
-	if err != nil {
-		return Introspection{}
+	active := func(s domain.Session) (Introspection, bool) {
+		if _, expired := s.ExpiredAt(now); !s.Live() || expired {
+			return Introspection{}, false
+		}
+		return check(&s)
 	}
-	s, ok := l.proj.Session(v.SessionID)
-	if !ok || !s.Live() || s.UserID != v.Subject {
-		return Introspection{}
+	s, ok, err := l.session(ctx, sid)
+	if err != nil || !ok {
+		return Introspection{}, err
 	}
-	if _, expired := s.ExpiredAt(now); expired {
-		return Introspection{}
+	if in, ok := active(s); ok {
+		return in, nil
 	}
-	return Introspection{Active: true, TokenType: "access_token", Subject: v.Subject, SessionID: v.SessionID,
-		ID: v.ID, IssuedAt: v.IssuedAt, ExpiresAt: v.ExpiresAt}
+	if _, err := l.catchUp(ctx, s.UserKey); err != nil {
+		return Introspection{}, err
+	}
+	if s, ok = l.proj.Session(sid); !ok {
+		return Introspection{}, nil
+	}
+	in, _ := active(s)
+	return in, nil
 }

@@ -102,8 +102,9 @@ type decideFunc func(now time.Time) (domain.Payload, string, error)
 
 // write runs decide on fresh state and appends its event with the user's last
 // sequence as the expectation. When another writer came first it catches up
-// with the user's events and decides again. It returns once the projection has
-// applied the event; a zero Event means decide chose to write nothing.
+// with the user's events and decides again; a decision to write nothing is
+// also made again once caught up. It returns once the projection has applied
+// the event; a zero Event means decide chose to write nothing.
 func (l *Ledger) write(ctx context.Context, userKey string, decide decideFunc) (domain.Event, error) {
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.WriteTimeout)
 	defer cancel()
@@ -115,7 +116,19 @@ func (l *Ledger) write(ctx context.Context, userKey string, decide decideFunc) (
 		}
 		now := l.cfg.Now()
 		p, sessionID, err := decide(now)
-		if err != nil || p == nil {
+		if p == nil {
+			// A refusal or a no-op writes nothing, so no expected-sequence
+			// check would catch a stale decision: decide once more on the
+			// user's latest events (another instance may have written them).
+			if attempt == 0 {
+				if caughtUp, err = l.catchUp(ctx, userKey); err != nil {
+					return domain.Event{}, err
+				}
+				continue
+			}
+			return domain.Event{}, err
+		}
+		if err != nil {
 			return domain.Event{}, err
 		}
 		e := domain.Event{ID: ulid.Make().String(), Time: now, SessionID: sessionID, UserKey: userKey, Data: p}
@@ -136,6 +149,28 @@ func (l *Ledger) write(ctx context.Context, userKey string, decide decideFunc) (
 		return e, nil
 	}
 	return domain.Event{}, fmt.Errorf("ledger: %d attempts lost to concurrent writers: %w", maxWriteAttempts, domain.ErrConflict)
+}
+
+// session returns a session's state. When this instance does not hold it
+// (issued on another instance a moment ago), it first catches up with the
+// session's own events.
+func (l *Ledger) session(ctx context.Context, sessionID string) (domain.Session, bool, error) {
+	if s, ok := l.proj.Session(sessionID); ok {
+		return s, true, nil
+	}
+	last, err := l.store.LastSessionSeq(ctx, sessionID)
+	if err != nil || last == 0 {
+		return domain.Session{}, false, err
+	}
+	// Look again even when last is already applied: it may have been applied
+	// between the first look and now.
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.WriteTimeout)
+	defer cancel()
+	if err := l.proj.WaitApplied(ctx, last); err != nil {
+		return domain.Session{}, false, err
+	}
+	s, ok := l.proj.Session(sessionID)
+	return s, ok, nil
 }
 
 // catchUp waits until the projection has applied the user's last stored event
@@ -186,9 +221,12 @@ func (l *Ledger) Refresh(ctx context.Context, raw string) (TokenPair, error) {
 	if err != nil {
 		return TokenPair{Outcome: domain.OutcomeInvalid}, err
 	}
-	s, ok := l.proj.Session(t.SessionID)
-	if !ok {
-		return TokenPair{Outcome: domain.OutcomeInvalid}, domain.ErrTokenUnknown
+	s, ok, err := l.session(ctx, t.SessionID)
+	if err != nil || !ok {
+		if err == nil {
+			err = domain.ErrTokenUnknown
+		}
+		return TokenPair{Outcome: domain.OutcomeInvalid}, err
 	}
 	var d domain.RefreshDecision
 	e, err := l.write(ctx, s.UserKey, func(now time.Time) (domain.Payload, string, error) {

@@ -43,6 +43,10 @@ type keysFile struct {
 	SubjectKey   []byte `json:"subject_key"`
 }
 
+// Parse reads keys in the form of keys.json, for instances that get their keys
+// from the environment (SESSIONLEDGER_KEYS) rather than a shared data dir.
+func Parse(b []byte) (*Set, error) { return parse(b, "SESSIONLEDGER_KEYS") }
+
 // LoadOrCreate reads the keys in dir, generating them first if there are none.
 func LoadOrCreate(dir string) (*Set, error) {
 	b, err := readOrCreate(dir, KeysFile, func() ([]byte, error) {
@@ -61,13 +65,17 @@ func LoadOrCreate(dir string) (*Set, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parse(b, filepath.Join(dir, KeysFile))
+}
+
+func parse(b []byte, source string) (*Set, error) {
 	var f keysFile
 	if err := json.Unmarshal(b, &f); err != nil {
-		return nil, fmt.Errorf("secrets: %s: %w", filepath.Join(dir, KeysFile), err)
+		return nil, fmt.Errorf("secrets: %s is not valid keys JSON", source)
 	}
 	if f.Version != 1 || len(f.SigningSeed) != ed25519.SeedSize || f.DigestKeyID == "" ||
 		len(f.DigestKey) < 32 || len(f.SuccessorKey) < 32 || len(f.SubjectKey) < 32 {
-		return nil, fmt.Errorf("secrets: %s is incomplete or of an unknown version", filepath.Join(dir, KeysFile))
+		return nil, fmt.Errorf("secrets: %s is incomplete or of an unknown version", source)
 	}
 	return &Set{
 		SigningKey:   ed25519.NewKeyFromSeed(f.SigningSeed),

@@ -158,7 +158,12 @@ func (s *Server) introspect(c echo.Context) error {
 		return formError(c, err)
 	}
 	c.Response().Header().Set("Cache-Control", "no-store")
-	in := s.ledger.Introspect(tok)
+	in, err := s.ledger.Introspect(s.ctx(c), tok)
+	if err != nil {
+		a := lookup(err)
+		s.log.Error("http: introspection failed", "err", err)
+		return writeOAuthError(c, a.status, a.oauth, a.title)
+	}
 	if !in.Active {
 		return c.JSON(http.StatusOK, introspection{})
 	}

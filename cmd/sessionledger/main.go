@@ -90,7 +90,14 @@ func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stder
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "HTTP listen address")
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "data directory: embedded JetStream store, keys and admin token")
 	fs.StringVar(&cfg.NATSListen, "nats-listen", cfg.NATSListen, `client address of the embedded nats-server ("" for in-process only)`)
-	fs.StringVar(&cfg.NATSURL, "nats-url", cfg.NATSURL, "use the NATS servers at this URL instead of the embedded one")
+	fs.StringVar(&cfg.NATSURL, "nats-url", cfg.NATSURL, "use these NATS servers (comma-separated URLs) instead of the embedded one")
+	fs.StringVar(&cfg.NATSAuth.User, "nats-user", "", "NATS user")
+	fs.StringVar(&cfg.NATSAuth.Password, "nats-password", "", "NATS password (prefer SESSIONLEDGER_NATS_PASSWORD)")
+	fs.StringVar(&cfg.NATSAuth.Token, "nats-token", "", "NATS token (prefer SESSIONLEDGER_NATS_TOKEN)")
+	fs.StringVar(&cfg.NATSAuth.CredsFile, "nats-creds", "", "NATS credentials file (.creds)")
+	fs.StringVar(&cfg.NATSAuth.CAFile, "nats-ca", "", "CA certificate for TLS to NATS")
+	fs.StringVar(&cfg.NATSAuth.CertFile, "nats-cert", "", "client certificate for mutual TLS to NATS")
+	fs.StringVar(&cfg.NATSAuth.KeyFile, "nats-key", "", "client key for mutual TLS to NATS")
 	fs.StringVar(&cfg.Issuer, "issuer", cfg.Issuer, "iss of access tokens and base of the metadata URLs (default http://localhost:<http port>)")
 	fs.StringVar(&cfg.Audience, "audience", cfg.Audience, "aud of access tokens (default: the issuer)")
 	fs.DurationVar(&cfg.ReuseGrace, "reuse-grace", cfg.ReuseGrace, "how long after a rotation the previous refresh token still yields the same successor (0 disables)")
@@ -117,6 +124,9 @@ func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stder
 	}
 	if v, ok := lookupEnv("SESSIONLEDGER_ADMIN_TOKEN"); ok {
 		cfg.AdminToken = v
+	}
+	if v, ok := lookupEnv("SESSIONLEDGER_KEYS"); ok {
+		cfg.Keys = v
 	}
 	return cfg, cfg.complete()
 }

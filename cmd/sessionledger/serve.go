@@ -27,6 +27,10 @@ type Config struct {
 	DataDir    string
 	NATSListen string
 	NATSURL    string
+	NATSAuth   eventstore.Auth
+	// Keys, when set (SESSIONLEDGER_KEYS), holds the keys in keys.json form
+	// instead of the data dir, so that instances can share them.
+	Keys       string
 	Issuer     string
 	Audience   string
 	AdminToken string
@@ -122,7 +126,13 @@ func (m *Main) NATSURL() string {
 func (m *Main) Run(ctx context.Context) error {
 	cfg := m.Config
 	log := m.Logger
-	keys, err := secrets.LoadOrCreate(cfg.DataDir)
+	var keys *secrets.Set
+	var err error
+	if cfg.Keys != "" {
+		keys, err = secrets.Parse([]byte(cfg.Keys))
+	} else {
+		keys, err = secrets.LoadOrCreate(cfg.DataDir)
+	}
 	if err != nil {
 		return err
 	}
@@ -149,7 +159,7 @@ func (m *Main) Run(ctx context.Context) error {
 			log.Info("embedded NATS listening", "url", url)
 		}
 	} else {
-		m.client, err = eventstore.Dial(ctx, cfg.NATSURL, eventstore.Config{Replicas: cfg.Replicas})
+		m.client, err = eventstore.Dial(ctx, cfg.NATSURL, cfg.NATSAuth, eventstore.Config{Replicas: cfg.Replicas})
 	}
 	if err != nil {
 		return err
@@ -229,10 +239,25 @@ func (m *Main) follow(ctx context.Context) {
 	if m.replayTo == 0 {
 		m.markCaughtUp(ctx)
 	}
-	err := m.client.Follow(ctx, 0, apply)
-	if err != nil && ctx.Err() == nil {
-		m.Logger.Error("projection stopped: the ledger cannot answer until restarted", "err", err)
-		m.proj.Fail(err)
+	// Follow resumes after the last applied event whenever the consumer is
+	// lost (a failover, a reconnect); only an undecodable event stops it.
+	for backoff := 100 * time.Millisecond; ; {
+		err := m.client.Follow(ctx, m.proj.Applied(), apply)
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, eventstore.ErrUndecodable) {
+			m.Logger.Error("projection stopped: the ledger cannot answer until restarted", "err", err)
+			m.proj.Fail(err)
+			return
+		}
+		m.Logger.Warn("projection: following the stream again", "after_seq", m.proj.Applied(), "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
 	}
 }
 

@@ -1,0 +1,250 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/sessionledger/sessionledger/domain"
+	"github.com/sessionledger/sessionledger/eventstore"
+	"github.com/sessionledger/sessionledger/internal/natstest"
+	"github.com/sessionledger/sessionledger/secrets"
+)
+
+// bootCluster starts a 3-node JetStream cluster and n ledger instances on it
+// that share one data dir (for their keys) and an R3 stream.
+func bootCluster(t *testing.T, n int) (*natstest.Cluster, []*ledgerHarness, string) {
+	t.Helper()
+	c := natstest.StartCluster(t, 3)
+	nc, err := nats.Connect(c.URLs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 30*time.Second, func() error { // the stream can be created once the cluster has settled
+		_, err := eventstore.Open(context.Background(), nc, eventstore.Config{Replicas: 3})
+		return err
+	})
+	nc.Close()
+	dir := t.TempDir()
+	var hs []*ledgerHarness
+	for i := 0; i < n; i++ {
+		hs = append(hs, boot(t, dir, func(cfg *Config) { cfg.NATSURL, cfg.Replicas = c.URLs(), 3 }))
+	}
+	return c, hs, dir
+}
+
+func TestAnyInstanceAnswersForAnySession(t *testing.T) {
+	_, hs, _ := bootCluster(t, 2)
+	a, b := hs[0], hs[1]
+	// Issued on A, refreshed on B at once: B catches up with the session first.
+	for i := 0; i < 20; i++ {
+		s := a.issue(fmt.Sprintf(`{"user_id":"u%d"}`, i))
+		s1 := b.mustRefresh(s.Refresh)
+		if !a.active(s1.Refresh) {
+			t.Fatal("A does not see B's rotation")
+		}
+		a.mustRefresh(s1.Refresh)
+	}
+	// Reuse detected on B makes A refuse the family at once.
+	s := a.issue(`{"user_id":"mallory-victim"}`)
+	s1 := a.mustRefresh(s.Refresh)
+	s2 := a.mustRefresh(s1.Refresh)
+	b.wantInvalidGrant(s.Refresh)
+	a.wantInvalidGrant(s2.Refresh)
+	// Concurrent refreshes of one token split across both instances: one successor.
+	c := a.issue(`{"user_id":"tabs"}`)
+	var wg sync.WaitGroup
+	got := make([]string, 10)
+	for i := range got {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			h := hs[i%2]
+			st, body := h.refresh(c.Refresh)
+			if st != http.StatusOK {
+				t.Errorf("refresh %d on instance %d: %d %v", i, i%2, st, body)
+				return
+			}
+			got[i] = body["refresh_token"].(string)
+		}(i)
+	}
+	wg.Wait()
+	for i := range got {
+		if got[i] != got[0] {
+			t.Fatal("concurrent refreshes across instances forked the family")
+		}
+	}
+	// Deactivation on one instance refuses issue on the other.
+	b.admin("POST", "/v1/users/eve/deactivate", "")
+	if st, _ := a.admin("POST", "/v1/sessions", `{"user_id":"eve"}`); st != http.StatusConflict {
+		t.Fatalf("issue on A after deactivation on B: %d", st)
+	}
+}
+
+// refreshResult is one response a load client saw.
+type refreshResult struct {
+	at      time.Time
+	status  int
+	session string
+	token   string // the refresh token returned (200)
+	retryAt string // Retry-After (503)
+}
+
+func TestFailoverOfTheStreamLeader(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster failover")
+	}
+	c, hs, dir := bootCluster(t, 2)
+	keys, err := secrets.LoadOrCreate(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokenKeys := domain.TokenKeys{DigestKeyID: keys.DigestKeyID, DigestKey: keys.DigestKey, SuccessorKey: keys.SuccessorKey}
+
+	const clients = 8
+	held := make([]session, clients)
+	for i := range held {
+		held[i] = hs[i%2].issue(fmt.Sprintf(`{"user_id":"client-%d"}`, i))
+	}
+	var mu sync.Mutex
+	var results []refreshResult
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := 0; i < clients; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			httpc := &http.Client{Timeout: 20 * time.Second}
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				h := hs[n%2] // a load balancer alternating between the instances
+				resp, err := httpc.PostForm(h.url+"/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {held[i].Refresh}})
+				if err != nil {
+					t.Errorf("client %d: %v", i, err)
+					return
+				}
+				r := refreshResult{at: time.Now(), status: resp.StatusCode, session: held[i].ID, retryAt: resp.Header.Get("Retry-After")}
+				var body map[string]any
+				_ = jsonDecode(resp, &body)
+				if r.status == http.StatusOK {
+					r.token = body["refresh_token"].(string)
+					held[i].Refresh = r.token
+				} else {
+					time.Sleep(50 * time.Millisecond) // retry the same token, as a client does
+				}
+				mu.Lock()
+				results = append(results, r)
+				mu.Unlock()
+			}
+		}(i)
+	}
+
+	time.Sleep(time.Second)
+	leader := c.StreamLeader(eventstore.StreamName)
+	if leader < 0 {
+		t.Fatal("no stream leader")
+	}
+	down := time.Now()
+	c.Stop(leader)
+	t.Logf("stream leader n%d shut down", leader+1)
+	waitFor(t, 60*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		ok := 0
+		for _, r := range results {
+			if r.at.After(down) && r.status == http.StatusOK {
+				ok++
+			}
+		}
+		return ok >= 200
+	}, func() string { return "refreshes did not resume after the failover" })
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+
+	// What clients saw: only 200, or 503 with Retry-After.
+	var oks, unavailable int
+	var okTimes []time.Time
+	for _, r := range results {
+		switch {
+		case r.status == http.StatusOK:
+			oks++
+			okTimes = append(okTimes, r.at)
+		case r.status == http.StatusServiceUnavailable && r.retryAt != "":
+			unavailable++
+		default:
+			t.Fatalf("client saw status %d (Retry-After %q) for session %s", r.status, r.retryAt, r.session)
+		}
+	}
+	slices.SortFunc(okTimes, func(a, b time.Time) int { return a.Compare(b) })
+	var window time.Duration
+	for i := 1; i < len(okTimes); i++ {
+		if okTimes[i].After(down) && okTimes[i].Sub(okTimes[i-1]) > window {
+			window = okTimes[i].Sub(okTimes[i-1])
+		}
+	}
+	t.Logf("%d refreshes succeeded, %d answered 503; longest time without a successful refresh: %v", oks, unavailable, window.Round(time.Millisecond))
+
+	// Every refresh a client saw succeed is in the stream exactly once, and no
+	// session was rotated twice to the same generation.
+	rotations := map[string]map[uint32]int{} // session → generation → events
+	digests := map[string]map[uint32][]byte{}
+	for _, m := range hs[0].streamMessages() {
+		e, err := domain.DecodeEvent(m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r, ok := e.Data.(domain.SessionRotated); ok {
+			if rotations[e.SessionID] == nil {
+				rotations[e.SessionID], digests[e.SessionID] = map[uint32]int{}, map[uint32][]byte{}
+			}
+			rotations[e.SessionID][r.Generation]++
+			digests[e.SessionID][r.Generation] = r.RefreshToken.Value
+		}
+	}
+	for sid, gens := range rotations {
+		for g, n := range gens {
+			if n != 1 {
+				t.Fatalf("session %s rotated to generation %d %d times", sid, g, n)
+			}
+		}
+	}
+	for _, r := range results {
+		if r.status != http.StatusOK {
+			continue
+		}
+		tok, err := domain.ParseRefreshToken(r.token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := digests[r.session][tok.Generation]
+		if want == nil || !tokenKeys.Matches(tok, domain.Digest{KeyID: tokenKeys.DigestKeyID, Value: want}) {
+			t.Fatalf("a refresh token handed out (session %s, generation %d) is not in the stream", r.session, tok.Generation)
+		}
+	}
+	// Every session works afterwards with the newest token its client holds.
+	for i := range held {
+		held[i] = hs[i%2].mustRefresh(held[i].Refresh)
+		hs[(i+1)%2].mustRefresh(held[i].Refresh)
+	}
+	c.Restart(t, leader)
+}
+
+func jsonDecode(resp *http.Response, v any) error {
+	defer resp.Body.Close()
+	return jsonNewDecoder(resp).Decode(v)
+}
+
+func jsonNewDecoder(resp *http.Response) *json.Decoder { return json.NewDecoder(resp.Body) }
