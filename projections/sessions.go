@@ -29,6 +29,9 @@ type Sessions struct {
 	pending   map[string]*entry // sessions whose reuse revocation is still to be announced
 
 	applied atomic.Uint64 // last applied stream sequence
+	// fuzzyUntil is the end sequence of the snapshot this projection was
+	// restored from: up to it, events may find state that already has them.
+	fuzzyUntil uint64
 
 	wmu     sync.Mutex
 	waiters []waiter
@@ -96,15 +99,22 @@ func (p *Sessions) Apply(e domain.Event) error {
 		u = &userEntry{User: domain.User{Key: e.UserKey}, sessions: make(map[string]*entry)}
 		p.users[e.UserKey] = u
 	}
-	u.LastSeq = e.Seq
-	err := reduce(p, u, e)
+	u.LastSeq = max(u.LastSeq, e.Seq)
+	var err error
+	if s := p.sessions[e.SessionID]; e.SessionID == "" || s == nil || e.Seq > s.LastSeq {
+		err = reduce(p, u, e)
+	}
 	if len(u.sessions) == 0 && !u.Deactivated {
 		delete(p.users, u.Key)
 	}
 	p.mu.Unlock()
 	p.applied.Store(e.Seq)
 	p.wake(e.Seq)
-	if err != nil {
+	switch {
+	case err != nil && e.Seq <= p.fuzzyUntil:
+		// Replaying over a fuzzy snapshot: the state may already be past it.
+		p.log.Debug("projection: event already reflected by the snapshot", "seq", e.Seq, "event", e.Type(), "session_id", e.SessionID, "err", err)
+	case err != nil:
 		p.log.Error("projection: event does not apply to the state", "seq", e.Seq, "event", e.Type(), "session_id", e.SessionID, "err", err)
 	}
 	return nil

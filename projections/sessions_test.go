@@ -1,8 +1,13 @@
 package projections
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
+	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -161,4 +166,190 @@ func TestDueFollowsDeadlines(t *testing.T) {
 	if got := due(1000*time.Second, 10); len(got) != 3 || got[2] != ids[3] {
 		t.Fatalf("due at 1000s: %v", got)
 	}
+}
+
+func TestSnapshotRoundTrip(t *testing.T) {
+	p := NewSessions(nil)
+	full := domain.SessionIssued{UserID: "alice", Policy: domain.Policy{Name: "custom", AccessTokenTTL: 60, AbsoluteLifetime: 3600, InactivityTimeout: 600},
+		Device: domain.Device{IP: "203.0.113.1", UserAgent: "UA", Name: "phone"}, Claims: []byte(`{"r":1}`),
+		RefreshToken: domain.Digest{KeyID: "d1", Value: []byte{1, 2, 3}}}
+	apply(t, p, 1, s1, full)
+	apply(t, p, 2, s1, domain.SessionRotated{Generation: 1, RefreshToken: domain.Digest{KeyID: "d1", Value: []byte{4, 5}}})
+	apply(t, p, 3, s2, issued())
+	apply(t, p, 4, s2, domain.SessionReused{Outcome: domain.ReuseFamilyRevoked})
+	if err := p.Apply(domain.Event{Seq: 5, Time: t0, UserKey: "u2", Data: domain.UserDeactivated{UserID: "bob"}}); err != nil {
+		t.Fatal(err)
+	}
+	data, seq := p.Snapshot()
+	if seq != 5 {
+		t.Fatalf("snapshot covers %d, want 5", seq)
+	}
+	q, err := RestoreSessions(data, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Applied() != 5 {
+		t.Fatalf("restored applied %d", q.Applied())
+	}
+	for _, id := range []string{s1, s2} {
+		a, _ := p.Session(id)
+		b, ok := q.Session(id)
+		if !ok || fmt.Sprintf("%+v", a) != fmt.Sprintf("%+v", b) {
+			t.Fatalf("session %s:\n got %+v\nwant %+v", id, b, a)
+		}
+	}
+	if u, ok := q.User("u2"); !ok || !u.Deactivated {
+		t.Fatalf("deactivated user lost: %+v", u)
+	}
+	if len(q.PendingRevocations()) != 1 || q.LiveSessions() != 1 {
+		t.Fatal("pending revocation or live count lost")
+	}
+	if due := q.Due(t0.Add(10*time.Minute), 10); len(due) != 1 || due[0].ID != s1 {
+		t.Fatalf("deadline heap not rebuilt: %v", due)
+	}
+	// It keeps working as a projection.
+	if err := q.Apply(domain.Event{Seq: 6, Time: t0, SessionID: s1, UserKey: "u1", Data: domain.SessionRevoked{}}); err != nil || q.LiveSessions() != 0 {
+		t.Fatalf("apply after restore: %v, live %d", err, q.LiveSessions())
+	}
+
+	for name, bad := range map[string][]byte{
+		"flipped byte":  flip(data, len(data)/2),
+		"truncated":     data[:len(data)-40],
+		"empty":         nil,
+		"other version": resum(bytes.Replace(data[:len(data)-32], []byte("SLSNAP\x01"), []byte("SLSNAP\x02"), 1)),
+		"garbage body":  resum([]byte("SLSNAP\x01\x05\xff\xff\xff\xff\x0f")),
+	} {
+		if _, err := RestoreSessions(bad, nil); !errors.Is(err, ErrSnapshotMismatch) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+func flip(b []byte, i int) []byte {
+	c := append([]byte(nil), b...)
+	c[i] ^= 0xff
+	return c
+}
+
+// resum appends a valid checksum, so only the content is wrong.
+func resum(body []byte) []byte {
+	sum := sha256.Sum256(body)
+	return append(append([]byte(nil), body...), sum[:]...)
+}
+
+// TestFuzzySnapshotConverges takes snapshots while a writer applies events,
+// restores each, replays the events after its start sequence, and requires the
+// result to equal the live projection.
+func TestFuzzySnapshotConverges(t *testing.T) {
+	p := NewSessions(nil)
+	var log []domain.Event
+	seq := uint64(0)
+	emit := func(sid, ukey string, d domain.Payload) {
+		seq++
+		e := domain.Event{Seq: seq, Time: t0.Add(time.Duration(seq) * time.Millisecond), SessionID: sid, UserKey: ukey, Data: d}
+		log = append(log, e)
+		if err := p.Apply(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pol := domain.Policy{AccessTokenTTL: 60, AbsoluteLifetime: 86400, InactivityTimeout: 3600}
+	gen := map[string]uint32{}
+	var ids []string
+	newSession := func(i int) {
+		sid := fmt.Sprintf("01JD3Z9V6Q4Q4WJ5X7%08d", i)
+		ids = append(ids, sid)
+		emit(sid, fmt.Sprintf("u%d", i%500), domain.SessionIssued{UserID: fmt.Sprintf("user-%d", i%500), Policy: pol})
+	}
+	for i := 0; i < 3*snapshotChunk; i++ {
+		newSession(i)
+	}
+	type snap struct {
+		data  []byte
+		start uint64
+	}
+	snaps := make(chan snap, 8)
+	writing := make(chan struct{})
+	go func() { // snapshots while the writer runs
+		defer close(snaps)
+		for {
+			select {
+			case <-writing:
+				return
+			default:
+			}
+			d, s := p.Snapshot()
+			snaps <- snap{d, s}
+			if len(snaps) == cap(snaps) {
+				return
+			}
+		}
+	}()
+	for i := 0; i < 20_000; i++ {
+		sid := ids[(i*7919)%len(ids)]
+		ukey := fmt.Sprintf("u%d", ((i*7919)%len(ids))%500)
+		switch i % 10 {
+		case 0, 1, 2, 3, 4:
+			if s, ok := p.Session(sid); ok && s.Live() {
+				gen[sid]++
+				emit(sid, ukey, domain.SessionRotated{Generation: gen[sid]})
+			}
+		case 5:
+			if s, ok := p.Session(sid); ok && s.Live() {
+				emit(sid, ukey, domain.SessionRevoked{Reason: "x"})
+			}
+		case 6:
+			newSession(len(ids))
+		case 7:
+			if i%100 == 7 {
+				emit("", ukey, domain.UserSessionsRevoked{UserID: "x"})
+			}
+		case 8:
+			if i%200 == 8 {
+				emit("", ukey, domain.UserDeactivated{UserID: "x"})
+			} else if i%200 == 108 {
+				emit("", ukey, domain.UserReactivated{UserID: "x"})
+			}
+		case 9:
+			if s, ok := p.Session(sid); ok && s.Live() {
+				emit(sid, ukey, domain.SessionReused{Outcome: domain.ReuseFamilyRevoked})
+			}
+		}
+	}
+	close(writing)
+	n := 0
+	for sn := range snaps {
+		n++
+		q, err := RestoreSessions(sn.data, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range log[sn.start:] {
+			if err := q.Apply(e); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got, want := dump(q), dump(p); got != want {
+			t.Fatalf("snapshot %d (start %d) restored and replayed differs from the live projection", n, sn.start)
+		}
+	}
+	if n == 0 {
+		t.Fatal("no snapshot taken")
+	}
+	t.Logf("%d snapshots checked", n)
+}
+
+// dump renders a projection's whole state in a canonical order.
+func dump(p *Sessions) string {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	var lines []string
+	for _, s := range p.sessions {
+		lines = append(lines, fmt.Sprintf("S %+v", s.Session))
+	}
+	for _, u := range p.users {
+		lines = append(lines, fmt.Sprintf("U %+v %d", u.User, len(u.sessions)))
+	}
+	lines = append(lines, fmt.Sprintf("pending %d deadlines %d", len(p.pending), len(p.deadlines)))
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
 }

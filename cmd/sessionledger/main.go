@@ -102,6 +102,8 @@ func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stder
 	fs.StringVar(&cfg.Audience, "audience", cfg.Audience, "aud of access tokens (default: the issuer)")
 	fs.DurationVar(&cfg.ReuseGrace, "reuse-grace", cfg.ReuseGrace, "how long after a rotation the previous refresh token still yields the same successor (0 disables)")
 	fs.StringVar(&cfg.DefaultPolicy, "default-policy", cfg.DefaultPolicy, "preset for sessions issued without a policy: consumer, high_security, mobile")
+	fs.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", cfg.SnapshotInterval, "how often to consider writing a projection snapshot (0 disables)")
+	fs.Uint64Var(&cfg.SnapshotMinEvents, "snapshot-min-events", cfg.SnapshotMinEvents, "events applied since the stored snapshot before a new one is written")
 	fs.IntVar(&cfg.Replicas, "replicas", cfg.Replicas, "replicas of the stream when the ledger creates it")
 	fs.TextVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn, error")
 

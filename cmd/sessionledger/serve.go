@@ -39,21 +39,28 @@ type Config struct {
 	DefaultPolicy string
 	// SweepInterval is how often expiries are swept (tests shorten it).
 	SweepInterval time.Duration
-	Replicas      int
-	LogLevel      slog.Level
+	// SnapshotInterval is how often a projection snapshot is considered (0:
+	// never); one is written when SnapshotMinEvents have been applied since
+	// the stored one.
+	SnapshotInterval  time.Duration
+	SnapshotMinEvents uint64
+	Replicas          int
+	LogLevel          slog.Level
 }
 
 // DefaultConfig returns the defaults: everything local, embedded NATS.
 func DefaultConfig() Config {
 	return Config{
-		HTTPAddr:      ":8080",
-		DataDir:       "./data",
-		NATSListen:    "127.0.0.1:4222",
-		ReuseGrace:    ledger.DefaultReuseGrace,
-		DefaultPolicy: domain.PolicyConsumer,
-		SweepInterval: ledger.DefaultSweepInterval,
-		Replicas:      1,
-		LogLevel:      slog.LevelInfo,
+		HTTPAddr:          ":8080",
+		DataDir:           "./data",
+		NATSListen:        "127.0.0.1:4222",
+		ReuseGrace:        ledger.DefaultReuseGrace,
+		DefaultPolicy:     domain.PolicyConsumer,
+		SweepInterval:     ledger.DefaultSweepInterval,
+		SnapshotInterval:  5 * time.Minute,
+		SnapshotMinEvents: 100_000,
+		Replicas:          1,
+		LogLevel:          slog.LevelInfo,
 	}
 }
 
@@ -90,12 +97,13 @@ type Main struct {
 	Config Config
 	Logger *slog.Logger
 
-	embedded *embedded.Embedded
-	client   *eventstore.Client
-	proj     *projections.Sessions
-	ledger   *ledger.Ledger
-	http     *http.Server
-	ln       net.Listener
+	embedded  *embedded.Embedded
+	client    *eventstore.Client
+	snapshots *eventstore.Snapshots
+	proj      *projections.Sessions
+	ledger    *ledger.Ledger
+	http      *http.Server
+	ln        net.Listener
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -168,7 +176,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if m.replayTo, err = m.client.LastSeq(ctx); err != nil {
 		return err
 	}
-	m.proj = projections.NewSessions(log)
+	m.proj = m.restore(ctx)
 	defaultPolicy, err := domain.Preset(cfg.DefaultPolicy)
 	if err != nil {
 		return err
@@ -185,6 +193,10 @@ func (m *Main) Run(ctx context.Context) error {
 	m.cancel = cancel
 	m.wg.Add(1)
 	go m.follow(runCtx)
+	if m.snapshots != nil && cfg.SnapshotInterval > 0 {
+		m.wg.Add(1)
+		go m.snapshotLoop(runCtx)
+	}
 
 	api, err := transport.New(m.ledger, signer, transport.Config{
 		AdminToken: adminToken, Issuer: cfg.Issuer, Logger: log, Ready: m.ready,
@@ -236,7 +248,7 @@ func (m *Main) follow(ctx context.Context) {
 		}
 		return nil
 	}
-	if m.replayTo == 0 {
+	if m.proj.Applied() >= m.replayTo {
 		m.markCaughtUp(ctx)
 	}
 	// Follow resumes after the last applied event whenever the consumer is
@@ -286,6 +298,67 @@ func (m *Main) ready() error {
 		return fmt.Errorf("replaying: applied %d of %d events", m.proj.Applied(), m.replayTo)
 	}
 	return nil
+}
+
+// restore returns the projection from the stored snapshot when there is a
+// usable one, or an empty projection to replay the stream into.
+func (m *Main) restore(ctx context.Context) *projections.Sessions {
+	log := m.Logger
+	snaps, err := m.client.Snapshots(ctx, eventstore.Config{Replicas: m.Config.Replicas})
+	if err != nil {
+		log.Warn("snapshots unavailable; replaying the stream from the start", "err", err)
+		return projections.NewSessions(log)
+	}
+	m.snapshots = snaps
+	start := time.Now()
+	data, err := snaps.Latest(ctx)
+	if err != nil || data == nil {
+		if err != nil {
+			log.Warn("snapshot ignored; replaying the stream from the start", "err", err)
+		}
+		return projections.NewSessions(log)
+	}
+	p, err := projections.RestoreSessions(data, log)
+	switch {
+	case err != nil:
+		log.Warn("snapshot ignored; replaying the stream from the start", "err", err)
+		return projections.NewSessions(log)
+	case p.Applied() > m.replayTo:
+		log.Warn("snapshot ignored: it covers more events than the stream holds; replaying from the start", "snapshot_seq", p.Applied(), "stream_seq", m.replayTo)
+		return projections.NewSessions(log)
+	}
+	log.Info("projection restored from snapshot", "seq", p.Applied(), "live_sessions", p.LiveSessions(), "bytes", len(data), "duration_ms", time.Since(start).Milliseconds())
+	return p
+}
+
+// snapshotLoop writes a snapshot when enough events were applied since the
+// stored one (whichever instance stored it).
+func (m *Main) snapshotLoop(ctx context.Context) {
+	defer m.wg.Done()
+	t := time.NewTicker(m.Config.SnapshotInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if m.ready() != nil {
+			continue
+		}
+		stored, err := m.snapshots.LatestSeq(ctx)
+		if err != nil || m.proj.Applied() < stored+m.Config.SnapshotMinEvents {
+			continue
+		}
+		start := time.Now()
+		data, seq := m.proj.Snapshot()
+		encoded := time.Since(start)
+		if err := m.snapshots.Save(ctx, seq, data); err != nil {
+			m.Logger.Warn("snapshot not saved", "err", err)
+			continue
+		}
+		m.Logger.Info("snapshot saved", "seq", seq, "bytes", len(data), "encode_ms", encoded.Milliseconds(), "duration_ms", time.Since(start).Milliseconds())
+	}
 }
 
 // Close shuts down gracefully: HTTP first, then the projection, then NATS.

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/sessionledger/sessionledger/domain"
+	"github.com/sessionledger/sessionledger/eventstore"
+	"github.com/sessionledger/sessionledger/eventstore/embedded"
+)
+
+// benchEvents is the stream size for cold-start benchmarks
+// (SESSIONLEDGER_BENCH_EVENTS, default 100 000).
+func benchEvents() int {
+	if n, err := strconv.Atoi(os.Getenv("SESSIONLEDGER_BENCH_EVENTS")); err == nil && n > 0 {
+		return n
+	}
+	return 100_000
+}
+
+// seedStream writes n events into the stream under dataDir: sessions issued,
+// then each rotated four times, as a busy ledger would have recorded them.
+func seedStream(tb testing.TB, dataDir string, n int) {
+	tb.Helper()
+	srv, err := embedded.Start(embedded.Config{StoreDir: filepath.Join(dataDir, "jetstream")})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer srv.Shutdown()
+	cl, err := srv.Client(context.Background(), eventstore.Config{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer cl.Close(context.Background())
+	nc, err := nats.Connect("", nats.InProcessServer(srv.Server))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	sessions := max(n/5, 1)
+	ids := make([]string, sessions)
+	t0 := time.Now().Add(-time.Hour)
+	digest := domain.Digest{KeyID: "d", Value: make([]byte, 32)}
+	policy, _ := domain.Preset(domain.PolicyConsumer)
+	written := 0
+	for round := 0; written < n; round++ {
+		for i := 0; i < sessions && written < n; i++ {
+			var p domain.Payload
+			if round == 0 {
+				ids[i] = ulid.Make().String()
+				p = domain.SessionIssued{UserID: fmt.Sprintf("user-%d", i), Policy: policy,
+					Device: domain.Device{IP: "203.0.113.7", UserAgent: "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0", Name: "laptop"}, RefreshToken: digest}
+			} else {
+				p = domain.SessionRotated{Generation: uint32(round), RefreshToken: digest}
+			}
+			e := domain.Event{ID: ulid.Make().String(), Time: t0.Add(time.Duration(written) * time.Millisecond), SessionID: ids[i],
+				UserKey: fmt.Sprintf("%032x", i), Data: p}
+			b, err := domain.EncodeEvent(e)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			if _, err := js.PublishAsync(eventstore.SessionSubject(e), b); err != nil {
+				tb.Fatal(err)
+			}
+			written++
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(5 * time.Minute):
+		tb.Fatal("seeding did not complete")
+	}
+}
+
+// timeToReady starts a ledger on dataDir and returns how long it took to be ready.
+func timeToReady(tb testing.TB, dataDir string, mutate func(*Config)) (time.Duration, *Main) {
+	tb.Helper()
+	cfg := DefaultConfig()
+	cfg.HTTPAddr, cfg.NATSListen, cfg.DataDir, cfg.AdminToken, cfg.Issuer = "127.0.0.1:0", "", dataDir, testAdminToken, "http://ledger.test"
+	cfg.SnapshotInterval = 0
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	if err := cfg.complete(); err != nil {
+		tb.Fatal(err)
+	}
+	start := time.Now()
+	m := NewMain(cfg, slog.New(slog.DiscardHandler))
+	if err := m.Run(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	for m.ready() != nil {
+		time.Sleep(time.Millisecond)
+	}
+	return time.Since(start), m
+}
+
+// BenchmarkColdStart measures process start to ready with a stream of
+// SESSIONLEDGER_BENCH_EVENTS events: by replaying the whole stream, and from a
+// snapshot.
+func BenchmarkColdStart(b *testing.B) {
+	n := benchEvents()
+	dir := b.TempDir()
+	seedStream(b, dir, n)
+	b.Run(fmt.Sprintf("replay/events=%d", n), func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			d, m := timeToReady(b, dir, nil)
+			b.ReportMetric(d.Seconds(), "s-to-ready")
+			b.ReportMetric(float64(n)/d.Seconds(), "events/s")
+			m.Close()
+		}
+	})
+	// Write a snapshot, then start from it.
+	_, m := timeToReady(b, dir, func(c *Config) { c.SnapshotInterval, c.SnapshotMinEvents = 10*time.Millisecond, 1 })
+	for {
+		if seq, _ := m.snapshots.LatestSeq(context.Background()); seq >= uint64(n) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	m.Close()
+	b.Run(fmt.Sprintf("snapshot/events=%d", n), func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			d, m := timeToReady(b, dir, nil)
+			b.ReportMetric(d.Seconds(), "s-to-ready")
+			m.Close()
+		}
+	})
+}

@@ -1,0 +1,82 @@
+package projections
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/sessionledger/sessionledger/domain"
+)
+
+// filled returns a projection with n live sessions, each rotated twice.
+func filled(tb testing.TB, n int) *Sessions {
+	tb.Helper()
+	p := NewSessions(nil)
+	policy, _ := domain.Preset(domain.PolicyConsumer)
+	digest := domain.Digest{KeyID: "d", Value: make([]byte, 32)}
+	seq := uint64(0)
+	for i := 0; i < n; i++ {
+		sid := fmt.Sprintf("01JD3Z9V6Q4Q4WJ5X7%08d", i)
+		ukey := fmt.Sprintf("%032x", i)
+		seq++
+		_ = p.Apply(domain.Event{Seq: seq, Time: time.Now(), SessionID: sid, UserKey: ukey, Data: domain.SessionIssued{UserID: fmt.Sprintf("user-%d", i), Policy: policy,
+			Device: domain.Device{IP: "203.0.113.7", UserAgent: "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0", Name: "laptop"}, RefreshToken: digest}})
+		for g := uint32(1); g <= 2; g++ {
+			seq++
+			_ = p.Apply(domain.Event{Seq: seq, Time: time.Now(), SessionID: sid, UserKey: ukey, Data: domain.SessionRotated{Generation: g, RefreshToken: digest}})
+		}
+	}
+	return p
+}
+
+// BenchmarkSnapshot measures encoding (done under the read lock: writers
+// wait that long) and restoring a projection of 200 000 live sessions.
+func BenchmarkSnapshot(b *testing.B) {
+	p := filled(b, 200_000)
+	var data []byte
+	b.Run("encode/sessions=200000", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			data, _ = p.Snapshot()
+		}
+		b.ReportMetric(float64(len(data)), "bytes")
+	})
+	b.Run("restore/sessions=200000", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			if _, err := RestoreSessions(data, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkSnapshotWriterStall measures the longest time an Apply waits while
+// a snapshot of 200 000 sessions is encoded: the pause refreshes see.
+func BenchmarkSnapshotWriterStall(b *testing.B) {
+	p := filled(b, 200_000)
+	stop := make(chan struct{})
+	worst := make(chan time.Duration)
+	go func() {
+		var max time.Duration
+		seq := p.Applied()
+		for {
+			select {
+			case <-stop:
+				worst <- max
+				return
+			default:
+			}
+			seq++
+			start := time.Now()
+			_ = p.Apply(domain.Event{Seq: seq, Time: time.Now(), UserKey: "stall", Data: domain.UserReactivated{UserID: "x"}})
+			if d := time.Since(start); d > max {
+				max = d
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
+	for i := 0; i < b.N; i++ {
+		p.Snapshot()
+	}
+	close(stop)
+	b.ReportMetric(float64((<-worst).Microseconds())/1000, "max-apply-wait-ms")
+}

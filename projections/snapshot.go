@@ -1,0 +1,284 @@
+package projections
+
+import (
+	"bytes"
+	"container/heap"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/sessionledger/sessionledger/domain"
+)
+
+// Snapshot format: "SLSNAP" | version (uvarint) | start sequence (uvarint) |
+// records, each 'U' user or 'S' session | 'E' | end sequence (uvarint) |
+// SHA-256 of everything before it. Strings and byte slices are uvarint
+// length-prefixed; times are Unix nanoseconds (varint, 0 for the zero time).
+//
+// A snapshot is fuzzy: it is encoded in chunks, releasing the lock between
+// them, so it reflects every event up to the start sequence and some after
+// it, up to the end sequence. Restoring replays from the start sequence;
+// Apply skips a session event the session already reflects (by its LastSeq),
+// and user events are idempotent when applied in order.
+const (
+	snapshotMagic   = "SLSNAP"
+	SnapshotVersion = 1
+	snapshotChunk   = 4096 // records encoded per hold of the read lock
+)
+
+// ErrSnapshotMismatch is returned for a snapshot this version cannot use: a
+// different format version, a bad checksum, or truncated data.
+var ErrSnapshotMismatch = errors.New("snapshot does not match")
+
+// Snapshot encodes the projection's state and returns it with the sequence
+// from which a restored projection must replay. Writers wait at most for one
+// chunk of snapshotChunk records.
+func (p *Sessions) Snapshot() (data []byte, startSeq uint64) {
+	// Allocate (and so zero and fault in) a generous buffer before taking the
+	// lock: growing it under the lock made writers wait ten times longer.
+	p.mu.RLock()
+	size := 64 + len(p.users)*96 + p.encodedSessionBytes()
+	p.mu.RUnlock()
+	b := make([]byte, 0, size+size/4)
+	b = append(b, snapshotMagic...)
+	b = binary.AppendUvarint(b, SnapshotVersion)
+
+	p.mu.RLock()
+	startSeq = p.applied.Load()
+	b = binary.AppendUvarint(b, startSeq)
+	n := 0
+	breathe := func() {
+		if n++; n%snapshotChunk == 0 {
+			p.mu.RUnlock()
+			p.mu.RLock()
+		}
+	}
+	for _, u := range p.users {
+		b = append(b, 'U')
+		b = appendString(b, u.Key)
+		b = appendString(b, u.ID)
+		b = appendBool(b, u.Deactivated)
+		b = binary.AppendUvarint(b, u.LastSeq)
+		breathe()
+	}
+	for _, s := range p.sessions {
+		b = append(b, 'S')
+		b = appendSession(b, &s.Session)
+		breathe()
+	}
+	endSeq := p.applied.Load()
+	p.mu.RUnlock()
+	b = append(b, 'E')
+	b = binary.AppendUvarint(b, endSeq)
+	sum := sha256.Sum256(b)
+	return append(b, sum[:]...), startSeq
+}
+
+// encodedSessionBytes estimates the encoded size of the sessions from a sample.
+func (p *Sessions) encodedSessionBytes() int {
+	const sample = 64
+	var buf []byte
+	n := 0
+	for _, s := range p.sessions {
+		if n == sample {
+			break
+		}
+		buf = appendSession(buf, &s.Session)
+		n++
+	}
+	if n == 0 {
+		return 0
+	}
+	return len(buf) / n * len(p.sessions)
+}
+
+func appendSession(b []byte, s *domain.Session) []byte {
+	for _, str := range []string{s.ID, s.UserID, s.UserKey, s.Policy.Name, s.Device.IP, s.Device.UserAgent, s.Device.Name, s.Token.KeyID, s.EndReason} {
+		b = appendString(b, str)
+	}
+	for _, v := range []domain.Seconds{s.Policy.AccessTokenTTL, s.Policy.AbsoluteLifetime, s.Policy.InactivityTimeout} {
+		b = binary.AppendVarint(b, int64(v))
+	}
+	b = appendString(b, string(s.Claims))
+	b = appendString(b, string(s.Token.Value))
+	for _, t := range []time.Time{s.IssuedAt, s.LastActive, s.RotatedAt} {
+		b = appendTime(b, t)
+	}
+	b = binary.AppendUvarint(b, s.IssuedSeq)
+	b = binary.AppendUvarint(b, s.LastSeq)
+	b = binary.AppendUvarint(b, uint64(s.Generation))
+	b = append(b, byte(s.Status))
+	return appendBool(b, s.RevocationPending)
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendBool(b []byte, v bool) []byte {
+	if v {
+		return append(b, 1)
+	}
+	return append(b, 0)
+}
+
+func appendTime(b []byte, t time.Time) []byte {
+	if t.IsZero() {
+		return binary.AppendVarint(b, 0)
+	}
+	return binary.AppendVarint(b, t.UnixNano())
+}
+
+// RestoreSessions builds a projection from a snapshot. It returns
+// ErrSnapshotMismatch for a snapshot it cannot trust; the caller then replays
+// the stream from the start.
+func RestoreSessions(data []byte, log *slog.Logger) (*Sessions, error) {
+	if len(data) < len(snapshotMagic)+sha256.Size || string(data[:len(snapshotMagic)]) != snapshotMagic {
+		return nil, fmt.Errorf("%w: not a sessionledger snapshot", ErrSnapshotMismatch)
+	}
+	body, sum := data[:len(data)-sha256.Size], data[len(data)-sha256.Size:]
+	if want := sha256.Sum256(body); !bytes.Equal(sum, want[:]) {
+		return nil, fmt.Errorf("%w: checksum", ErrSnapshotMismatch)
+	}
+	r := &reader{b: body[len(snapshotMagic):]}
+	if v := r.uvarint(); v != SnapshotVersion {
+		return nil, fmt.Errorf("%w: version %d, this ledger reads version %d", ErrSnapshotMismatch, v, SnapshotVersion)
+	}
+	p := NewSessions(log)
+	start := r.uvarint()
+	for r.err == nil && len(r.b) > 0 && r.b[0] == 'U' {
+		r.b = r.b[1:]
+		u := &userEntry{sessions: map[string]*entry{}}
+		u.Key, u.ID, u.Deactivated, u.LastSeq = r.string(), r.string(), r.bool(), r.uvarint()
+		// A user pruned and created again while the snapshot was taken may
+		// appear twice: keep the later state.
+		if prev, dup := p.users[u.Key]; !dup || u.LastSeq > prev.LastSeq {
+			p.users[u.Key] = u
+		}
+	}
+	for r.err == nil && len(r.b) > 0 && r.b[0] == 'S' {
+		r.b = r.b[1:]
+		e := &entry{heapIndex: -1}
+		r.session(&e.Session)
+		if r.err != nil {
+			break
+		}
+		u := p.users[e.UserKey]
+		if u == nil { // its user record was pruned before being reached
+			u = &userEntry{User: domain.User{Key: e.UserKey, ID: e.UserID, LastSeq: e.LastSeq}, sessions: map[string]*entry{}}
+			p.users[e.UserKey] = u
+		}
+		p.sessions[e.ID] = e
+		u.sessions[e.ID] = e
+		switch {
+		case e.Live():
+			p.deadlines = append(p.deadlines, e)
+			e.heapIndex = len(p.deadlines) - 1
+		case e.RevocationPending:
+			p.pending[e.ID] = e
+		}
+	}
+	if r.err != nil || len(r.b) == 0 || r.b[0] != 'E' {
+		return nil, fmt.Errorf("%w: malformed data", ErrSnapshotMismatch)
+	}
+	r.b = r.b[1:]
+	end := r.uvarint()
+	if r.err != nil || len(r.b) != 0 || end < start {
+		return nil, fmt.Errorf("%w: malformed data", ErrSnapshotMismatch)
+	}
+	heap.Init(&p.deadlines)
+	p.applied.Store(start)
+	p.fuzzyUntil = end
+	return p, nil
+}
+
+// reader decodes the snapshot format; the first error sticks.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) uvarint() uint64 {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail()
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) varint() int64 {
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.fail()
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) bytes() []byte {
+	n := r.uvarint()
+	if n > uint64(len(r.b)) {
+		r.fail()
+		return nil
+	}
+	v := r.b[:n:n]
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) string() string { return string(r.bytes()) }
+
+func (r *reader) bool() bool {
+	if len(r.b) == 0 {
+		r.fail()
+		return false
+	}
+	v := r.b[0] == 1
+	r.b = r.b[1:]
+	return v
+}
+
+func (r *reader) time() time.Time {
+	ns := r.varint()
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns).UTC()
+}
+
+func (r *reader) session(s *domain.Session) {
+	for _, str := range []*string{&s.ID, &s.UserID, &s.UserKey, &s.Policy.Name, &s.Device.IP, &s.Device.UserAgent, &s.Device.Name, &s.Token.KeyID, &s.EndReason} {
+		*str = r.string()
+	}
+	for _, v := range []*domain.Seconds{&s.Policy.AccessTokenTTL, &s.Policy.AbsoluteLifetime, &s.Policy.InactivityTimeout} {
+		*v = domain.Seconds(r.varint())
+	}
+	if c := r.bytes(); len(c) > 0 {
+		s.Claims = append([]byte(nil), c...)
+	}
+	s.Token.Value = append([]byte(nil), r.bytes()...)
+	s.IssuedAt, s.LastActive, s.RotatedAt = r.time(), r.time(), r.time()
+	s.IssuedSeq, s.LastSeq = r.uvarint(), r.uvarint()
+	s.Generation = uint32(r.uvarint())
+	if len(r.b) == 0 {
+		r.fail()
+		return
+	}
+	s.Status = domain.Status(r.b[0])
+	r.b = r.b[1:]
+	s.RevocationPending = r.bool()
+}
+
+func (r *reader) fail() {
+	if r.err == nil {
+		r.err = ErrSnapshotMismatch
+	}
+	r.b = nil
+}
