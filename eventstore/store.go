@@ -142,14 +142,42 @@ func checkConfig(got, want jetstream.StreamConfig) error {
 	return nil
 }
 
-// maxPublishAttempts bounds retries of one append attempt whose outcome is
-// unknown (ack timed out) or that the server asks to retry; publishTimeout
-// bounds each, so that a request fails over to 503 quickly while a stream has
-// no leader.
+// Every request to the stream gets requestTimeout per attempt and is retried
+// (at most maxAttempts times, within the caller's context) while the stream is
+// unreachable: a request sent to a leader that just died is abandoned after a
+// second, not after the caller's whole budget, and goes to the new leader.
 const (
-	maxPublishAttempts = 5
-	publishTimeout     = 2 * time.Second
+	maxAttempts    = 8
+	requestTimeout = time.Second
 )
+
+// withRetry runs fn with a per-attempt timeout, retrying retryable errors.
+func withRetry[T any](ctx context.Context, fn func(context.Context) (T, error)) (T, error) {
+	var v T
+	var err error
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		if attempt > 0 && !pause(ctx, attempt) {
+			break
+		}
+		actx, cancel := context.WithTimeout(ctx, requestTimeout)
+		v, err = fn(actx)
+		cancel()
+		if err == nil || !retryable(err) {
+			return v, err
+		}
+	}
+	return v, err
+}
+
+// pause waits before retry attempt n; false if ctx ended first.
+func pause(ctx context.Context, n int) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(time.Duration(n) * 50 * time.Millisecond):
+		return true
+	}
+}
 
 // Append implements domain.EventStore. A publish whose ack is lost is retried
 // with the same Nats-Msg-Id; when the expected-sequence check fails, the last
@@ -168,15 +196,11 @@ func (s *Store) Append(ctx context.Context, e domain.Event, expectedUserSeq uint
 		jetstream.WithExpectLastSequenceForSubject(expectedUserSeq, filter),
 	}
 	var lastErr error
-	for attempt := 0; attempt < maxPublishAttempts; attempt++ {
-		if attempt > 0 {
-			select {
-			case <-ctx.Done():
-				return 0, fmt.Errorf("eventstore: append %s %s: %w (%v)", e.Type(), e.ID, domain.ErrUnavailable, ctx.Err())
-			case <-time.After(time.Duration(attempt) * 50 * time.Millisecond):
-			}
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		if attempt > 0 && !pause(ctx, attempt) {
+			return 0, fmt.Errorf("eventstore: append %s %s: %w (%v)", e.Type(), e.ID, domain.ErrUnavailable, ctx.Err())
 		}
-		actx, cancel := context.WithTimeout(ctx, publishTimeout)
+		actx, cancel := context.WithTimeout(ctx, requestTimeout)
 		ack, err := s.js.PublishMsg(actx, msg, opts...)
 		cancel()
 		if err == nil {
@@ -215,7 +239,9 @@ func retryable(err error) bool {
 
 // landed reports whether the user's last stored event is the one with id.
 func (s *Store) landed(ctx context.Context, filter, id string) (uint64, bool) {
-	m, err := s.stream.GetLastMsgForSubject(ctx, filter)
+	m, err := withRetry(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+		return s.stream.GetLastMsgForSubject(ctx, filter)
+	})
 	if err != nil || m.Header.Get(jetstream.MsgIDHeader) != id {
 		return 0, false
 	}
@@ -239,7 +265,9 @@ func (s *Store) LastSessionSeq(ctx context.Context, sessionID string) (uint64, e
 func sessionFilter(sessionID string) string { return SubjectPrefix + ".*." + sessionID + ".*" }
 
 func (s *Store) lastSeqFor(ctx context.Context, filter string) (uint64, error) {
-	m, err := s.stream.GetLastMsgForSubject(ctx, filter)
+	m, err := withRetry(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+		return s.stream.GetLastMsgForSubject(ctx, filter)
+	})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, nil
 	}

@@ -23,8 +23,11 @@ import (
 
 // Defaults.
 const (
-	DefaultReuseGrace   = 10 * time.Second
-	DefaultWriteTimeout = 10 * time.Second
+	DefaultReuseGrace = 10 * time.Second
+	// DefaultWriteTimeout bounds a command. It is kept well under the default
+	// reuse grace window, so a client that retries after a 503 whose rotation
+	// did land is still within the window and gets the same successor.
+	DefaultWriteTimeout = 5 * time.Second
 	// maxWriteAttempts bounds how often one command decides again after losing
 	// a race to another writer of the same user.
 	maxWriteAttempts = 100
