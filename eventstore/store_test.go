@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -253,5 +254,39 @@ func TestReplicatedStream(t *testing.T) {
 	// An instance configured for other replicas refuses the stream rather than change it.
 	if _, err := eventstore.Open(ctx, nc, eventstore.Config{Replicas: 1}); err == nil || !strings.Contains(err.Error(), "replicas 3 (want 1)") {
 		t.Fatalf("Open with other replicas: %v", err)
+	}
+}
+
+func TestDialWithCredentials(t *testing.T) {
+	for name, tc := range map[string]struct {
+		opts func(*server.Options)
+		good eventstore.Auth
+	}{
+		"user and password": {func(o *server.Options) { o.Username, o.Password = "ledger", "s3cret-pass" }, eventstore.Auth{User: "ledger", Password: "s3cret-pass"}},
+		"token":             {func(o *server.Options) { o.Authorization = "s3cret-token" }, eventstore.Auth{Token: "s3cret-token"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			o := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true}
+			tc.opts(o)
+			ns, err := server.NewServer(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			go ns.Start()
+			defer ns.Shutdown()
+			if !ns.ReadyForConnections(10 * time.Second) {
+				t.Fatal("not ready")
+			}
+			url := ns.ClientURL() + "," + ns.ClientURL() // a server list
+			ctx := context.Background()
+			if _, err := eventstore.Dial(ctx, url, eventstore.Auth{}, eventstore.Config{}); err == nil || !strings.Contains(err.Error(), "connect to NATS") {
+				t.Fatalf("without credentials: %v", err)
+			}
+			c, err := eventstore.Dial(ctx, url, tc.good, eventstore.Config{})
+			if err != nil {
+				t.Fatalf("with credentials: %v", err)
+			}
+			c.Close(ctx)
+		})
 	}
 }

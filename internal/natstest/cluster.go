@@ -10,6 +10,9 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
+// ClusterName is the name of the test cluster, as in deploy/nats-*.conf.
+const ClusterName = "ledger"
+
 // Cluster is a JetStream cluster of in-process nats-servers, routed over
 // loopback, each with its own store directory.
 type Cluster struct {
@@ -36,7 +39,7 @@ func freePorts(tb testing.TB, n int) []int {
 	return ports
 }
 
-// StartCluster starts n servers named n1…nN in cluster "ledger" and waits
+// StartCluster starts n servers named n1…nN in cluster ClusterName and waits
 // until JetStream has a meta leader. They shut down when the test ends.
 func StartCluster(tb testing.TB, n int) *Cluster {
 	tb.Helper()
@@ -55,7 +58,7 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 			StoreDir:   tb.TempDir(),
 			NoLog:      true,
 			NoSigs:     true,
-			Cluster:    server.ClusterOpts{Name: "ledger", Host: "127.0.0.1", Port: ports[n+i]},
+			Cluster:    server.ClusterOpts{Name: ClusterName, Host: "127.0.0.1", Port: ports[n+i]},
 			Routes:     server.RoutesFromStr(strings.Join(routes, ",")),
 		}
 		c.opts = append(c.opts, o)
