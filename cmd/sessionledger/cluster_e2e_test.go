@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -248,3 +250,19 @@ func jsonDecode(resp *http.Response, v any) error {
 }
 
 func jsonNewDecoder(resp *http.Response) *json.Decoder { return json.NewDecoder(resp.Body) }
+
+func TestInstancesShareKeysThroughTheEnvironment(t *testing.T) {
+	a := boot(t, "", nil)
+	keys, err := os.ReadFile(filepath.Join(a.dataDir, secrets.KeysFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// B has a data dir of its own but gets A's keys as SESSIONLEDGER_KEYS.
+	b := boot(t, "", func(c *Config) { c.NATSURL, c.Keys = a.m.NATSURL(), string(keys) })
+	s := a.issue(`{"user_id":"alice"}`)
+	s1 := b.mustRefresh(s.Refresh)
+	verifyAccessToken(t, jwksKeys(t, a), s1.Access) // signed by B with the shared key
+	if _, err := os.Stat(filepath.Join(b.dataDir, secrets.KeysFile)); err == nil {
+		t.Fatal("B wrote keys of its own although it was given them")
+	}
+}
