@@ -1,6 +1,8 @@
 package domain
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,8 +20,9 @@ const (
 // ErrUnknownEventType is returned by DecodeEvent for a type it does not know.
 var ErrUnknownEventType = errors.New("unknown event type")
 
-// envelope is the CloudEvents 1.0 JSON form of an event. schemaversion and
-// userkey are CloudEvents extension attributes.
+// envelope is the CloudEvents 1.0 JSON form of an event. schemaversion,
+// userkey and prevdigest (base64url SHA-256 of the stored bytes of the user's
+// previous event) are CloudEvents extension attributes.
 type envelope struct {
 	SpecVersion     string          `json:"specversion"`
 	ID              string          `json:"id"`
@@ -30,6 +33,7 @@ type envelope struct {
 	DataContentType string          `json:"datacontenttype"`
 	SchemaVersion   int             `json:"schemaversion"`
 	UserKey         string          `json:"userkey"`
+	PrevDigest      string          `json:"prevdigest,omitempty"`
 	Data            json.RawMessage `json:"data"`
 }
 
@@ -61,6 +65,7 @@ func EncodeEvent(e Event) ([]byte, error) {
 		DataContentType: contentType,
 		SchemaVersion:   SchemaVersion,
 		UserKey:         e.UserKey,
+		PrevDigest:      base64.RawURLEncoding.EncodeToString(e.Prev),
 		Data:            data,
 	})
 }
@@ -92,7 +97,12 @@ func DecodeEvent(b []byte) (Event, error) {
 	if err != nil {
 		return Event{}, fmt.Errorf("decode event %s %s: %w", env.ID, env.Type, err)
 	}
-	e := Event{ID: env.ID, Time: env.Time, UserKey: env.UserKey, Data: p}
+	e := Event{ID: env.ID, Time: env.Time, UserKey: env.UserKey, Data: p, Digest: sha256.Sum256(b)}
+	if env.PrevDigest != "" {
+		if e.Prev, err = base64.RawURLEncoding.DecodeString(env.PrevDigest); err != nil || len(e.Prev) != sha256.Size {
+			return Event{}, fmt.Errorf("decode event %s: prevdigest is not a SHA-256 digest", env.ID)
+		}
+	}
 	if !env.Type.IsUserEvent() {
 		if env.Subject == "" {
 			return Event{}, fmt.Errorf("decode event %s: session event without subject", env.ID)

@@ -41,6 +41,12 @@ type Event struct {
 	UserKey   string    // subject-safe keyed digest of the user id
 	Seq       uint64    // stream sequence; 0 until stored
 	Data      Payload
+	// Prev is the chain digest of the previous event of the same user (its
+	// sessions' events and its user events), nil for the user's first event.
+	Prev []byte
+	// Digest is the SHA-256 of this event's stored bytes; set when read from
+	// the stream, not encoded. The user's next event carries it as Prev.
+	Digest [32]byte
 }
 
 // Type returns the event's type, taken from its payload.

@@ -10,8 +10,9 @@ type EventStore interface {
 	// the new event's sequence, or an error matching ErrConflict when another
 	// write came first.
 	Append(ctx context.Context, e Event, expectedUserSeq uint64) (uint64, error)
-	// LastUserSeq returns the sequence of the user's last event, 0 if none.
-	LastUserSeq(ctx context.Context, userKey string) (uint64, error)
+	// LastUserEvent returns the sequence and chain digest of the user's last
+	// event; sequence 0 if there is none.
+	LastUserEvent(ctx context.Context, userKey string) (seq uint64, digest [32]byte, err error)
 	// LastSessionSeq returns the sequence of the session's last own event, 0 if none.
 	LastSessionSeq(ctx context.Context, sessionID string) (uint64, error)
 	// SessionHistory returns the session's events, oldest first, followed by

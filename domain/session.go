@@ -135,5 +135,6 @@ type User struct {
 	Key         string
 	ID          string
 	Deactivated bool
-	LastSeq     uint64 // sequence of the user's last event of any kind (session or user)
+	LastSeq     uint64   // sequence of the user's last event of any kind (session or user)
+	LastDigest  [32]byte // chain digest of that event: the next one's Prev
 }

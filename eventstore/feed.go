@@ -61,10 +61,11 @@ func (f *Feed) Follow(ctx context.Context, since time.Time, fn func(domain.Event
 			caughtUp()
 		}
 	}
-	started := func(pending uint64) {
+	started := func(pending uint64) bool {
 		if pending == 0 {
 			signal()
 		}
+		return false
 	}
 	err := consumeMsgs(ctx, f.stream, cfg, started, func(msg jetstream.Msg) (bool, error) {
 		e, err := decode(msg)
@@ -81,4 +82,51 @@ func (f *Feed) Follow(ctx context.Context, since time.Time, fn func(domain.Event
 		return fmt.Errorf("eventstore: follow revocations: %w", err)
 	}
 	return err
+}
+
+// Replay delivers the stored messages matching filters (every message when
+// none) from start (zero: the beginning), in stream order, with their stream
+// sequence, subject and stored bytes, and returns once it has delivered the
+// last of the messages that matched when it began. total, if not nil, first
+// learns how many those are.
+func (f *Feed) Replay(ctx context.Context, filters []string, start time.Time, total func(uint64), fn func(seq uint64, subject string, data []byte) error) error {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters, DeliverPolicy: jetstream.DeliverAllPolicy}
+	if !start.IsZero() {
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
+	}
+	started := func(pending uint64) bool {
+		if total != nil {
+			total(pending)
+		}
+		return pending == 0
+	}
+	err := consumeMsgs(ctx, f.stream, cfg, started, func(msg jetstream.Msg) (bool, error) {
+		md, err := msg.Metadata()
+		if err != nil {
+			return false, err
+		}
+		if err := fn(md.Sequence.Stream, msg.Subject(), msg.Data()); err != nil {
+			return false, err
+		}
+		return md.NumPending > 0, nil
+	})
+	if err != nil {
+		return fmt.Errorf("eventstore: replay: %w", err)
+	}
+	return nil
+}
+
+// DialFeed connects to the NATS servers at url (comma-separated) with auth and
+// opens the ledger's stream for reading; close ends the connection.
+func DialFeed(ctx context.Context, url string, auth Auth) (feed *Feed, close func(), err error) {
+	nc, err := nats.Connect(url, append([]nats.Option{nats.Name("sessionledger-reader")}, auth.options()...)...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("eventstore: connect to NATS: %w", err)
+	}
+	f, err := NewFeed(ctx, nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return f, nc.Close, nil
 }

@@ -4,6 +4,7 @@ package eventstore
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strings"
@@ -248,9 +249,13 @@ func (s *Store) landed(ctx context.Context, filter, id string) (uint64, bool) {
 	return m.Sequence, true
 }
 
-// LastUserSeq implements domain.EventStore.
-func (s *Store) LastUserSeq(ctx context.Context, userKey string) (uint64, error) {
-	return s.lastSeqFor(ctx, UserFilter(userKey))
+// LastUserEvent implements domain.EventStore.
+func (s *Store) LastUserEvent(ctx context.Context, userKey string) (uint64, [32]byte, error) {
+	m, err := s.lastMsg(ctx, UserFilter(userKey))
+	if err != nil || m == nil {
+		return 0, [32]byte{}, err
+	}
+	return m.Sequence, sha256.Sum256(m.Data), nil
 }
 
 // LastSessionSeq implements domain.EventStore.
@@ -265,16 +270,25 @@ func (s *Store) LastSessionSeq(ctx context.Context, sessionID string) (uint64, e
 func sessionFilter(sessionID string) string { return SubjectPrefix + ".*." + sessionID + ".*" }
 
 func (s *Store) lastSeqFor(ctx context.Context, filter string) (uint64, error) {
+	m, err := s.lastMsg(ctx, filter)
+	if err != nil || m == nil {
+		return 0, err
+	}
+	return m.Sequence, nil
+}
+
+// lastMsg returns the last message matching filter, nil if there is none.
+func (s *Store) lastMsg(ctx context.Context, filter string) (*jetstream.RawStreamMsg, error) {
 	m, err := withRetry(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
 		return s.stream.GetLastMsgForSubject(ctx, filter)
 	})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, nil
+		return nil, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("eventstore: last sequence: %w (%v)", domain.ErrUnavailable, err)
+		return nil, fmt.Errorf("eventstore: last message: %w (%v)", domain.ErrUnavailable, err)
 	}
-	return m.Sequence, nil
+	return m, nil
 }
 
 // LastSeq returns the stream's last sequence.
@@ -368,8 +382,8 @@ func consume(ctx context.Context, stream jetstream.Stream, cfg jetstream.Ordered
 
 // consumeMsgs is consume for callers that need the message metadata too.
 // started, if not nil, learns how many messages matched when the consumer was
-// created.
-func consumeMsgs(ctx context.Context, stream jetstream.Stream, cfg jetstream.OrderedConsumerConfig, started func(pending uint64), fn func(jetstream.Msg) (more bool, err error)) error {
+// created, and ends the loop at once by returning true.
+func consumeMsgs(ctx context.Context, stream jetstream.Stream, cfg jetstream.OrderedConsumerConfig, started func(pending uint64) (stop bool), fn func(jetstream.Msg) (more bool, err error)) error {
 	cons, err := stream.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return err
@@ -384,10 +398,8 @@ func consumeMsgs(ctx context.Context, stream jetstream.Stream, cfg jetstream.Ord
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
-	if started != nil {
-		if info := cons.CachedInfo(); info != nil {
-			started(info.NumPending)
-		}
+	if info := cons.CachedInfo(); started != nil && info != nil && started(info.NumPending) {
+		return nil
 	}
 	for {
 		msg, err := it.Next()

@@ -61,11 +61,11 @@ func TestAppendOptimisticConcurrency(t *testing.T) {
 	if err != nil || seq3 != 3 {
 		t.Fatalf("append after catching up: seq %d err %v", seq3, err)
 	}
-	if last, err := st.LastUserSeq(ctx, "uk1"); err != nil || last != 3 {
-		t.Fatalf("LastUserSeq = %d, %v; want 3", last, err)
+	if last, digest, err := st.LastUserEvent(ctx, "uk1"); err != nil || last != 3 || digest == ([32]byte{}) {
+		t.Fatalf("LastUserEvent = %d, %x, %v; want 3 and a digest", last, digest, err)
 	}
-	if last, err := st.LastUserSeq(ctx, "nobody"); err != nil || last != 0 {
-		t.Fatalf("LastUserSeq(unknown) = %d, %v; want 0", last, err)
+	if last, _, err := st.LastUserEvent(ctx, "nobody"); err != nil || last != 0 {
+		t.Fatalf("LastUserEvent(unknown) = %d, %v; want 0", last, err)
 	}
 }
 

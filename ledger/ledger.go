@@ -111,11 +111,19 @@ type decideFunc func(now time.Time) (domain.Payload, string, error)
 func (l *Ledger) write(ctx context.Context, userKey string, decide decideFunc) (domain.Event, error) {
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.WriteTimeout)
 	defer cancel()
-	var caughtUp uint64
+	// The user's last event: its sequence is what the append expects, its
+	// digest what the new event chains to. A user the projection does not
+	// hold (none of its sessions is live) may still have events: read the last.
+	var last domain.User
+	if _, ok := l.proj.User(userKey); !ok {
+		var err error
+		if last, err = l.catchUp(ctx, userKey); err != nil {
+			return domain.Event{}, err
+		}
+	}
 	for attempt := 0; attempt < maxWriteAttempts; attempt++ {
-		expected := caughtUp
-		if u, ok := l.proj.User(userKey); ok && u.LastSeq > expected {
-			expected = u.LastSeq
+		if u, ok := l.proj.User(userKey); ok && u.LastSeq >= last.LastSeq {
+			last = u
 		}
 		now := l.cfg.Now()
 		p, sessionID, err := decide(now)
@@ -124,7 +132,7 @@ func (l *Ledger) write(ctx context.Context, userKey string, decide decideFunc) (
 			// check would catch a stale decision: decide once more on the
 			// user's latest events (another instance may have written them).
 			if attempt == 0 {
-				if caughtUp, err = l.catchUp(ctx, userKey); err != nil {
+				if last, err = l.catchUp(ctx, userKey); err != nil {
 					return domain.Event{}, err
 				}
 				continue
@@ -135,9 +143,12 @@ func (l *Ledger) write(ctx context.Context, userKey string, decide decideFunc) (
 			return domain.Event{}, err
 		}
 		e := domain.Event{ID: ulid.Make().String(), Time: now, SessionID: sessionID, UserKey: userKey, Data: p}
-		seq, err := l.store.Append(ctx, e, expected)
+		if last.LastSeq > 0 {
+			e.Prev = append([]byte(nil), last.LastDigest[:]...)
+		}
+		seq, err := l.store.Append(ctx, e, last.LastSeq)
 		if errors.Is(err, domain.ErrConflict) {
-			if caughtUp, err = l.catchUp(ctx, userKey); err != nil {
+			if last, err = l.catchUp(ctx, userKey); err != nil {
 				return domain.Event{}, err
 			}
 			continue
@@ -177,13 +188,13 @@ func (l *Ledger) session(ctx context.Context, sessionID string) (domain.Session,
 }
 
 // catchUp waits until the projection has applied the user's last stored event
-// and returns its sequence.
-func (l *Ledger) catchUp(ctx context.Context, userKey string) (uint64, error) {
-	last, err := l.store.LastUserSeq(ctx, userKey)
+// and returns that event's sequence and digest.
+func (l *Ledger) catchUp(ctx context.Context, userKey string) (domain.User, error) {
+	seq, digest, err := l.store.LastUserEvent(ctx, userKey)
 	if err != nil {
-		return 0, err
+		return domain.User{}, err
 	}
-	return last, l.proj.WaitApplied(ctx, last)
+	return domain.User{Key: userKey, LastSeq: seq, LastDigest: digest}, l.proj.WaitApplied(ctx, seq)
 }
 
 // Issue opens a session for a user and returns its first token pair.

@@ -99,7 +99,9 @@ func (p *Sessions) Apply(e domain.Event) error {
 		u = &userEntry{User: domain.User{Key: e.UserKey}, sessions: make(map[string]*entry)}
 		p.users[e.UserKey] = u
 	}
-	u.LastSeq = max(u.LastSeq, e.Seq)
+	if e.Seq > u.LastSeq {
+		u.LastSeq, u.LastDigest = e.Seq, e.Digest
+	}
 	var err error
 	if s := p.sessions[e.SessionID]; e.SessionID == "" || s == nil || e.Seq > s.LastSeq {
 		err = reduce(p, u, e)
@@ -266,6 +268,17 @@ func (p *Sessions) Due(now time.Time, limit int) []domain.Session {
 		next = append(next, 2*i+1, 2*i+2)
 	}
 	slices.SortFunc(out, func(a, b domain.Session) int { return a.RefreshExpiresAt().Compare(b.RefreshExpiresAt()) })
+	return out
+}
+
+// Live returns copies of every live session.
+func (p *Sessions) Live() []domain.Session {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	out := make([]domain.Session, 0, len(p.deadlines))
+	for _, s := range p.deadlines {
+		out = append(out, s.Session)
+	}
 	return out
 }
 

@@ -216,8 +216,8 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		"flipped byte":  flip(data, len(data)/2),
 		"truncated":     data[:len(data)-40],
 		"empty":         nil,
-		"other version": resum(bytes.Replace(data[:len(data)-32], []byte("SLSNAP\x01"), []byte("SLSNAP\x02"), 1)),
-		"garbage body":  resum([]byte("SLSNAP\x01\x05\xff\xff\xff\xff\x0f")),
+		"other version": resum(bytes.Replace(data[:len(data)-32], []byte("SLSNAP\x02"), []byte("SLSNAP\x03"), 1)),
+		"garbage body":  resum([]byte("SLSNAP\x02\x05\xff\xff\xff\xff\x0f")),
 	} {
 		if _, err := RestoreSessions(bad, nil); !errors.Is(err, ErrSnapshotMismatch) {
 			t.Errorf("%s: %v", name, err)

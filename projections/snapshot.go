@@ -25,7 +25,7 @@ import (
 // and user events are idempotent when applied in order.
 const (
 	snapshotMagic   = "SLSNAP"
-	SnapshotVersion = 1
+	SnapshotVersion = 2    // 2: users carry their last chain digest
 	snapshotChunk   = 4096 // records encoded per hold of the read lock
 )
 
@@ -62,6 +62,7 @@ func (p *Sessions) Snapshot() (data []byte, startSeq uint64) {
 		b = appendString(b, u.ID)
 		b = appendBool(b, u.Deactivated)
 		b = binary.AppendUvarint(b, u.LastSeq)
+		b = append(b, u.LastDigest[:]...)
 		breathe()
 	}
 	for _, s := range p.sessions {
@@ -154,6 +155,7 @@ func RestoreSessions(data []byte, log *slog.Logger) (*Sessions, error) {
 		r.b = r.b[1:]
 		u := &userEntry{sessions: map[string]*entry{}}
 		u.Key, u.ID, u.Deactivated, u.LastSeq = r.string(), r.string(), r.bool(), r.uvarint()
+		r.digest(&u.LastDigest)
 		// A user pruned and created again while the snapshot was taken may
 		// appear twice: keep the later state.
 		if prev, dup := p.users[u.Key]; !dup || u.LastSeq > prev.LastSeq {
@@ -168,8 +170,9 @@ func RestoreSessions(data []byte, log *slog.Logger) (*Sessions, error) {
 			break
 		}
 		u := p.users[e.UserKey]
-		if u == nil { // its user record was pruned before being reached
-			u = &userEntry{User: domain.User{Key: e.UserKey, ID: e.UserID, LastSeq: e.LastSeq}, sessions: map[string]*entry{}}
+		if u == nil { // its user record was pruned before being reached; the
+			// replay from the start sequence brings its last sequence and digest
+			u = &userEntry{User: domain.User{Key: e.UserKey, ID: e.UserID}, sessions: map[string]*entry{}}
 			p.users[e.UserKey] = u
 		}
 		p.sessions[e.ID] = e
@@ -231,6 +234,15 @@ func (r *reader) bytes() []byte {
 	v := r.b[:n:n]
 	r.b = r.b[n:]
 	return v
+}
+
+func (r *reader) digest(d *[32]byte) {
+	if len(r.b) < len(d) {
+		r.fail()
+		return
+	}
+	copy(d[:], r.b)
+	r.b = r.b[len(d):]
 }
 
 func (r *reader) string() string { return string(r.bytes()) }

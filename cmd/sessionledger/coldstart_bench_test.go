@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,6 +57,7 @@ func seedStream(tb testing.TB, dataDir string, n int) {
 	digest := domain.Digest{KeyID: "d", Value: make([]byte, 32)}
 	policy, _ := domain.Preset(domain.PolicyConsumer)
 	written := 0
+	prev := make([][]byte, sessions) // each session has a user of its own: its chain
 	for round := 0; written < n; round++ {
 		for i := 0; i < sessions && written < n; i++ {
 			var p domain.Payload
@@ -65,11 +69,13 @@ func seedStream(tb testing.TB, dataDir string, n int) {
 				p = domain.SessionRotated{Generation: uint32(round), RefreshToken: digest}
 			}
 			e := domain.Event{ID: ulid.Make().String(), Time: t0.Add(time.Duration(written) * time.Millisecond), SessionID: ids[i],
-				UserKey: fmt.Sprintf("%032x", i), Data: p}
+				UserKey: fmt.Sprintf("%032x", i), Data: p, Prev: prev[i]}
 			b, err := domain.EncodeEvent(e)
 			if err != nil {
 				tb.Fatal(err)
 			}
+			sum := sha256.Sum256(b)
+			prev[i] = sum[:]
 			if _, err := js.PublishAsync(eventstore.SessionSubject(e), b); err != nil {
 				tb.Fatal(err)
 			}
@@ -137,4 +143,26 @@ func BenchmarkColdStart(b *testing.B) {
 			m.Close()
 		}
 	})
+}
+
+// BenchmarkAuditVerify measures "sessionledger audit verify" over a stream of
+// SESSIONLEDGER_BENCH_EVENTS events: read, decode, chain and transition checks.
+func BenchmarkAuditVerify(b *testing.B) {
+	n := benchEvents()
+	dir := b.TempDir()
+	seedStream(b, dir, n)
+	srv, err := embedded.Start(embedded.Config{StoreDir: filepath.Join(dir, "jetstream"), Listen: "127.0.0.1:-1"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Shutdown()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		var out strings.Builder
+		if err := run(context.Background(), []string{"audit", "verify", "--nats-url", srv.ClientURL()}, &out, io.Discard); err != nil {
+			b.Fatalf("%v\n%s", err, out.String())
+		}
+		b.ReportMetric(float64(n)/time.Since(start).Seconds(), "events/s")
+	}
 }

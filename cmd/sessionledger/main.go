@@ -27,6 +27,9 @@ func main() {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "sessionledger:", err)
 		}
+		if errors.Is(err, errIntegrity) {
+			os.Exit(3)
+		}
 		os.Exit(2)
 	}
 }
@@ -36,6 +39,7 @@ const usage = `usage: sessionledger <command> [flags]
 commands:
   serve   run the ledger (HTTP API, projection, embedded NATS by default)
   tail    follow revocations live (sessions revoked, expired, reuse-revoked; users cut off)
+  audit   verify the stream, a session's or user's timeline, the state at an instant, export
 
 Run "sessionledger <command> -h" for the command's flags.
 `
@@ -50,6 +54,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return serve(ctx, args[1:], stderr)
 	case "tail":
 		return tail(ctx, args[1:], stdout, stderr)
+	case "audit":
+		return runAudit(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stderr, usage)
 		return nil

@@ -1,0 +1,197 @@
+// Package audit checks and reads the ledger's event stream for auditors: it
+// verifies the stream's integrity from the stored bytes alone, and renders a
+// session's or user's history. It depends on domain only; the records come
+// from eventstore.Feed.
+package audit
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/sessionledger/sessionledger/domain"
+)
+
+// Record is one stored message of the stream.
+type Record struct {
+	Seq     uint64
+	Subject string
+	Data    []byte
+}
+
+// Problem is one integrity finding, at a stream sequence.
+type Problem struct {
+	Seq    uint64 `json:"seq"`
+	Kind   string `json:"kind"` // missing, undecodable, subject, chain, transition
+	Detail string `json:"detail"`
+}
+
+func (p Problem) String() string { return fmt.Sprintf("seq %d: %s: %s", p.Seq, p.Kind, p.Detail) }
+
+// Verifier checks a stream fed to it record by record, in stream order.
+type Verifier struct {
+	subjectOf func(domain.Event) string
+	lastSeq   uint64
+	users     map[string]link // user key → the user's last event
+	sessions  map[string]*sessionState
+	problems  []Problem
+	events    uint64
+}
+
+type link struct {
+	seq    uint64
+	digest [32]byte
+}
+
+type sessionState struct {
+	domain.Session
+	ended bool // nothing may follow, except the revoked owed after a reuse
+}
+
+// NewVerifier returns a verifier; subjectOf gives the subject an event must
+// be stored under (eventstore.SessionSubject).
+func NewVerifier(subjectOf func(domain.Event) string) *Verifier {
+	return &Verifier{subjectOf: subjectOf, users: map[string]link{}, sessions: map[string]*sessionState{}}
+}
+
+func (v *Verifier) report(seq uint64, kind, format string, args ...any) {
+	v.problems = append(v.problems, Problem{Seq: seq, Kind: kind, Detail: fmt.Sprintf(format, args...)})
+}
+
+// Add checks one record.
+func (v *Verifier) Add(r Record) {
+	if r.Seq != v.lastSeq+1 {
+		v.report(r.Seq, "missing", "sequences %d to %d are not in the stream", v.lastSeq+1, r.Seq-1)
+	}
+	v.lastSeq = r.Seq
+	e, err := domain.DecodeEvent(r.Data)
+	if err != nil {
+		v.report(r.Seq, "undecodable", "%v", err)
+		return
+	}
+	e.Seq = r.Seq
+	v.events++
+	if want := v.subjectOf(e); r.Subject != want {
+		v.report(r.Seq, "subject", "stored under %q, but the event belongs under %q", r.Subject, want)
+	}
+	v.checkChain(e)
+	v.checkTransition(e)
+}
+
+// checkChain compares the event's prevdigest with the digest of the user's
+// previous event. A removed event breaks the chain at the next event of the
+// same user; a reordered one where the order changes; an altered one at the
+// next event of the same user (its own digest changed).
+func (v *Verifier) checkChain(e domain.Event) {
+	prev, seen := v.users[e.UserKey]
+	switch {
+	case !seen && e.Prev != nil:
+		v.report(e.Seq, "chain", "first event of user %s in the stream, but it chains to an earlier one: the user's earlier events were removed", e.UserKey)
+	case seen && e.Prev == nil:
+		v.report(e.Seq, "chain", "does not chain to user %s's previous event (seq %d)", e.UserKey, prev.seq)
+	case seen && !bytes.Equal(e.Prev, prev.digest[:]):
+		v.report(e.Seq, "chain", "does not follow user %s's previous event (seq %d): that event was altered, or events between them were removed or reordered", e.UserKey, prev.seq)
+	}
+	v.users[e.UserKey] = link{seq: e.Seq, digest: e.Digest}
+}
+
+// checkTransition checks that the session's history is a valid sequence.
+func (v *Verifier) checkTransition(e domain.Event) {
+	switch d := e.Data.(type) {
+	case domain.SessionIssued:
+		if _, dup := v.sessions[e.SessionID]; dup {
+			v.report(e.Seq, "transition", "session %s issued a second time", e.SessionID)
+			return
+		}
+		s := &sessionState{}
+		_ = s.Apply(e)
+		v.sessions[e.SessionID] = s
+	case domain.UserSessionsRevoked, domain.UserDeactivated:
+		for _, s := range v.sessions {
+			if s.UserKey == e.UserKey && s.EndByUser(e.Seq, "cut-off") {
+				s.ended = true
+			}
+		}
+	case domain.UserReactivated:
+	default:
+		s := v.sessions[e.SessionID]
+		if s == nil {
+			v.report(e.Seq, "transition", "%s for session %s, which was never issued", e.Type(), e.SessionID)
+			return
+		}
+		_, revoked := d.(domain.SessionRevoked)
+		if s.ended && !(revoked && s.RevocationPending) {
+			v.report(e.Seq, "transition", "%s after session %s ended (%s)", e.Type(), e.SessionID, s.EndReason)
+			return
+		}
+		if r, ok := d.(domain.SessionRotated); ok && r.Generation != s.Generation+1 {
+			v.report(e.Seq, "transition", "session %s rotated to generation %d after generation %d", e.SessionID, r.Generation, s.Generation)
+		}
+		_ = s.Apply(e)
+		s.ended = !s.Live()
+	}
+}
+
+// Problems returns the findings so far, in stream order.
+func (v *Verifier) Problems() []Problem { return v.problems }
+
+// Events returns how many events decoded.
+func (v *Verifier) Events() uint64 { return v.events }
+
+// Sessions returns how many sessions were issued.
+func (v *Verifier) Sessions() int { return len(v.sessions) }
+
+// Describe renders an event's data as a short human-readable detail.
+func Describe(e domain.Event) string {
+	switch d := e.Data.(type) {
+	case domain.SessionIssued:
+		var dev []string
+		for _, f := range []string{d.Device.Name, d.Device.UserAgent, d.Device.IP} {
+			if f != "" {
+				dev = append(dev, f)
+			}
+		}
+		device := "unknown device"
+		if len(dev) > 0 {
+			device = strings.Join(dev, ", ")
+		}
+		return fmt.Sprintf("user %s, policy %s, from %s", d.UserID, d.Policy.Name, device)
+	case domain.SessionRotated:
+		return fmt.Sprintf("generation %d", d.Generation)
+	case domain.SessionReused:
+		return fmt.Sprintf("generation %d presented at generation %d: %s", d.PresentedGeneration, d.CurrentGeneration, d.Outcome)
+	case domain.SessionRevoked:
+		return fmt.Sprintf("reason %s, by %s", d.Reason, d.Actor)
+	case domain.SessionExpired:
+		return fmt.Sprintf("reason %s", d.Reason)
+	case domain.UserSessionsRevoked:
+		return fmt.Sprintf("all sessions of user %s revoked, by %s", d.UserID, d.Actor)
+	case domain.UserDeactivated:
+		return fmt.Sprintf("user %s deactivated, by %s", d.UserID, d.Actor)
+	case domain.UserReactivated:
+		return fmt.Sprintf("user %s reactivated, by %s", d.UserID, d.Actor)
+	}
+	b, _ := json.Marshal(e.Data)
+	return string(b)
+}
+
+// UserID returns the user id an event names in its data ("" for rotations and
+// the like, which name only their session).
+func UserID(e domain.Event) string {
+	switch d := e.Data.(type) {
+	case domain.SessionIssued:
+		return d.UserID
+	case domain.UserSessionsRevoked:
+		return d.UserID
+	case domain.UserDeactivated:
+		return d.UserID
+	case domain.UserReactivated:
+		return d.UserID
+	}
+	return ""
+}
+
+// FormatTime is the timeline's time format.
+func FormatTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }

@@ -1,0 +1,454 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"text/tabwriter"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+
+	"github.com/sessionledger/sessionledger/audit"
+	"github.com/sessionledger/sessionledger/domain"
+	"github.com/sessionledger/sessionledger/eventstore"
+	"github.com/sessionledger/sessionledger/projections"
+)
+
+const auditUsage = `usage: sessionledger audit <command> [flags]
+
+Reads the ledger's stream; needs nothing but read access to NATS.
+
+commands:
+  verify    check the whole stream: every event decodes, each user's digest chain
+            is unbroken (nothing removed, reordered or altered), every session's
+            history is a valid sequence of transitions
+  history   a session's or a user's timeline (--session ID | --user ID | --user-key KEY)
+  at        the state as of an instant (--time RFC3339 [--user ID])
+  export    the stream, or a filter of it, as CloudEvents JSON lines
+
+Common flags: --nats-url (default $SESSIONLEDGER_NATS_URL or nats://127.0.0.1:4222),
+--nats-user, --nats-password, --nats-token, --nats-creds, --nats-ca; --json where it applies.
+verify exits with status 3 when it finds a problem.
+`
+
+// errIntegrity is returned by verify when it found problems (exit status 3).
+var errIntegrity = errors.New("the stream failed verification")
+
+// auditCmd holds what every audit subcommand shares.
+type auditCmd struct {
+	fs      *flag.FlagSet
+	url     string
+	auth    eventstore.Auth
+	asJSON  bool
+	stdout  io.Writer
+	stderr  io.Writer
+	feed    *eventstore.Feed
+	closeFn func()
+}
+
+func newAuditCmd(name string, stdout, stderr io.Writer) *auditCmd {
+	a := &auditCmd{fs: flag.NewFlagSet("audit "+name, flag.ContinueOnError), stdout: stdout, stderr: stderr}
+	a.fs.SetOutput(stderr)
+	a.fs.StringVar(&a.url, "nats-url", envOr("SESSIONLEDGER_NATS_URL", "nats://127.0.0.1:4222"), "the ledger's NATS")
+	a.fs.StringVar(&a.auth.User, "nats-user", "", "NATS user")
+	a.fs.StringVar(&a.auth.Password, "nats-password", os.Getenv("SESSIONLEDGER_NATS_PASSWORD"), "NATS password")
+	a.fs.StringVar(&a.auth.Token, "nats-token", os.Getenv("SESSIONLEDGER_NATS_TOKEN"), "NATS token")
+	a.fs.StringVar(&a.auth.CredsFile, "nats-creds", "", "NATS credentials file")
+	a.fs.StringVar(&a.auth.CAFile, "nats-ca", "", "CA certificate for TLS to NATS")
+	a.fs.BoolVar(&a.asJSON, "json", false, "JSON lines instead of a table")
+	return a
+}
+
+func (a *auditCmd) connect(ctx context.Context) error {
+	feed, closeFn, err := eventstore.DialFeed(ctx, a.url, a.auth)
+	if err != nil {
+		return err
+	}
+	a.feed, a.closeFn = feed, closeFn
+	return nil
+}
+
+func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, auditUsage)
+		return errors.New("audit: no command given")
+	}
+	a := newAuditCmd(args[0], stdout, stderr)
+	var run func(context.Context) error
+	switch args[0] {
+	case "verify":
+		run = a.verify
+	case "history":
+		session := a.fs.String("session", "", "a session id")
+		user := a.fs.String("user", "", "a user id (scans the whole stream)")
+		userKey := a.fs.String("user-key", "", "a user key, as in subjects (reads only that user's subjects)")
+		run = func(ctx context.Context) error { return a.history(ctx, *session, *user, *userKey) }
+	case "at":
+		at := a.fs.String("time", "", "the instant, RFC 3339 (required)")
+		user := a.fs.String("user", "", "list this user's live sessions instead of counting all")
+		run = func(ctx context.Context) error { return a.at(ctx, *at, *user) }
+	case "export":
+		session := a.fs.String("session", "", "only this session's events")
+		userKey := a.fs.String("user-key", "", "only this user key's events")
+		since := a.fs.String("since", "", "only events at or after this RFC 3339 time")
+		until := a.fs.String("until", "", "only events before this RFC 3339 time")
+		run = func(ctx context.Context) error { return a.export(ctx, *session, *userKey, *since, *until) }
+	case "-h", "--help", "help":
+		fmt.Fprint(stderr, auditUsage)
+		return nil
+	default:
+		fmt.Fprint(stderr, auditUsage)
+		return fmt.Errorf("audit: unknown command %q", args[0])
+	}
+	if err := a.fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if a.fs.NArg() > 0 {
+		return fmt.Errorf("audit %s takes no arguments, got %q", args[0], a.fs.Args())
+	}
+	if err := a.connect(ctx); err != nil {
+		return err
+	}
+	defer a.closeFn()
+	return run(ctx)
+}
+
+// replay feeds fn every stored message matching filters, with progress on stderr.
+func (a *auditCmd) replay(ctx context.Context, filters []string, start time.Time, fn func(seq uint64, subject string, data []byte) error) error {
+	p := newProgress(a.stderr)
+	err := a.feed.Replay(ctx, filters, start, p.setTotal, func(seq uint64, subject string, data []byte) error {
+		p.add()
+		return fn(seq, subject, data)
+	})
+	p.finish()
+	return err
+}
+
+func (a *auditCmd) verify(ctx context.Context) error {
+	v := audit.NewVerifier(eventstore.SessionSubject)
+	err := a.replay(ctx, nil, time.Time{}, func(seq uint64, subject string, data []byte) error {
+		v.Add(audit.Record{Seq: seq, Subject: subject, Data: data})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	problems := v.Problems()
+	for _, p := range problems {
+		if a.asJSON {
+			b, _ := json.Marshal(p)
+			fmt.Fprintf(a.stdout, "%s\n", b)
+		} else {
+			fmt.Fprintln(a.stdout, p)
+		}
+	}
+	if len(problems) > 0 {
+		fmt.Fprintf(a.stderr, "%d problems in %d events\n", len(problems), v.Events())
+		return fmt.Errorf("%w: %d problems", errIntegrity, len(problems))
+	}
+	if !a.asJSON {
+		fmt.Fprintf(a.stdout, "ok: %d events of %d sessions; every event decodes, every user's chain is unbroken, every history is valid\n", v.Events(), v.Sessions())
+	}
+	return nil
+}
+
+// timeline prints events as a table or as JSON lines.
+type timeline struct {
+	a  *auditCmd
+	tw *tabwriter.Writer
+}
+
+func (a *auditCmd) newTimeline() *timeline {
+	t := &timeline{a: a}
+	if !a.asJSON {
+		t.tw = tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(t.tw, "TIME\tSEQ\tEVENT\tSESSION\tDETAIL")
+	}
+	return t
+}
+
+func (t *timeline) add(e domain.Event, data []byte) {
+	if t.tw == nil {
+		fmt.Fprintf(t.a.stdout, "{\"seq\":%d,\"event\":%s}\n", e.Seq, data)
+		return
+	}
+	session := e.SessionID
+	if session == "" {
+		session = "-"
+	}
+	fmt.Fprintf(t.tw, "%s\t%d\t%s\t%s\t%s\n", audit.FormatTime(e.Time), e.Seq, e.Type(), session, audit.Describe(e))
+}
+
+func (t *timeline) flush() {
+	if t.tw != nil {
+		t.tw.Flush()
+	}
+}
+
+func decodeAt(seq uint64, data []byte) (domain.Event, error) {
+	e, err := domain.DecodeEvent(data)
+	if err != nil {
+		return e, fmt.Errorf("seq %d: %w", seq, err)
+	}
+	e.Seq = seq
+	return e, nil
+}
+
+func (a *auditCmd) history(ctx context.Context, session, user, userKey string) error {
+	given := 0
+	for _, v := range []string{session, user, userKey} {
+		if v != "" {
+			given++
+		}
+	}
+	if given != 1 {
+		return errors.New("audit history: give exactly one of --session, --user, --user-key")
+	}
+	type row struct {
+		e    domain.Event
+		data []byte
+	}
+	var rows []row
+	collect := func(keep func(domain.Event) bool) func(uint64, string, []byte) error {
+		return func(seq uint64, _ string, data []byte) error {
+			e, err := decodeAt(seq, data)
+			if err != nil {
+				return err
+			}
+			if keep(e) {
+				rows = append(rows, row{e, append([]byte(nil), data...)})
+			}
+			return nil
+		}
+	}
+	switch {
+	case session != "":
+		if !domain.ValidSessionID(session) {
+			return fmt.Errorf("audit history: %q is not a session id", session)
+		}
+		if err := a.replay(ctx, []string{eventstore.SubjectPrefix + ".*." + session + ".*"}, time.Time{}, collect(func(domain.Event) bool { return true })); err != nil {
+			return err
+		}
+		if len(rows) == 0 {
+			return fmt.Errorf("audit history: no events of session %s", session)
+		}
+		// The user events of its user during its life: a cut-off that ended it.
+		first, last := rows[0].e, rows[len(rows)-1].e
+		var s domain.Session
+		for _, r := range rows {
+			_ = s.Apply(r.e)
+		}
+		err := a.replay(ctx, []string{eventstore.SubjectPrefix + "." + first.UserKey + ".user.*"}, time.Time{}, collect(func(e domain.Event) bool {
+			return e.Seq > first.Seq && (s.Live() || e.Seq < last.Seq)
+		}))
+		if err != nil {
+			return err
+		}
+		sort.Slice(rows, func(i, j int) bool { return rows[i].e.Seq < rows[j].e.Seq })
+	case userKey != "":
+		if err := a.replay(ctx, []string{eventstore.UserFilter(userKey)}, time.Time{}, collect(func(domain.Event) bool { return true })); err != nil {
+			return err
+		}
+	default: // a user id is not in subjects: find its user keys on the way
+		keys := map[string]bool{}
+		err := a.replay(ctx, nil, time.Time{}, collect(func(e domain.Event) bool {
+			if audit.UserID(e) == user {
+				keys[e.UserKey] = true
+			}
+			return keys[e.UserKey]
+		}))
+		if err != nil {
+			return err
+		}
+	}
+	t := a.newTimeline()
+	for _, r := range rows {
+		t.add(r.e, r.data)
+	}
+	t.flush()
+	return nil
+}
+
+func parseTime(flagName, v string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("--%s %q is not an RFC 3339 time", flagName, v)
+	}
+	return t, nil
+}
+
+// skew is how far past an instant the replay reads, for events stamped by
+// instances whose clocks differ slightly.
+const skew = time.Minute
+
+// errStop ends a replay early.
+var errStop = errors.New("stop")
+
+func (a *auditCmd) at(ctx context.Context, when, user string) error {
+	if when == "" {
+		return errors.New("audit at: --time is required")
+	}
+	at, err := parseTime("time", when)
+	if err != nil {
+		return err
+	}
+	p := projections.NewSessions(nil)
+	issued := 0
+	err = a.replay(ctx, nil, time.Time{}, func(seq uint64, _ string, data []byte) error {
+		e, err := decodeAt(seq, data)
+		if err != nil {
+			return err
+		}
+		if e.Time.After(at.Add(skew)) {
+			return errStop
+		}
+		if e.Time.After(at) {
+			return nil
+		}
+		if e.Type() == domain.TypeSessionIssued {
+			issued++
+		}
+		return p.Apply(e)
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return err
+	}
+	var live []domain.Session
+	users := map[string]bool{}
+	for _, s := range p.Live() {
+		if _, expired := s.ExpiredAt(at); expired || (user != "" && s.UserID != user) {
+			continue
+		}
+		live = append(live, s)
+		users[s.UserKey] = true
+	}
+	if a.asJSON {
+		out := map[string]any{"time": at.UTC().Format(time.RFC3339Nano), "live_sessions": len(live), "users": len(users), "issued": issued}
+		if user != "" {
+			var ids []string
+			for _, s := range live {
+				ids = append(ids, s.ID)
+			}
+			out["sessions"] = ids
+		}
+		b, _ := json.Marshal(out)
+		fmt.Fprintf(a.stdout, "%s\n", b)
+		return nil
+	}
+	if user == "" {
+		fmt.Fprintf(a.stdout, "at %s: %d live sessions of %d users (%d issued by then)\n", at.UTC().Format(time.RFC3339), len(live), len(users), issued)
+		return nil
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "SESSION\tISSUED\tLAST ACTIVE\tGENERATION\tDEVICE\n")
+	sort.Slice(live, func(i, j int) bool { return live[i].IssuedSeq < live[j].IssuedSeq })
+	for _, s := range live {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", s.ID, audit.FormatTime(s.IssuedAt), audit.FormatTime(s.LastActive), s.Generation, s.Device.Name)
+	}
+	tw.Flush()
+	fmt.Fprintf(a.stdout, "at %s: user %s had %d live sessions\n", at.UTC().Format(time.RFC3339), user, len(live))
+	return nil
+}
+
+func (a *auditCmd) export(ctx context.Context, session, userKey, since, until string) error {
+	var filters []string
+	switch {
+	case session != "" && userKey != "":
+		return errors.New("audit export: give --session or --user-key, not both")
+	case session != "":
+		if !domain.ValidSessionID(session) {
+			return fmt.Errorf("audit export: %q is not a session id", session)
+		}
+		filters = []string{eventstore.SubjectPrefix + ".*." + session + ".*"}
+	case userKey != "":
+		filters = []string{eventstore.UserFilter(userKey)}
+	}
+	var from, to time.Time
+	var err error
+	if since != "" {
+		if from, err = parseTime("since", since); err != nil {
+			return err
+		}
+	}
+	if until != "" {
+		if to, err = parseTime("until", until); err != nil {
+			return err
+		}
+	}
+	start := time.Time{}
+	if !from.IsZero() {
+		start = from.Add(-skew)
+	}
+	err = a.replay(ctx, filters, start, func(seq uint64, _ string, data []byte) error {
+		e, err := decodeAt(seq, data)
+		if err != nil {
+			return err
+		}
+		switch {
+		case !to.IsZero() && e.Time.After(to.Add(skew)):
+			return errStop
+		case !from.IsZero() && e.Time.Before(from), !to.IsZero() && !e.Time.Before(to):
+			return nil
+		}
+		_, err = fmt.Fprintf(a.stdout, "%s\n", data)
+		return err
+	})
+	if errors.Is(err, errStop) {
+		return nil
+	}
+	return err
+}
+
+// progress shows replay progress: a bar on a terminal, plain lines otherwise,
+// and the replay rate at the end.
+type progress struct {
+	w     io.Writer
+	bar   *progressbar.ProgressBar
+	total uint64
+	n     uint64
+	start time.Time
+	last  time.Time
+}
+
+func newProgress(w io.Writer) *progress { return &progress{w: w, start: time.Now(), last: time.Now()} }
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func (p *progress) setTotal(n uint64) {
+	p.total = n
+	if isTerminal(p.w) && n > 0 {
+		p.bar = progressbar.NewOptions64(int64(n), progressbar.OptionSetWriter(p.w), progressbar.OptionSetDescription("replaying"),
+			progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("events"),
+			progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
+	}
+}
+
+func (p *progress) add() {
+	p.n++
+	if p.bar != nil {
+		_ = p.bar.Add64(1)
+		return
+	}
+	if now := time.Now(); now.Sub(p.last) >= 2*time.Second {
+		p.last = now
+		fmt.Fprintf(p.w, "replayed %d of %d events\n", p.n, p.total)
+	}
+}
+
+func (p *progress) finish() {
+	if p.bar != nil {
+		_ = p.bar.Finish()
+	}
+	d := time.Since(p.start)
+	fmt.Fprintf(p.w, "replayed %d events in %v (%.0f events/s)\n", p.n, d.Round(time.Millisecond), float64(p.n)/max(d.Seconds(), 1e-9))
+}
