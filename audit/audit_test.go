@@ -9,7 +9,9 @@ import (
 	"github.com/sessionledger/sessionledger/domain"
 )
 
-func subject(e domain.Event) string { return "s." + e.UserKey + "." + e.SessionID + "." + string(e.Type()) }
+func subject(e domain.Event) string {
+	return "s." + e.UserKey + "." + e.SessionID + "." + string(e.Type())
+}
 
 // chained encodes events as a writer would: each chained to the user's previous one.
 func chained(t *testing.T, events []domain.Event) []Record {
@@ -34,7 +36,9 @@ const sid, sid2 = "01JD3Z9V6Q4Q4WJ5X7K8M9N0PA", "01JD3Z9V6Q4Q4WJ5X7K8M9N0PB"
 
 func TestTransitionsAreChecked(t *testing.T) {
 	issued := domain.SessionIssued{UserID: "alice", Policy: domain.Policy{AccessTokenTTL: 60, AbsoluteLifetime: 3600}}
-	ev := func(s string, d domain.Payload) domain.Event { return domain.Event{SessionID: s, UserKey: "u", Data: d} }
+	ev := func(s string, d domain.Payload) domain.Event {
+		return domain.Event{SessionID: s, UserKey: "u", Data: d}
+	}
 	for _, tc := range []struct {
 		name   string
 		events []domain.Event

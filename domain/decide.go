@@ -75,7 +75,7 @@ func DecideRefresh(s *Session, t RefreshToken, keys TokenKeys, now time.Time, gr
 			Outcome: OutcomeRotated,
 			Token:   next,
 		}
-	case behind == 1 && grace > 0 && now.Before(s.RotatedAt.Add(grace)):
+	case behind == 1 && grace > 0 && now.Before(s.RotatedAt.Time().Add(grace)):
 		return RefreshDecision{
 			Event:   SessionReused{PresentedGeneration: t.Generation, CurrentGeneration: s.Generation, Outcome: ReuseTolerated},
 			Outcome: OutcomeTolerated,

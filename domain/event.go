@@ -5,6 +5,7 @@ package domain
 
 import (
 	"encoding/json"
+	"fmt"
 	"time"
 )
 
@@ -58,10 +59,34 @@ type Payload interface {
 }
 
 // Digest is a keyed digest (HMAC-SHA256) of a refresh token. KeyID names the key
-// so that keys can rotate.
+// so that keys can rotate. In JSON, Value is standard base64.
 type Digest struct {
+	KeyID string   `json:"kid"`
+	Value [32]byte `json:"value"`
+}
+
+type digestJSON struct {
 	KeyID string `json:"kid"`
 	Value []byte `json:"value"`
+}
+
+// MarshalJSON writes the digest as {"kid","value"} with value in base64.
+func (d Digest) MarshalJSON() ([]byte, error) {
+	return json.Marshal(digestJSON{d.KeyID, d.Value[:]})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes; the value must be 32 bytes.
+func (d *Digest) UnmarshalJSON(b []byte) error {
+	var j digestJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	if len(j.Value) != len(d.Value) {
+		return fmt.Errorf("digest value is %d bytes, want %d", len(j.Value), len(d.Value))
+	}
+	d.KeyID = j.KeyID
+	copy(d.Value[:], j.Value)
+	return nil
 }
 
 // Device describes where a session was opened.

@@ -108,17 +108,19 @@ func (k TokenKeys) Digest(t RefreshToken) Digest {
 	return Digest{KeyID: k.DigestKeyID, Value: k.digest(t)}
 }
 
-func (k TokenKeys) digest(t RefreshToken) []byte {
+func (k TokenKeys) digest(t RefreshToken) (sum [32]byte) {
 	raw := t.raw()
 	m := hmac.New(sha256.New, k.DigestKey)
 	m.Write([]byte("sessionledger refresh digest v1\x00"))
 	m.Write(raw[:])
-	return m.Sum(nil)
+	m.Sum(sum[:0])
+	return sum
 }
 
 // Matches reports, in constant time, whether t is the token whose digest is d.
 func (k TokenKeys) Matches(t RefreshToken, d Digest) bool {
-	return d.KeyID == k.DigestKeyID && hmac.Equal(k.digest(t), d.Value)
+	sum := k.digest(t)
+	return d.KeyID == k.DigestKeyID && hmac.Equal(sum[:], d.Value[:])
 }
 
 // Successor derives the token that replaces t when t is rotated. The same t

@@ -257,7 +257,7 @@ func (l *Ledger) Introspect(ctx context.Context, raw string) (Introspection, err
 				return Introspection{}, false
 			}
 			return Introspection{Active: true, TokenType: "refresh_token", Subject: s.UserID, SessionID: s.ID,
-				IssuedAt: s.LastActive, ExpiresAt: s.RefreshExpiresAt()}, true
+				IssuedAt: s.LastActive.Time(), ExpiresAt: s.RefreshExpiresAt()}, true
 		}
 	} else if v, err := l.signer.Verify(raw, now); err == nil {
 		sid = v.SessionID

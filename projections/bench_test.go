@@ -2,28 +2,50 @@ package projections
 
 import (
 	"fmt"
+	"os"
+	"runtime"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/sessionledger/sessionledger/domain"
 )
 
-// filled returns a projection with n live sessions, each rotated twice.
-func filled(tb testing.TB, n int) *Sessions {
+// filled returns a projection with n live sessions, each issued with device
+// metadata and rotated twice. Events go through the JSON codec, as they do
+// when read from the stream, so strings are allocated as in production.
+func filled(tb testing.TB, n int) *Sessions { return filledUsers(tb, n, 1) }
+
+// filledUsers is filled with perUser sessions for each user.
+func filledUsers(tb testing.TB, n, perUser int) *Sessions {
 	tb.Helper()
 	p := NewSessions(nil)
 	policy, _ := domain.Preset(domain.PolicyConsumer)
-	digest := domain.Digest{KeyID: "d", Value: make([]byte, 32)}
+	digest := domain.Digest{KeyID: "dk1"}
 	seq := uint64(0)
+	apply := func(e domain.Event) {
+		seq++
+		e.ID, e.Time, e.Seq = "01JD3Z9V6Q4Q4WJ5X7K8M9N0PA", time.Now(), seq
+		b, err := domain.EncodeEvent(e)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		d, err := domain.DecodeEvent(b)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		d.Seq = seq
+		if err := p.Apply(d); err != nil {
+			tb.Fatal(err)
+		}
+	}
 	for i := 0; i < n; i++ {
 		sid := fmt.Sprintf("01JD3Z9V6Q4Q4WJ5X7%08d", i)
-		ukey := fmt.Sprintf("%032x", i)
-		seq++
-		_ = p.Apply(domain.Event{Seq: seq, Time: time.Now(), SessionID: sid, UserKey: ukey, Data: domain.SessionIssued{UserID: fmt.Sprintf("user-%d", i), Policy: policy,
+		ukey := fmt.Sprintf("%032x", i/perUser)
+		apply(domain.Event{SessionID: sid, UserKey: ukey, Data: domain.SessionIssued{UserID: fmt.Sprintf("user-%d@example.com", i/perUser), Policy: policy,
 			Device: domain.Device{IP: "203.0.113.7", UserAgent: "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0", Name: "laptop"}, RefreshToken: digest}})
 		for g := uint32(1); g <= 2; g++ {
-			seq++
-			_ = p.Apply(domain.Event{Seq: seq, Time: time.Now(), SessionID: sid, UserKey: ukey, Data: domain.SessionRotated{Generation: g, RefreshToken: digest}})
+			apply(domain.Event{SessionID: sid, UserKey: ukey, Data: domain.SessionRotated{Generation: g, RefreshToken: digest}})
 		}
 	}
 	return p
@@ -79,4 +101,28 @@ func BenchmarkSnapshotWriterStall(b *testing.B) {
 	}
 	close(stop)
 	b.ReportMetric(float64((<-worst).Microseconds())/1000, "max-apply-wait-ms")
+}
+
+// BenchmarkHeapPerSession measures the heap the projection holds per live
+// session (each issued with device metadata and rotated twice), with 100 000
+// sessions, or SESSIONLEDGER_BENCH_SESSIONS.
+func BenchmarkHeapPerSession(b *testing.B) {
+	n := 100_000
+	if v, err := strconv.Atoi(os.Getenv("SESSIONLEDGER_BENCH_SESSIONS")); err == nil && v > 0 {
+		n = v
+	}
+	for _, perUser := range []int{1, 2} {
+		b.Run(fmt.Sprintf("sessions=%d/per-user=%d", n, perUser), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				p := filledUsers(b, n, perUser)
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(n), "B/session")
+				runtime.KeepAlive(p)
+			}
+		})
+	}
 }

@@ -27,6 +27,8 @@ type Sessions struct {
 	users     map[string]*userEntry
 	deadlines deadlineHeap      // live sessions by the earlier of their two deadlines
 	pending   map[string]*entry // sessions whose reuse revocation is still to be announced
+	interned  map[string]string
+	policies  map[domain.Policy]*domain.Policy
 
 	applied atomic.Uint64 // last applied stream sequence
 	// fuzzyUntil is the end sequence of the snapshot this projection was
@@ -41,7 +43,13 @@ type Sessions struct {
 
 type userEntry struct {
 	domain.User
-	sessions map[string]*entry
+	sessions []*entry // users have a handful: a slice costs far less than a map
+}
+
+func (u *userEntry) remove(s *entry) {
+	if i := slices.Index(u.sessions, s); i >= 0 {
+		u.sessions = slices.Delete(u.sessions, i, i+1)
+	}
 }
 
 // entry is a session and its place in the deadline heap (-1: not in it).
@@ -65,6 +73,8 @@ func NewSessions(log *slog.Logger) *Sessions {
 		sessions: make(map[string]*entry),
 		users:    make(map[string]*userEntry),
 		pending:  make(map[string]*entry),
+		interned: make(map[string]string),
+		policies: make(map[domain.Policy]*domain.Policy),
 		failed:   make(chan struct{}),
 	}
 }
@@ -96,7 +106,7 @@ func (p *Sessions) Apply(e domain.Event) error {
 	p.mu.Lock()
 	u := p.users[e.UserKey]
 	if u == nil {
-		u = &userEntry{User: domain.User{Key: e.UserKey}, sessions: make(map[string]*entry)}
+		u = &userEntry{User: domain.User{Key: e.UserKey}}
 		p.users[e.UserKey] = u
 	}
 	if e.Seq > u.LastSeq {
@@ -130,9 +140,19 @@ func (p *Sessions) onIssued(u *userEntry, e domain.Event) error {
 	if err := s.Apply(e); err != nil {
 		return err
 	}
-	u.ID = s.UserID
+	if u.ID == "" {
+		u.ID = s.UserID
+	}
+	// Share strings rather than keep a copy per session.
+	s.UserKey = u.Key
+	if s.UserID == u.ID {
+		s.UserID = u.ID
+	}
+	s.Policy = p.internPolicy(*s.Policy)
+	s.Device.UserAgent = p.intern(s.Device.UserAgent)
+	s.Token.KeyID = p.intern(s.Token.KeyID)
 	p.sessions[s.ID] = s
-	u.sessions[s.ID] = s
+	u.sessions = append(u.sessions, s)
 	heap.Push(&p.deadlines, s)
 	return nil
 }
@@ -143,6 +163,7 @@ func (p *Sessions) onSessionEvent(u *userEntry, e domain.Event) error {
 		return fmt.Errorf("%s for session %s, which is not live", e.Type(), e.SessionID)
 	}
 	err := s.Apply(e)
+	s.Token.KeyID = p.intern(s.Token.KeyID)
 	p.settle(u, s)
 	return err
 }
@@ -167,7 +188,7 @@ func (p *Sessions) onReactivated(u *userEntry, e domain.Event) error {
 }
 
 func (p *Sessions) cutOff(u *userEntry, seq uint64, reason string) {
-	for _, s := range u.sessions {
+	for _, s := range slices.Clone(u.sessions) { // settle removes from u.sessions
 		if s.EndByUser(seq, reason) {
 			s.LastSeq = seq
 			p.settle(u, s)
@@ -192,7 +213,35 @@ func (p *Sessions) settle(u *userEntry, s *entry) {
 	}
 	delete(p.pending, s.ID)
 	delete(p.sessions, s.ID)
-	delete(u.sessions, s.ID)
+	u.remove(s)
+}
+
+// maxInterned bounds the intern table: values past it are kept as they are.
+const maxInterned = 10_000
+
+// internPolicy returns one shared copy of a policy: most sessions use a preset.
+func (p *Sessions) internPolicy(v domain.Policy) *domain.Policy {
+	if shared, ok := p.policies[v]; ok {
+		return shared
+	}
+	v.Name = p.intern(v.Name)
+	shared := &v
+	if len(p.policies) < maxInterned {
+		p.policies[v] = shared
+	}
+	return shared
+}
+
+// intern returns one shared copy of a string that many sessions repeat
+// (policy names, digest key ids, user agents).
+func (p *Sessions) intern(s string) string {
+	if v, ok := p.interned[s]; ok {
+		return v
+	}
+	if len(p.interned) < maxInterned {
+		p.interned[s] = s
+	}
+	return s
 }
 
 // Session returns a copy of the live session id, or of a session whose

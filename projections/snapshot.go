@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/sessionledger/sessionledger/domain"
 )
@@ -16,7 +15,7 @@ import (
 // Snapshot format: "SLSNAP" | version (uvarint) | start sequence (uvarint) |
 // records, each 'U' user or 'S' session | 'E' | end sequence (uvarint) |
 // SHA-256 of everything before it. Strings and byte slices are uvarint
-// length-prefixed; times are Unix nanoseconds (varint, 0 for the zero time).
+// length-prefixed; times are Unix nanoseconds (varint, 0 for none).
 //
 // A snapshot is fuzzy: it is encoded in chunks, releasing the lock between
 // them, so it reflects every event up to the start sequence and some after
@@ -25,7 +24,7 @@ import (
 // and user events are idempotent when applied in order.
 const (
 	snapshotMagic   = "SLSNAP"
-	SnapshotVersion = 2    // 2: users carry their last chain digest
+	SnapshotVersion = 3    // 2: users carry their last chain digest; 3: fixed-size token digests
 	snapshotChunk   = 4096 // records encoded per hold of the read lock
 )
 
@@ -104,9 +103,9 @@ func appendSession(b []byte, s *domain.Session) []byte {
 		b = binary.AppendVarint(b, int64(v))
 	}
 	b = appendString(b, string(s.Claims))
-	b = appendString(b, string(s.Token.Value))
-	for _, t := range []time.Time{s.IssuedAt, s.LastActive, s.RotatedAt} {
-		b = appendTime(b, t)
+	b = append(b, s.Token.Value[:]...)
+	for _, t := range []domain.Instant{s.IssuedAt, s.LastActive, s.RotatedAt} {
+		b = binary.AppendVarint(b, int64(t))
 	}
 	b = binary.AppendUvarint(b, s.IssuedSeq)
 	b = binary.AppendUvarint(b, s.LastSeq)
@@ -125,13 +124,6 @@ func appendBool(b []byte, v bool) []byte {
 		return append(b, 1)
 	}
 	return append(b, 0)
-}
-
-func appendTime(b []byte, t time.Time) []byte {
-	if t.IsZero() {
-		return binary.AppendVarint(b, 0)
-	}
-	return binary.AppendVarint(b, t.UnixNano())
 }
 
 // RestoreSessions builds a projection from a snapshot. It returns
@@ -153,7 +145,7 @@ func RestoreSessions(data []byte, log *slog.Logger) (*Sessions, error) {
 	start := r.uvarint()
 	for r.err == nil && len(r.b) > 0 && r.b[0] == 'U' {
 		r.b = r.b[1:]
-		u := &userEntry{sessions: map[string]*entry{}}
+		u := &userEntry{}
 		u.Key, u.ID, u.Deactivated, u.LastSeq = r.string(), r.string(), r.bool(), r.uvarint()
 		r.digest(&u.LastDigest)
 		// A user pruned and created again while the snapshot was taken may
@@ -172,11 +164,16 @@ func RestoreSessions(data []byte, log *slog.Logger) (*Sessions, error) {
 		u := p.users[e.UserKey]
 		if u == nil { // its user record was pruned before being reached; the
 			// replay from the start sequence brings its last sequence and digest
-			u = &userEntry{User: domain.User{Key: e.UserKey, ID: e.UserID}, sessions: map[string]*entry{}}
+			u = &userEntry{User: domain.User{Key: e.UserKey, ID: e.UserID}}
 			p.users[e.UserKey] = u
 		}
+		e.UserKey = u.Key
+		if e.UserID == u.ID {
+			e.UserID = u.ID
+		}
+		e.Policy, e.Device.UserAgent, e.Token.KeyID = p.internPolicy(*e.Policy), p.intern(e.Device.UserAgent), p.intern(e.Token.KeyID)
 		p.sessions[e.ID] = e
-		u.sessions[e.ID] = e
+		u.sessions = append(u.sessions, e)
 		switch {
 		case e.Live():
 			p.deadlines = append(p.deadlines, e)
@@ -257,15 +254,8 @@ func (r *reader) bool() bool {
 	return v
 }
 
-func (r *reader) time() time.Time {
-	ns := r.varint()
-	if ns == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, ns).UTC()
-}
-
 func (r *reader) session(s *domain.Session) {
+	s.Policy = &domain.Policy{}
 	for _, str := range []*string{&s.ID, &s.UserID, &s.UserKey, &s.Policy.Name, &s.Device.IP, &s.Device.UserAgent, &s.Device.Name, &s.Token.KeyID, &s.EndReason} {
 		*str = r.string()
 	}
@@ -275,8 +265,8 @@ func (r *reader) session(s *domain.Session) {
 	if c := r.bytes(); len(c) > 0 {
 		s.Claims = append([]byte(nil), c...)
 	}
-	s.Token.Value = append([]byte(nil), r.bytes()...)
-	s.IssuedAt, s.LastActive, s.RotatedAt = r.time(), r.time(), r.time()
+	r.digest(&s.Token.Value)
+	s.IssuedAt, s.LastActive, s.RotatedAt = domain.Instant(r.varint()), domain.Instant(r.varint()), domain.Instant(r.varint())
 	s.IssuedSeq, s.LastSeq = r.uvarint(), r.uvarint()
 	s.Generation = uint32(r.uvarint())
 	if len(r.b) == 0 {

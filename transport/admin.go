@@ -155,9 +155,9 @@ func (s *Server) listSessions(c echo.Context) error {
 	views := make([]sessionView, 0, len(sessions))
 	for _, ss := range sessions {
 		views = append(views, sessionView{
-			SessionID: ss.ID, UserID: ss.UserID, Policy: ss.Policy, Device: ss.Device,
-			CreatedAt:    ss.IssuedAt.UTC().Format(timeFormat),
-			LastActiveAt: ss.LastActive.UTC().Format(timeFormat),
+			SessionID: ss.ID, UserID: ss.UserID, Policy: *ss.Policy, Device: ss.Device,
+			CreatedAt:    ss.IssuedAt.Time().Format(timeFormat),
+			LastActiveAt: ss.LastActive.Time().Format(timeFormat),
 			ExpiresAt:    ss.RefreshExpiresAt().UTC().Format(timeFormat),
 			Generation:   ss.Generation,
 		})

@@ -350,7 +350,7 @@ func (a *auditCmd) at(ctx context.Context, when, user string) error {
 	fmt.Fprintf(tw, "SESSION\tISSUED\tLAST ACTIVE\tGENERATION\tDEVICE\n")
 	sort.Slice(live, func(i, j int) bool { return live[i].IssuedSeq < live[j].IssuedSeq })
 	for _, s := range live {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", s.ID, audit.FormatTime(s.IssuedAt), audit.FormatTime(s.LastActive), s.Generation, s.Device.Name)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", s.ID, audit.FormatTime(s.IssuedAt.Time()), audit.FormatTime(s.LastActive.Time()), s.Generation, s.Device.Name)
 	}
 	tw.Flush()
 	fmt.Fprintf(a.stdout, "at %s: user %s had %d live sessions\n", at.UTC().Format(time.RFC3339), user, len(live))

@@ -202,7 +202,7 @@ func TestFailoverOfTheStreamLeader(t *testing.T) {
 	// Every refresh a client saw succeed is in the stream exactly once, and no
 	// session was rotated twice to the same generation.
 	rotations := map[string]map[uint32]int{} // session → generation → events
-	digests := map[string]map[uint32][]byte{}
+	digests := map[string]map[uint32]domain.Digest{}
 	for _, m := range hs[0].streamMessages() {
 		e, err := domain.DecodeEvent(m.Data)
 		if err != nil {
@@ -210,10 +210,10 @@ func TestFailoverOfTheStreamLeader(t *testing.T) {
 		}
 		if r, ok := e.Data.(domain.SessionRotated); ok {
 			if rotations[e.SessionID] == nil {
-				rotations[e.SessionID], digests[e.SessionID] = map[uint32]int{}, map[uint32][]byte{}
+				rotations[e.SessionID], digests[e.SessionID] = map[uint32]int{}, map[uint32]domain.Digest{}
 			}
 			rotations[e.SessionID][r.Generation]++
-			digests[e.SessionID][r.Generation] = r.RefreshToken.Value
+			digests[e.SessionID][r.Generation] = r.RefreshToken
 		}
 	}
 	for sid, gens := range rotations {
@@ -231,8 +231,8 @@ func TestFailoverOfTheStreamLeader(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := digests[r.session][tok.Generation]
-		if want == nil || !tokenKeys.Matches(tok, domain.Digest{KeyID: tokenKeys.DigestKeyID, Value: want}) {
+		want, ok := digests[r.session][tok.Generation]
+		if !ok || !tokenKeys.Matches(tok, want) {
 			t.Fatalf("a refresh token handed out (session %s, generation %d) is not in the stream", r.session, tok.Generation)
 		}
 	}

@@ -54,7 +54,7 @@ func seedStream(tb testing.TB, dataDir string, n int) {
 	sessions := max(n/5, 1)
 	ids := make([]string, sessions)
 	t0 := time.Now().Add(-time.Hour)
-	digest := domain.Digest{KeyID: "d", Value: make([]byte, 32)}
+	digest := domain.Digest{KeyID: "d"}
 	policy, _ := domain.Preset(domain.PolicyConsumer)
 	written := 0
 	prev := make([][]byte, sessions) // each session has a user of its own: its chain
