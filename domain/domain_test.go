@@ -2,6 +2,7 @@ package domain
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -283,6 +284,27 @@ func TestPolicyValidate(t *testing.T) {
 		var ve *ValidationError
 		if err := tt.p.Validate(); !errors.As(err, &ve) || ve.Field != tt.field {
 			t.Errorf("%+v: got %v, want an error on %s", tt.p, err, tt.field)
+		}
+	}
+}
+
+func TestDigestFastPathAgrees(t *testing.T) {
+	want := Digest{KeyID: "dk\"1", Value: [32]byte{9, 8, 7}}
+	b, _ := json.Marshal(want)
+	for _, in := range []string{string(b), strings.ReplaceAll(string(b), ":", " : "), `{"value":"` + base64.StdEncoding.EncodeToString(want.Value[:]) + `","kid":"dk\"1"}`} {
+		var got Digest
+		if err := json.Unmarshal([]byte(in), &got); err != nil || got != want {
+			t.Fatalf("%s: got %+v, %v", in, got, err)
+		}
+	}
+	var plain Digest
+	if err := json.Unmarshal([]byte(`{"kid":"d1","value":"`+base64.StdEncoding.EncodeToString(make([]byte, 32))+`"}`), &plain); err != nil || plain.KeyID != "d1" {
+		t.Fatalf("fast path: %+v %v", plain, err)
+	}
+	long := base64.StdEncoding.EncodeToString(make([]byte, 36)) // would overflow a 32-byte value
+	for _, bad := range []string{`{"kid":"d1","value":"AAAA"}`, `{"kid":"d1","value":"!!"}`, `{"kid":"d1","value":"` + long + `"}`} {
+		if err := json.Unmarshal([]byte(bad), &plain); err == nil {
+			t.Errorf("%s accepted", bad)
 		}
 	}
 }

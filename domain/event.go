@@ -4,6 +4,8 @@
 package domain
 
 import (
+	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -77,6 +79,9 @@ func (d Digest) MarshalJSON() ([]byte, error) {
 
 // UnmarshalJSON reads what MarshalJSON writes; the value must be 32 bytes.
 func (d *Digest) UnmarshalJSON(b []byte) error {
+	if d.fastUnmarshal(b) {
+		return nil
+	}
 	var j digestJSON
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
@@ -183,3 +188,28 @@ func (SessionExpired) EventType() EventType      { return TypeSessionExpired }
 func (UserSessionsRevoked) EventType() EventType { return TypeUserSessionsRevoked }
 func (UserDeactivated) EventType() EventType     { return TypeUserDeactivated }
 func (UserReactivated) EventType() EventType     { return TypeUserReactivated }
+
+// fastUnmarshal reads exactly the form MarshalJSON writes,
+// {"kid":"…","value":"…"} with no escapes and no spaces, without reflection.
+// Anything else is left to the general decoder.
+func (d *Digest) fastUnmarshal(b []byte) bool {
+	const pre, mid, post = `{"kid":"`, `","value":"`, `"}`
+	if !bytes.HasPrefix(b, []byte(pre)) || !bytes.HasSuffix(b, []byte(post)) {
+		return false
+	}
+	rest := b[len(pre) : len(b)-len(post)]
+	i := bytes.Index(rest, []byte(mid))
+	if i < 0 || bytes.IndexByte(rest[:i], '\\') >= 0 {
+		return false
+	}
+	var v [32]byte
+	enc := rest[i+len(mid):]
+	if len(enc) != base64.StdEncoding.EncodedLen(len(v)) { // Decode would write past v
+		return false
+	}
+	if n, err := base64.StdEncoding.Strict().Decode(v[:], enc); err != nil || n != len(v) {
+		return false
+	}
+	d.KeyID, d.Value = string(rest[:i]), v
+	return true
+}

@@ -88,12 +88,16 @@ func (s *Session) InactivityDeadline() (deadline time.Time, ok bool) {
 
 // RefreshExpiresAt is the earlier of the two deadlines: the last moment the
 // current refresh token can be used.
-func (s *Session) RefreshExpiresAt() time.Time {
-	abs := s.AbsoluteDeadline()
-	if in, ok := s.InactivityDeadline(); ok && in.Before(abs) {
-		return in
+func (s *Session) RefreshExpiresAt() time.Time { return s.RefreshDeadline().Time() }
+
+// RefreshDeadline is RefreshExpiresAt as an Instant, in integer arithmetic
+// (the projection orders a million sessions by it).
+func (s *Session) RefreshDeadline() Instant {
+	d := s.IssuedAt + Instant(s.Policy.AbsoluteLifetime)*Instant(time.Second)
+	if s.Policy.InactivityTimeout > 0 {
+		d = min(d, s.LastActive+Instant(s.Policy.InactivityTimeout)*Instant(time.Second))
 	}
-	return abs
+	return d
 }
 
 // ExpiredAt reports whether the session is past a deadline at now, and which.

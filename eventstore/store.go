@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	gojson "github.com/goccy/go-json"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -421,7 +422,7 @@ func decode(msg jetstream.Msg) (domain.Event, error) {
 	if err != nil {
 		return domain.Event{}, fmt.Errorf("eventstore: message metadata: %w", err)
 	}
-	e, err := domain.DecodeEvent(msg.Data())
+	e, err := domain.DecodeEventWith(msg.Data(), gojson.Unmarshal)
 	if err != nil {
 		return domain.Event{}, fmt.Errorf("eventstore: sequence %d: %w: %w", md.Sequence.Stream, ErrUndecodable, err)
 	}

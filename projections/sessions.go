@@ -310,7 +310,7 @@ func (p *Sessions) Due(now time.Time, limit int) []domain.Session {
 	for len(next) > 0 && len(out) < limit {
 		i := next[len(next)-1]
 		next = next[:len(next)-1]
-		if i >= len(p.deadlines) || p.deadlines[i].RefreshExpiresAt().After(now) {
+		if i >= len(p.deadlines) || p.deadlines[i].RefreshDeadline() > domain.InstantOf(now) {
 			continue
 		}
 		out = append(out, p.deadlines[i].Session)
@@ -405,7 +405,7 @@ type deadlineHeap []*entry
 
 func (h deadlineHeap) Len() int { return len(h) }
 func (h deadlineHeap) Less(i, j int) bool {
-	return h[i].RefreshExpiresAt().Before(h[j].RefreshExpiresAt())
+	return h[i].RefreshDeadline() < h[j].RefreshDeadline()
 }
 func (h deadlineHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]

@@ -119,6 +119,32 @@ func BenchmarkColdStart(b *testing.B) {
 	n := benchEvents()
 	dir := b.TempDir()
 	seedStream(b, dir, n)
+	// The reference: an ordered consumer reading the same stream, doing nothing
+	// with the messages.
+	b.Run(fmt.Sprintf("bare-read/events=%d", n), func(b *testing.B) {
+		srv, err := embedded.Start(embedded.Config{StoreDir: filepath.Join(dir, "jetstream")})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer srv.Shutdown()
+		nc, err := nats.Connect("", nats.InProcessServer(srv.Server))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer nc.Close()
+		for i := 0; i < b.N; i++ {
+			feed, err := eventstore.NewFeed(context.Background(), nc)
+			if err != nil {
+				b.Fatal(err)
+			}
+			start := time.Now()
+			read := 0
+			if err := feed.Replay(context.Background(), nil, time.Time{}, nil, func(uint64, string, []byte) error { read++; return nil }); err != nil || read != n {
+				b.Fatalf("read %d of %d: %v", read, n, err)
+			}
+			b.ReportMetric(float64(n)/time.Since(start).Seconds(), "events/s")
+		}
+	})
 	b.Run(fmt.Sprintf("replay/events=%d", n), func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
 			d, m := timeToReady(b, dir, nil)
