@@ -31,6 +31,7 @@ type Key struct {
 	ID      string
 	private ed25519.PrivateKey
 	public  ed25519.PublicKey
+	header  string // the encoded JOSE header of tokens it signs: the same for all
 }
 
 // NewEd25519Key wraps priv; its id is the RFC 7638 JWK thumbprint of the
@@ -39,7 +40,14 @@ func NewEd25519Key(priv ed25519.PrivateKey) *Key {
 	pub := priv.Public().(ed25519.PublicKey)
 	x := base64.RawURLEncoding.EncodeToString(pub)
 	sum := sha256.Sum256([]byte(`{"crv":"Ed25519","kty":"OKP","x":"` + x + `"}`))
-	return &Key{ID: base64.RawURLEncoding.EncodeToString(sum[:]), private: priv, public: pub}
+	k := &Key{ID: base64.RawURLEncoding.EncodeToString(sum[:]), private: priv, public: pub}
+	h, _ := json.Marshal(struct {
+		Alg string `json:"alg"`
+		Kid string `json:"kid"`
+		Typ string `json:"typ"`
+	}{"EdDSA", k.ID, TokenType})
+	k.header = base64.RawURLEncoding.EncodeToString(h)
+	return k
 }
 
 // Claims are what the ledger puts in an access token.
@@ -141,9 +149,10 @@ func (c tokenClaims) MarshalJSON() ([]byte, error) {
 	return append(out, bytes.TrimSpace(c.custom)[1:]...), nil
 }
 
-// Sign returns a signed access token for c.
+// Sign returns a signed access token for c: EdDSA over the key's precomputed
+// header and the claims (RFC 7515 compact serialization).
 func (s *Signer) Sign(c Claims) (string, error) {
-	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, tokenClaims{
+	payload, err := json.Marshal(tokenClaims{
 		RegisteredClaims: jwt.RegisteredClaims{
 			Issuer:    s.issuer,
 			Subject:   c.Subject,
@@ -155,13 +164,19 @@ func (s *Signer) Sign(c Claims) (string, error) {
 		SessionID: c.SessionID,
 		custom:    c.Custom,
 	})
-	t.Header["typ"] = TokenType
-	t.Header["kid"] = s.active.ID
-	signed, err := t.SignedString(s.active.private)
 	if err != nil {
 		return "", fmt.Errorf("accesstoken: sign: %w", err)
 	}
-	return signed, nil
+	enc := base64.RawURLEncoding
+	h := s.active.header
+	buf := make([]byte, 0, len(h)+1+enc.EncodedLen(len(payload))+1+enc.EncodedLen(ed25519.SignatureSize))
+	buf = append(buf, h...)
+	buf = append(buf, '.')
+	buf = enc.AppendEncode(buf, payload)
+	sig := ed25519.Sign(s.active.private, buf)
+	buf = append(buf, '.')
+	buf = enc.AppendEncode(buf, sig)
+	return string(buf), nil
 }
 
 // Verify checks the signature (EdDSA only, key by kid), typ, iss, aud, exp and

@@ -129,3 +129,15 @@ func TestJWKS(t *testing.T) {
 		t.Fatal("the JWKS publishes a private key")
 	}
 }
+
+func BenchmarkSign(b *testing.B) {
+	_, priv, _ := ed25519.GenerateKey(nil)
+	s, _ := NewSigner("https://ledger.example", "api", NewEd25519Key(priv))
+	c := claims()
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if _, err := s.Sign(c); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

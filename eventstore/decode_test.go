@@ -74,3 +74,16 @@ func mustEncode(t *testing.T, e domain.Event) []byte {
 	}
 	return b
 }
+
+// BenchmarkDecodeStreamEvent is the decode the projection runs for every
+// event it follows.
+func BenchmarkDecodeStreamEvent(b *testing.B) {
+	data, _ := domain.EncodeEvent(domain.Event{ID: "01JD3Z9V6Q4Q4WJ5X7K8M9N0PA", Time: time.Now(), SessionID: "01JD3Z9V6Q4Q4WJ5X7K8M9N0PA",
+		UserKey: "0123456789abcdef0123456789abcdef", Prev: make([]byte, 32), Data: domain.SessionRotated{Generation: 3}})
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if _, err := domain.DecodeEventWith(data, gojson.Unmarshal); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -126,3 +126,30 @@ func BenchmarkHeapPerSession(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkApply applies rotations to 100 000 live sessions, as the follower
+// does on the refresh path.
+func BenchmarkApply(b *testing.B) {
+	const n = 100_000
+	p := filled(b, n)
+	seq := p.Applied()
+	gen := make([]uint32, n)
+	for i := range gen {
+		gen[i] = 2
+	}
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("01JD3Z9V6Q4Q4WJ5X7%08d", i)
+	}
+	now := time.Now()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		k := i % n
+		gen[k]++
+		seq++
+		if err := p.Apply(domain.Event{Seq: seq, Time: now, SessionID: ids[k], UserKey: fmt.Sprintf("%032x", k), Data: domain.SessionRotated{Generation: gen[k]}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

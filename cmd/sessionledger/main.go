@@ -40,6 +40,7 @@ commands:
   serve   run the ledger (HTTP API, projection, embedded NATS by default)
   tail    follow revocations live (sessions revoked, expired, reuse-revoked; users cut off)
   audit   verify the stream, a session's or user's timeline, the state at an instant, export
+  bench   drive a ledger over HTTP and compare with a bare JetStream append and an empty handler
 
 Run "sessionledger <command> -h" for the command's flags.
 `
@@ -56,6 +57,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return tail(ctx, args[1:], stdout, stderr)
 	case "audit":
 		return runAudit(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return bench(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stderr, usage)
 		return nil
@@ -110,6 +113,7 @@ func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stder
 	fs.StringVar(&cfg.DefaultPolicy, "default-policy", cfg.DefaultPolicy, "preset for sessions issued without a policy: consumer, high_security, mobile")
 	fs.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", cfg.SnapshotInterval, "how often to consider writing a projection snapshot (0 disables)")
 	fs.Uint64Var(&cfg.SnapshotMinEvents, "snapshot-min-events", cfg.SnapshotMinEvents, "events applied since the stored snapshot before a new one is written")
+	fs.StringVar(&cfg.NATSSync, "nats-sync", cfg.NATSSync, `embedded NATS: JetStream sync interval, a duration or "always" (fsync every write; default: nats-server's, 2m)`)
 	fs.IntVar(&cfg.Replicas, "replicas", cfg.Replicas, "replicas of the stream when the ledger creates it")
 	fs.TextVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn, error")
 

@@ -26,8 +26,11 @@ type Config struct {
 	HTTPAddr   string
 	DataDir    string
 	NATSListen string
-	NATSURL    string
-	NATSAuth   eventstore.Auth
+	// NATSSync is the embedded server's JetStream sync interval: a duration,
+	// "always", or "" for nats-server's default.
+	NATSSync string
+	NATSURL  string
+	NATSAuth eventstore.Auth
 	// Keys, when set (SESSIONLEDGER_KEYS), holds the keys in keys.json form
 	// instead of the data dir, so that instances can share them.
 	Keys       string
@@ -157,6 +160,7 @@ func (m *Main) Run(ctx context.Context) error {
 		m.embedded, err = embedded.Start(embedded.Config{
 			StoreDir: filepath.Join(cfg.DataDir, "jetstream"),
 			Listen:   cfg.NATSListen,
+			Sync:     cfg.NATSSync,
 			Logger:   log,
 		})
 		if err != nil {

@@ -23,6 +23,9 @@ type Config struct {
 	// Listen is the client address (host:port; port -1 picks a free one).
 	// Empty: no listener, in-process connections only.
 	Listen string
+	// Sync is JetStream's sync interval: a duration, "always" (fsync every
+	// write before acknowledging it), or "" for nats-server's default.
+	Sync   string
 	Logger *slog.Logger
 }
 
@@ -38,6 +41,17 @@ func Start(cfg Config) (*Embedded, error) {
 		JetStream:  true,
 		StoreDir:   cfg.StoreDir,
 		NoSigs:     true,
+	}
+	switch cfg.Sync {
+	case "":
+	case "always":
+		opts.SyncAlways = true
+	default:
+		d, err := time.ParseDuration(cfg.Sync)
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("embedded: sync interval %q is neither a positive duration nor \"always\"", cfg.Sync)
+		}
+		opts.SyncInterval = d
 	}
 	if cfg.Listen == "" {
 		opts.DontListen = true
