@@ -13,7 +13,7 @@ import (
 
 var now = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
 
-func newSigner(t *testing.T) (*Signer, ed25519.PrivateKey) {
+func newSigner(t testing.TB) (*Signer, ed25519.PrivateKey) {
 	t.Helper()
 	_, priv, _ := ed25519.GenerateKey(nil)
 	s, err := NewSigner("https://ledger.example", "api", NewEd25519Key(priv))
@@ -52,7 +52,7 @@ func TestSignAndVerify(t *testing.T) {
 }
 
 // forge signs arbitrary header and claims with method and key.
-func forge(t *testing.T, method jwt.SigningMethod, key any, header map[string]any, c jwt.MapClaims) string {
+func forge(t testing.TB, method jwt.SigningMethod, key any, header map[string]any, c jwt.MapClaims) string {
 	t.Helper()
 	tok := jwt.NewWithClaims(method, c)
 	for k, v := range header {
@@ -140,4 +140,28 @@ func BenchmarkSign(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+func FuzzVerify(f *testing.F) {
+	s, priv := newSigner(f)
+	kid := NewEd25519Key(priv).ID
+	good, _ := s.Sign(claims())
+	f.Add(good)
+	f.Add(good[:len(good)-2])
+	f.Add(forge(f, jwt.SigningMethodHS256, []byte(priv.Public().(ed25519.PublicKey)), map[string]any{"typ": TokenType, "kid": kid}, jwt.MapClaims{"sub": "x"}))
+	none, _ := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.MapClaims{"sub": "x"}).SignedString(jwt.UnsafeAllowNoneSignatureType)
+	f.Add(none)
+	f.Add("a.b.c")
+	f.Fuzz(func(t *testing.T, tok string) {
+		v, err := s.Verify(tok, now)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error %v is not ErrInvalid", err)
+			}
+			return
+		}
+		if tok != good || v.Subject != "alice" {
+			t.Fatalf("a token other than the one signed verified: %q", tok)
+		}
+	})
 }

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+// FuzzHTTPHandlers sends arbitrary requests to the token, revocation,
+// introspection, session and user endpoints of a real ledger. Whatever comes
+// in, the answer is a JSON body with a status below 500, and no token is
+// echoed back.
+func FuzzHTTPHandlers(f *testing.F) {
+	h := boot(f, "", nil)
+	live := h.issue(`{"user_id":"fuzz"}`)
+	form := "application/x-www-form-urlencoded"
+	for _, seed := range []struct {
+		route       uint8
+		contentType string
+		body        string
+	}{
+		{0, form, "grant_type=refresh_token&refresh_token=" + url.QueryEscape(live.Refresh)},
+		{0, form, "grant_type=refresh_token&refresh_token=slrt_AAAA"},
+		{0, form, "grant_type=password"},
+		{0, "application/json", `{"grant_type":"refresh_token"}`},
+		{1, form, "token=" + url.QueryEscape(live.Access)},
+		{1, form, "token=%zz"},
+		{2, form, "token=" + url.QueryEscape(live.Refresh)},
+		{3, "application/json", `{"user_id":"u","policy":{"access_token_ttl":1,"absolute_lifetime":2,"inactivity_timeout":0},"claims":{"a":[1]},"device":{"ip":"::1"}}`},
+		{3, "application/json", `{"user_id":"u","policy":"mobile"}`},
+		{3, "application/json", `{"user_id":`},
+		{4, "", "alice"},
+		{4, "", "%2e%2e%2f"},
+	} {
+		f.Add(seed.route, seed.contentType, []byte(seed.body))
+	}
+	handler := h.m.http.Handler
+	f.Fuzz(func(t *testing.T, route uint8, contentType string, body []byte) {
+		var req *http.Request
+		switch route % 6 {
+		case 0:
+			req = httptest.NewRequest(http.MethodPost, "/oauth2/token", bytes.NewReader(body))
+		case 1:
+			req = httptest.NewRequest(http.MethodPost, "/oauth2/revoke", bytes.NewReader(body))
+		case 2:
+			req = httptest.NewRequest(http.MethodPost, "/oauth2/introspect", bytes.NewReader(body))
+		case 3:
+			req = httptest.NewRequest(http.MethodPost, "/v1/sessions", bytes.NewReader(body))
+		case 4:
+			req = httptest.NewRequest(http.MethodGet, "/v1/users/x/sessions", nil)
+			req.URL.Path = "/v1/users/" + string(body) + "/sessions"
+			req.URL.RawPath = "/v1/users/" + url.PathEscape(string(body)) + "/sessions"
+		case 5:
+			req = httptest.NewRequest(http.MethodDelete, "/v1/sessions/x", nil)
+			req.URL.Path = "/v1/sessions/" + string(body)
+		}
+		if contentType != "" {
+			req.Header.Set("Content-Type", contentType)
+		}
+		req.Header.Set("Authorization", "Bearer "+testAdminToken)
+		rec := httptest.NewRecorder()
+		handler.ServeHTTP(rec, req)
+		if rec.Code >= 500 {
+			t.Fatalf("route %d: status %d for %q: %s", route%6, rec.Code, body, rec.Body.String())
+		}
+		if rec.Body.Len() > 0 && !json.Valid(rec.Body.Bytes()) {
+			t.Fatalf("route %d: body is not JSON: %q", route%6, rec.Body.String())
+		}
+		if strings.Contains(rec.Body.String(), testAdminToken) || strings.Contains(rec.Body.String(), live.Refresh) && route%6 != 0 {
+			t.Fatalf("route %d: a token is echoed: %s", route%6, rec.Body.String())
+		}
+	})
+}
