@@ -10,7 +10,9 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"math"
 	"mime"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
+	"golang.org/x/time/rate"
 
 	"github.com/sessionledger/sessionledger/accesstoken"
 	"github.com/sessionledger/sessionledger/ledger"
@@ -34,6 +37,15 @@ type Config struct {
 	Logger       *slog.Logger
 	Ready        func() error // nil error: the projection has caught up with the stream
 	MaxBodyBytes int64
+	// RateLimit, when above 0, limits /oauth2/token and /oauth2/revoke to this
+	// many requests per second per client address (with RateBurst), in this
+	// instance. Off by default: apps behind one proxy address would otherwise
+	// share one budget.
+	RateLimit float64
+	RateBurst int
+	// TrustedProxyHeader names the header holding the client address set by
+	// a trusted proxy (X-Forwarded-For: its last entry); empty: the peer address.
+	TrustedProxyHeader string
 }
 
 // Server is the HTTP API.
@@ -85,8 +97,9 @@ func New(l *ledger.Ledger, signer *accesstoken.Signer, cfg Config) (*Server, err
 	e.GET("/readyz", s.readyz)
 	e.GET("/.well-known/jwks.json", s.jwks)
 	e.GET("/.well-known/oauth-authorization-server", s.serverMetadata)
-	e.POST("/oauth2/token", s.token, s.requireReady)
-	e.POST("/oauth2/revoke", s.revoke, s.requireReady)
+	limit := s.rateLimiter()
+	e.POST("/oauth2/token", s.token, limit, s.requireReady)
+	e.POST("/oauth2/revoke", s.revoke, limit, s.requireReady)
 	e.POST("/oauth2/introspect", s.introspect, s.requireAdmin, s.requireReady)
 
 	admin := e.Group("/v1", s.requireAdmin, s.requireReady)
@@ -171,6 +184,51 @@ func (s *Server) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		return next(c)
 	}
+}
+
+// rateLimiter limits requests per client address when configured.
+func (s *Server) rateLimiter() echo.MiddlewareFunc {
+	if s.cfg.RateLimit <= 0 {
+		return func(next echo.HandlerFunc) echo.HandlerFunc { return next }
+	}
+	burst := s.cfg.RateBurst
+	if burst < 1 {
+		burst = max(1, int(math.Ceil(s.cfg.RateLimit)))
+	}
+	retryAfter := strconv.Itoa(int(math.Ceil(1 / s.cfg.RateLimit)))
+	return middleware.RateLimiterWithConfig(middleware.RateLimiterConfig{
+		Store: middleware.NewRateLimiterMemoryStoreWithConfig(middleware.RateLimiterMemoryStoreConfig{
+			Rate: rate.Limit(s.cfg.RateLimit), Burst: burst, ExpiresIn: 3 * time.Minute,
+		}),
+		IdentifierExtractor: func(c echo.Context) (string, error) { return s.clientAddress(c.Request()), nil },
+		DenyHandler: func(c echo.Context, _ string, _ error) error {
+			c.Response().Header().Set("Retry-After", retryAfter)
+			return writeOAuthError(c, http.StatusTooManyRequests, "temporarily_unavailable", "too many requests from this address; retry later")
+		},
+		ErrorHandler: func(c echo.Context, _ error) error {
+			return writeOAuthError(c, http.StatusBadRequest, "invalid_request", "the client address could not be determined")
+		},
+	})
+}
+
+// clientAddress is the address a request comes from: the trusted proxy's
+// header when configured and present, the peer's IP otherwise.
+func (s *Server) clientAddress(r *http.Request) string {
+	if h := s.cfg.TrustedProxyHeader; h != "" {
+		if v := strings.TrimSpace(r.Header.Get(h)); v != "" {
+			if strings.EqualFold(h, "X-Forwarded-For") {
+				// The trusted proxy appended the address it saw last.
+				parts := strings.Split(v, ",")
+				v = strings.TrimSpace(parts[len(parts)-1])
+			}
+			return v
+		}
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 // requireReady answers 503 until the projection has caught up with the stream:

@@ -47,8 +47,13 @@ type Config struct {
 	// the stored one.
 	SnapshotInterval  time.Duration
 	SnapshotMinEvents uint64
-	Replicas          int
-	LogLevel          slog.Level
+	// RateLimit (requests/s per client address on /oauth2/token and
+	// /oauth2/revoke, 0 off), RateBurst, TrustedProxyHeader: see transport.Config.
+	RateLimit          float64
+	RateBurst          int
+	TrustedProxyHeader string
+	Replicas           int
+	LogLevel           slog.Level
 }
 
 // DefaultConfig returns the defaults: everything local, embedded NATS.
@@ -87,6 +92,9 @@ func (c *Config) complete() error {
 	}
 	if c.Replicas < 1 || c.Replicas > 5 {
 		return errors.New("--replicas must be between 1 and 5")
+	}
+	if c.RateLimit < 0 || c.RateBurst < 0 {
+		return errors.New("--rate-limit and --rate-burst must not be negative")
 	}
 	if c.DataDir == "" {
 		return errors.New("--data-dir must not be empty")
@@ -204,6 +212,7 @@ func (m *Main) Run(ctx context.Context) error {
 
 	api, err := transport.New(m.ledger, signer, transport.Config{
 		AdminToken: adminToken, Issuer: cfg.Issuer, Logger: log, Ready: m.ready,
+		RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst, TrustedProxyHeader: cfg.TrustedProxyHeader,
 	})
 	if err != nil {
 		return err
