@@ -89,6 +89,8 @@ func (c Config) stream() jetstream.StreamConfig {
 type Store struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
+	// OnRetry, if set before use, is called for each publish sent again.
+	OnRetry func()
 }
 
 var _ domain.EventStore = (*Store)(nil)
@@ -199,8 +201,13 @@ func (s *Store) Append(ctx context.Context, e domain.Event, expectedUserSeq uint
 	}
 	var lastErr error
 	for attempt := 0; attempt < maxAttempts; attempt++ {
-		if attempt > 0 && !pause(ctx, attempt) {
-			return 0, fmt.Errorf("eventstore: append %s %s: %w (%v)", e.Type(), e.ID, domain.ErrUnavailable, ctx.Err())
+		if attempt > 0 {
+			if !pause(ctx, attempt) {
+				return 0, fmt.Errorf("eventstore: append %s %s: %w (%v)", e.Type(), e.ID, domain.ErrUnavailable, ctx.Err())
+			}
+			if s.OnRetry != nil {
+				s.OnRetry()
+			}
 		}
 		actx, cancel := context.WithTimeout(ctx, requestTimeout)
 		ack, err := s.js.PublishMsg(actx, msg, opts...)

@@ -40,6 +40,8 @@ type Config struct {
 	Now           func() time.Time
 	WriteTimeout  time.Duration
 	Logger        *slog.Logger
+	// OnConflict, if set, is called for each append that lost to another writer.
+	OnConflict func()
 }
 
 // Keys are the secrets a Ledger needs.
@@ -148,6 +150,9 @@ func (l *Ledger) write(ctx context.Context, userKey string, decide decideFunc) (
 		}
 		seq, err := l.store.Append(ctx, e, last.LastSeq)
 		if errors.Is(err, domain.ErrConflict) {
+			if l.cfg.OnConflict != nil {
+				l.cfg.OnConflict()
+			}
 			if last, err = l.catchUp(ctx, userKey); err != nil {
 				return domain.Event{}, err
 			}

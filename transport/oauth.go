@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -103,7 +104,15 @@ func (s *Server) token(c echo.Context) error {
 	if rt == "" {
 		return writeOAuthError(c, http.StatusBadRequest, "invalid_request", "refresh_token is required")
 	}
+	start := time.Now()
 	pair, err := s.ledger.Refresh(s.ctx(c), rt)
+	if s.cfg.Metrics != nil {
+		outcome := string(pair.Outcome)
+		if err != nil && lookup(err).status >= 500 {
+			outcome = "error"
+		}
+		s.cfg.Metrics.Refresh(outcome, time.Since(start))
+	}
 	if err != nil {
 		a := lookup(err)
 		if a.status >= 500 {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/sessionledger/sessionledger/accesstoken"
 	"github.com/sessionledger/sessionledger/ledger"
+	"github.com/sessionledger/sessionledger/metrics"
 )
 
 // DefaultMaxBodyBytes bounds request bodies.
@@ -46,6 +47,8 @@ type Config struct {
 	// TrustedProxyHeader names the header holding the client address set by
 	// a trusted proxy (X-Forwarded-For: its last entry); empty: the peer address.
 	TrustedProxyHeader string
+	// Metrics, when set, records requests and refresh outcomes and is served at /metrics.
+	Metrics *metrics.Metrics
 }
 
 // Server is the HTTP API.
@@ -93,6 +96,9 @@ func New(l *ledger.Ledger, signer *accesstoken.Signer, cfg Config) (*Server, err
 	}))
 	e.Use(middleware.BodyLimitWithConfig(middleware.BodyLimitConfig{Limit: bytesLimit(cfg.MaxBodyBytes)}))
 
+	if cfg.Metrics != nil {
+		e.GET("/metrics", echo.WrapHandler(cfg.Metrics.Handler()))
+	}
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 	e.GET("/.well-known/jwks.json", s.jwks)
@@ -138,13 +144,17 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		if err != nil {
 			c.Error(err)
 		}
+		d := time.Since(start)
 		s.log.Info("http",
 			"request_id", c.Response().Header().Get(echo.HeaderXRequestID),
 			"method", c.Request().Method,
 			"route", c.Path(),
 			"status", c.Response().Status,
-			"duration_ms", float64(time.Since(start).Microseconds())/1000,
+			"duration_ms", float64(d.Microseconds())/1000,
 		)
+		if s.cfg.Metrics != nil {
+			s.cfg.Metrics.HTTPRequest(c.Path(), c.Request().Method, c.Response().Status, d)
+		}
 		return nil
 	}
 }

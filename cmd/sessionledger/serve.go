@@ -16,6 +16,7 @@ import (
 	"github.com/sessionledger/sessionledger/eventstore"
 	"github.com/sessionledger/sessionledger/eventstore/embedded"
 	"github.com/sessionledger/sessionledger/ledger"
+	"github.com/sessionledger/sessionledger/metrics"
 	"github.com/sessionledger/sessionledger/projections"
 	"github.com/sessionledger/sessionledger/secrets"
 	"github.com/sessionledger/sessionledger/transport"
@@ -112,6 +113,7 @@ type Main struct {
 	client    *eventstore.Client
 	snapshots *eventstore.Snapshots
 	proj      *projections.Sessions
+	metrics   *metrics.Metrics
 	ledger    *ledger.Ledger
 	http      *http.Server
 	ln        net.Listener
@@ -197,10 +199,24 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	m.metrics = metrics.New(metrics.State{
+		LiveSessions: m.proj.LiveSessions,
+		ProjectionLag: func() (uint64, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			applied := m.proj.Applied()
+			last, err := m.client.LastSeq(ctx)
+			if err != nil || last <= applied {
+				return 0, err
+			}
+			return last - applied, nil
+		},
+	})
+	m.client.OnRetry = m.metrics.AppendRetry
 	m.ledger = ledger.New(m.client, m.proj, signer, ledger.Keys{
 		Token:      domain.TokenKeys{DigestKeyID: keys.DigestKeyID, DigestKey: keys.DigestKey, SuccessorKey: keys.SuccessorKey},
 		SubjectKey: keys.SubjectKey,
-	}, ledger.Config{ReuseGrace: graceSetting(cfg.ReuseGrace), DefaultPolicy: defaultPolicy, Logger: log})
+	}, ledger.Config{ReuseGrace: graceSetting(cfg.ReuseGrace), DefaultPolicy: defaultPolicy, Logger: log, OnConflict: m.metrics.AppendConflict})
 	runCtx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	m.wg.Add(1)
@@ -213,6 +229,7 @@ func (m *Main) Run(ctx context.Context) error {
 	api, err := transport.New(m.ledger, signer, transport.Config{
 		AdminToken: adminToken, Issuer: cfg.Issuer, Logger: log, Ready: m.ready,
 		RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst, TrustedProxyHeader: cfg.TrustedProxyHeader,
+		Metrics: m.metrics,
 	})
 	if err != nil {
 		return err

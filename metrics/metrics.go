@@ -1,0 +1,107 @@
+// Package metrics holds the ledger's Prometheus metrics. It is the only
+// package that imports the Prometheus client.
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics are the ledger's metrics, in a registry of their own.
+type Metrics struct {
+	registry        *prometheus.Registry
+	refreshes       *prometheus.CounterVec
+	refreshLatency  *prometheus.HistogramVec
+	httpDuration    *prometheus.HistogramVec
+	appendConflicts prometheus.Counter
+	appendRetries   prometheus.Counter
+}
+
+// State reports what the gauges read when scraped.
+type State struct {
+	LiveSessions  func() int
+	ProjectionLag func() (uint64, error) // events in the stream not yet applied
+}
+
+// New registers the metrics.
+func New(state State) *Metrics {
+	r := prometheus.NewRegistry()
+	m := &Metrics{
+		registry: r,
+		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sessionledger_refreshes_total",
+			Help: "Refresh requests by outcome: rotated, tolerated (retry within the grace window), reused (family revoked), expired, invalid, error.",
+		}, []string{"outcome"}),
+		refreshLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sessionledger_refresh_duration_seconds",
+			Help:    "Time to answer a refresh, by outcome.",
+			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"outcome"}),
+		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sessionledger_http_request_duration_seconds",
+			Help:    "HTTP requests by route pattern, method and status code.",
+			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"route", "method", "code"}),
+		appendConflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sessionledger_append_conflicts_total",
+			Help: "Appends that lost to another writer of the same user (expected-sequence check) and were decided again.",
+		}),
+		appendRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sessionledger_append_retries_total",
+			Help: "Publishes sent again with the same Nats-Msg-Id (ack lost or timed out, stream momentarily unavailable).",
+		}),
+	}
+	r.MustRegister(m.refreshes, m.refreshLatency, m.httpDuration, m.appendConflicts, m.appendRetries,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if state.LiveSessions != nil {
+		r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sessionledger_live_sessions", Help: "Live sessions in this instance's projection.",
+		}, func() float64 { return float64(state.LiveSessions()) }))
+	}
+	if state.ProjectionLag != nil {
+		r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sessionledger_projection_lag_events", Help: "Events in the stream that this instance's projection has not applied yet (-1: the stream did not answer).",
+		}, func() float64 {
+			lag, err := state.ProjectionLag()
+			if err != nil {
+				return -1
+			}
+			return float64(lag)
+		}))
+	}
+	// Every outcome appears from the start, at zero.
+	for _, o := range []string{"rotated", "tolerated", "reused", "expired", "invalid", "error"} {
+		m.refreshes.WithLabelValues(o)
+	}
+	return m
+}
+
+// Handler serves the metrics in the Prometheus exposition format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+}
+
+// Refresh records a refresh's outcome ("" counts as error) and duration.
+func (m *Metrics) Refresh(outcome string, d time.Duration) {
+	if outcome == "" {
+		outcome = "error"
+	}
+	m.refreshes.WithLabelValues(outcome).Inc()
+	m.refreshLatency.WithLabelValues(outcome).Observe(d.Seconds())
+}
+
+// HTTPRequest records one request.
+func (m *Metrics) HTTPRequest(route, method string, code int, d time.Duration) {
+	m.httpDuration.WithLabelValues(route, method, strconv.Itoa(code)).Observe(d.Seconds())
+}
+
+// AppendConflict counts an append that lost to another writer.
+func (m *Metrics) AppendConflict() { m.appendConflicts.Inc() }
+
+// AppendRetry counts a publish sent again.
+func (m *Metrics) AppendRetry() { m.appendRetries.Inc() }
