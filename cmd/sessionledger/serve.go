@@ -114,6 +114,7 @@ type Main struct {
 	snapshots *eventstore.Snapshots
 	proj      *projections.Sessions
 	metrics   *metrics.Metrics
+	api       *transport.Server
 	ledger    *ledger.Ledger
 	http      *http.Server
 	ln        net.Listener
@@ -226,7 +227,7 @@ func (m *Main) Run(ctx context.Context) error {
 		go m.snapshotLoop(runCtx)
 	}
 
-	api, err := transport.New(m.ledger, signer, transport.Config{
+	m.api, err = transport.New(m.ledger, signer, transport.Config{
 		AdminToken: adminToken, Issuer: cfg.Issuer, Logger: log, Ready: m.ready,
 		RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst, TrustedProxyHeader: cfg.TrustedProxyHeader,
 		Metrics: m.metrics,
@@ -238,7 +239,7 @@ func (m *Main) Run(ctx context.Context) error {
 		return fmt.Errorf("listen %s: %w", cfg.HTTPAddr, err)
 	}
 	m.http = &http.Server{
-		Handler:           api.Handler(),
+		Handler:           m.api.Handler(),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      30 * time.Second,
