@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sessionledger/sessionledger/domain"
 	"github.com/sessionledger/sessionledger/eventstore"
@@ -199,43 +200,7 @@ func TestFailoverOfTheStreamLeader(t *testing.T) {
 	}
 	t.Logf("%d refreshes succeeded, %d answered 503; longest time without a successful refresh: %v", oks, unavailable, window.Round(time.Millisecond))
 
-	// Every refresh a client saw succeed is in the stream exactly once, and no
-	// session was rotated twice to the same generation.
-	rotations := map[string]map[uint32]int{} // session → generation → events
-	digests := map[string]map[uint32]domain.Digest{}
-	for _, m := range hs[0].streamMessages() {
-		e, err := domain.DecodeEvent(m.Data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r, ok := e.Data.(domain.SessionRotated); ok {
-			if rotations[e.SessionID] == nil {
-				rotations[e.SessionID], digests[e.SessionID] = map[uint32]int{}, map[uint32]domain.Digest{}
-			}
-			rotations[e.SessionID][r.Generation]++
-			digests[e.SessionID][r.Generation] = r.RefreshToken
-		}
-	}
-	for sid, gens := range rotations {
-		for g, n := range gens {
-			if n != 1 {
-				t.Fatalf("session %s rotated to generation %d %d times", sid, g, n)
-			}
-		}
-	}
-	for _, r := range results {
-		if r.status != http.StatusOK {
-			continue
-		}
-		tok, err := domain.ParseRefreshToken(r.token)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want, ok := digests[r.session][tok.Generation]
-		if !ok || !tokenKeys.Matches(tok, want) {
-			t.Fatalf("a refresh token handed out (session %s, generation %d) is not in the stream", r.session, tok.Generation)
-		}
-	}
+	checkRefreshesInStream(t, hs[0].streamMessages(), results, tokenKeys)
 	// Every session works afterwards with the newest token its client holds.
 	for i := range held {
 		held[i] = hs[i%2].mustRefresh(held[i].Refresh)
@@ -264,5 +229,52 @@ func TestInstancesShareKeysThroughTheEnvironment(t *testing.T) {
 	verifyAccessToken(t, jwksKeys(t, a), s1.Access) // signed by B with the shared key
 	if _, err := os.Stat(filepath.Join(b.dataDir, secrets.KeysFile)); err == nil {
 		t.Fatal("B wrote keys of its own although it was given them")
+	}
+}
+
+// checkRefreshesInStream requires that every refresh token a client received
+// (a 200 in results) is in the stream, as the digest of the one rotation to
+// its generation, and that no session was rotated twice to one generation.
+func checkRefreshesInStream(t *testing.T, msgs []*jetstream.RawStreamMsg, results []refreshResult, keys domain.TokenKeys) {
+	t.Helper()
+	rotations := map[string]map[uint32]int{} // session → generation → events
+	digests := map[string]map[uint32]domain.Digest{}
+	for _, m := range msgs {
+		e, err := domain.DecodeEvent(m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r, ok := e.Data.(domain.SessionRotated); ok {
+			if rotations[e.SessionID] == nil {
+				rotations[e.SessionID], digests[e.SessionID] = map[uint32]int{}, map[uint32]domain.Digest{}
+			}
+			rotations[e.SessionID][r.Generation]++
+			digests[e.SessionID][r.Generation] = r.RefreshToken
+		}
+	}
+	for sid, gens := range rotations {
+		for g, n := range gens {
+			if n != 1 {
+				t.Fatalf("session %s rotated to generation %d %d times", sid, g, n)
+			}
+		}
+	}
+	oks := 0
+	for _, r := range results {
+		if r.status != http.StatusOK {
+			continue
+		}
+		oks++
+		tok, err := domain.ParseRefreshToken(r.token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, ok := digests[r.session][tok.Generation]
+		if !ok || !keys.Matches(tok, want) {
+			t.Fatalf("a refresh token handed out (session %s, generation %d) is not in the stream", r.session, tok.Generation)
+		}
+	}
+	if oks == 0 {
+		t.Fatal("no successful refresh to check")
 	}
 }

@@ -32,13 +32,20 @@ type process struct {
 	logs *syncBuffer
 }
 
-// startProcess runs "sessionledger serve" on dataDir and waits until it is ready.
+// startProcess runs "sessionledger serve" on dataDir with embedded NATS and
+// waits until it is ready.
 func startProcess(t *testing.T, dataDir string, env ...string) *process {
+	t.Helper()
+	return startLedger(t, []string{"--nats-listen", "", "--data-dir", dataDir}, env...)
+}
+
+// startLedger runs "sessionledger serve" with extra flags and waits until it is ready.
+func startLedger(t *testing.T, extra []string, env ...string) *process {
 	t.Helper()
 	if env == nil {
 		env = []string{"SESSIONLEDGER_ADMIN_TOKEN=" + testAdminToken}
 	}
-	args := []string{"serve", "--http-addr", "127.0.0.1:0", "--nats-listen", "", "--data-dir", dataDir, "--issuer", "http://ledger.test"}
+	args := append([]string{"serve", "--http-addr", "127.0.0.1:0", "--issuer", "http://ledger.test"}, extra...)
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(),
 		"SESSIONLEDGER_TEST_RUN_MAIN=1",
