@@ -160,7 +160,6 @@ func (s *Session) EndByUser(cutoff uint64, reason string) bool {
 // User is the state of a user as far as sessions are concerned.
 type User struct {
 	Key         string
-	ID          string
 	Deactivated bool
 	LastSeq     uint64   // sequence of the user's last event of any kind (session or user)
 	LastDigest  [32]byte // chain digest of that event: the next one's Prev

@@ -140,17 +140,7 @@ func (p *Sessions) onIssued(u *userEntry, e domain.Event) error {
 	if err := s.Apply(e); err != nil {
 		return err
 	}
-	if u.ID == "" {
-		u.ID = s.UserID
-	}
-	// Share strings rather than keep a copy per session.
-	s.UserKey = u.Key
-	if s.UserID == u.ID {
-		s.UserID = u.ID
-	}
-	s.Policy = p.internPolicy(*s.Policy)
-	s.Device.UserAgent = p.intern(s.Device.UserAgent)
-	s.Token.KeyID = p.intern(s.Token.KeyID)
+	p.share(u, &s.Session)
 	p.sessions[s.ID] = s
 	u.sessions = append(u.sessions, s)
 	heap.Push(&p.deadlines, s)
@@ -169,20 +159,17 @@ func (p *Sessions) onSessionEvent(u *userEntry, e domain.Event) error {
 }
 
 func (p *Sessions) onSessionsRevoked(u *userEntry, e domain.Event) error {
-	u.ID = e.Data.(domain.UserSessionsRevoked).UserID
 	p.cutOff(u, e.Seq, domain.ReasonUserSessionsRevoked)
 	return nil
 }
 
 func (p *Sessions) onDeactivated(u *userEntry, e domain.Event) error {
-	u.ID = e.Data.(domain.UserDeactivated).UserID
 	u.Deactivated = true
 	p.cutOff(u, e.Seq, domain.ReasonUserDeactivated)
 	return nil
 }
 
 func (p *Sessions) onReactivated(u *userEntry, e domain.Event) error {
-	u.ID = e.Data.(domain.UserReactivated).UserID
 	u.Deactivated = false
 	return nil
 }
@@ -218,6 +205,18 @@ func (p *Sessions) settle(u *userEntry, s *entry) {
 
 // maxInterned bounds the intern table: values past it are kept as they are.
 const maxInterned = 10_000
+
+// share points a session's repeated strings at copies already held: its
+// user's key, a sibling session's user id, interned policy and user agent.
+func (p *Sessions) share(u *userEntry, s *domain.Session) {
+	s.UserKey = u.Key
+	if len(u.sessions) > 0 && u.sessions[0].UserID == s.UserID {
+		s.UserID = u.sessions[0].UserID
+	}
+	s.Policy = p.internPolicy(*s.Policy)
+	s.Device.UserAgent = p.intern(s.Device.UserAgent)
+	s.Token.KeyID = p.intern(s.Token.KeyID)
+}
 
 // internPolicy returns one shared copy of a policy: most sessions use a preset.
 func (p *Sessions) internPolicy(v domain.Policy) *domain.Policy {

@@ -24,7 +24,7 @@ import (
 // and user events are idempotent when applied in order.
 const (
 	snapshotMagic   = "SLSNAP"
-	SnapshotVersion = 3    // 2: users carry their last chain digest; 3: fixed-size token digests
+	SnapshotVersion = 4    // 2: users carry their last chain digest; 3: fixed-size token digests; 4: no user id
 	snapshotChunk   = 4096 // records encoded per hold of the read lock
 )
 
@@ -58,7 +58,6 @@ func (p *Sessions) Snapshot() (data []byte, startSeq uint64) {
 	for _, u := range p.users {
 		b = append(b, 'U')
 		b = appendString(b, u.Key)
-		b = appendString(b, u.ID)
 		b = appendBool(b, u.Deactivated)
 		b = binary.AppendUvarint(b, u.LastSeq)
 		b = append(b, u.LastDigest[:]...)
@@ -146,7 +145,7 @@ func RestoreSessions(data []byte, log *slog.Logger) (*Sessions, error) {
 	for r.err == nil && len(r.b) > 0 && r.b[0] == 'U' {
 		r.b = r.b[1:]
 		u := &userEntry{}
-		u.Key, u.ID, u.Deactivated, u.LastSeq = r.string(), r.string(), r.bool(), r.uvarint()
+		u.Key, u.Deactivated, u.LastSeq = r.string(), r.bool(), r.uvarint()
 		r.digest(&u.LastDigest)
 		// A user pruned and created again while the snapshot was taken may
 		// appear twice: keep the later state.
@@ -164,14 +163,10 @@ func RestoreSessions(data []byte, log *slog.Logger) (*Sessions, error) {
 		u := p.users[e.UserKey]
 		if u == nil { // its user record was pruned before being reached; the
 			// replay from the start sequence brings its last sequence and digest
-			u = &userEntry{User: domain.User{Key: e.UserKey, ID: e.UserID}}
+			u = &userEntry{User: domain.User{Key: e.UserKey}}
 			p.users[e.UserKey] = u
 		}
-		e.UserKey = u.Key
-		if e.UserID == u.ID {
-			e.UserID = u.ID
-		}
-		e.Policy, e.Device.UserAgent, e.Token.KeyID = p.internPolicy(*e.Policy), p.intern(e.Device.UserAgent), p.intern(e.Token.KeyID)
+		p.share(u, &e.Session)
 		p.sessions[e.ID] = e
 		u.sessions = append(u.sessions, e)
 		switch {
