@@ -308,3 +308,14 @@ func TestDigestFastPathAgrees(t *testing.T) {
 		}
 	}
 }
+
+func TestParseRefreshTokenAllocationIsBounded(t *testing.T) {
+	huge := RefreshTokenPrefix + strings.Repeat("A", 1<<20)
+	if n := testing.AllocsPerRun(20, func() { _, _ = ParseRefreshToken(huge) }); n != 0 {
+		t.Fatalf("parsing a 1 MiB token allocates %v times; the length check must come first", n)
+	}
+	good := token0().Encode()
+	if n := testing.AllocsPerRun(20, func() { _, _ = ParseRefreshToken(good) }); n > 1 {
+		t.Fatalf("parsing a token allocates %v times", n)
+	}
+}
