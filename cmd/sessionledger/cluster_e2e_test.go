@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -92,15 +91,6 @@ func TestAnyInstanceAnswersForAnySession(t *testing.T) {
 	}
 }
 
-// refreshResult is one response a load client saw.
-type refreshResult struct {
-	at      time.Time
-	status  int
-	session string
-	token   string // the refresh token returned (200)
-	retryAt string // Retry-After (503)
-}
-
 func TestFailoverOfTheStreamLeader(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster failover")
@@ -117,43 +107,7 @@ func TestFailoverOfTheStreamLeader(t *testing.T) {
 	for i := range held {
 		held[i] = hs[i%2].issue(fmt.Sprintf(`{"user_id":"client-%d"}`, i))
 	}
-	var mu sync.Mutex
-	var results []refreshResult
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := 0; i < clients; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			httpc := &http.Client{Timeout: 20 * time.Second}
-			for n := 0; ; n++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				h := hs[n%2] // a load balancer alternating between the instances
-				resp, err := httpc.PostForm(h.url+"/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {held[i].Refresh}})
-				if err != nil {
-					t.Errorf("client %d: %v", i, err)
-					return
-				}
-				r := refreshResult{at: time.Now(), status: resp.StatusCode, session: held[i].ID, retryAt: resp.Header.Get("Retry-After")}
-				var body map[string]any
-				_ = jsonDecode(resp, &body)
-				if r.status == http.StatusOK {
-					r.token = body["refresh_token"].(string)
-					held[i].Refresh = r.token
-				} else {
-					time.Sleep(50 * time.Millisecond) // retry the same token, as a client does
-				}
-				mu.Lock()
-				results = append(results, r)
-				mu.Unlock()
-			}
-		}(i)
-	}
-
+	load := startRefreshLoad(t, held, func(n int) string { return hs[n%2].url }) // a load balancer alternating between the instances
 	time.Sleep(time.Second)
 	leader := c.StreamLeader(eventstore.StreamName)
 	if leader < 0 {
@@ -162,20 +116,9 @@ func TestFailoverOfTheStreamLeader(t *testing.T) {
 	down := time.Now()
 	c.Stop(leader)
 	t.Logf("stream leader n%d shut down", leader+1)
-	waitFor(t, 60*time.Second, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		ok := 0
-		for _, r := range results {
-			if r.at.After(down) && r.status == http.StatusOK {
-				ok++
-			}
-		}
-		return ok >= 200
-	}, func() string { return "refreshes did not resume after the failover" })
+	load.waitForMore(200)
 	time.Sleep(500 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	results := load.finish()
 
 	// What clients saw: only 200, or 503 with Retry-After.
 	var oks, unavailable int

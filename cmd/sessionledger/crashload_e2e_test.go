@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -110,67 +109,16 @@ func TestKill9UnderLoad(t *testing.T) {
 	for i := range held {
 		held[i] = led.harness(t).issue(fmt.Sprintf(`{"user_id":"crash-%d"}`, i))
 	}
-	var mu sync.Mutex
-	var results []refreshResult
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := 0; i < clients; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			httpc := &http.Client{Timeout: 10 * time.Second}
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				resp, err := httpc.PostForm(*base.Load()+"/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {held[i].Refresh}})
-				if err != nil { // the ledger is down: retry the same token
-					time.Sleep(20 * time.Millisecond)
-					continue
-				}
-				r := refreshResult{at: time.Now(), status: resp.StatusCode, session: held[i].ID, retryAt: resp.Header.Get("Retry-After")}
-				var body map[string]any
-				_ = jsonDecode(resp, &body)
-				if r.status == http.StatusOK {
-					r.token = body["refresh_token"].(string)
-					held[i].Refresh = r.token
-				} else {
-					time.Sleep(20 * time.Millisecond)
-				}
-				mu.Lock()
-				results = append(results, r)
-				mu.Unlock()
-			}
-		}(i)
-	}
-	succeeded := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		n := 0
-		for _, r := range results {
-			if r.status == http.StatusOK {
-				n++
-			}
-		}
-		return n
-	}
-	progress := func(more int) {
-		target := succeeded() + more
-		waitFor(t, 60*time.Second, func() bool { return succeeded() >= target }, func() string { return "refreshes did not resume" })
-	}
-
-	progress(200)
+	load := startRefreshLoad(t, held, func(int) string { return *base.Load() })
+	load.waitForMore(200)
 	led.kill9(t) // the ledger, mid-refresh
 	led = startLedger(t, ledgerArgs)
 	base.Store(&led.url)
-	progress(200)
+	load.waitForMore(200)
 	ns.kill9(t) // nats-server, mid-append
 	ns = startNATS(t, conf, natsURL)
-	progress(200)
-	close(stop)
-	wg.Wait()
+	load.waitForMore(200)
+	results := load.finish()
 
 	for _, r := range results {
 		if r.status != http.StatusOK && r.status != http.StatusServiceUnavailable {
@@ -202,5 +150,5 @@ func TestKill9UnderLoad(t *testing.T) {
 	for i := range held {
 		h.mustRefresh(held[i].Refresh)
 	}
-	t.Logf("%d refreshes succeeded across a kill -9 of the ledger and of nats-server; %d events in the stream", succeeded(), len(msgs))
+	t.Logf("%d refreshes succeeded across a kill -9 of the ledger and of nats-server; %d events in the stream", load.succeededAfter(time.Time{}), len(msgs))
 }
