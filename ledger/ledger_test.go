@@ -1,21 +1,17 @@
 package ledger_test
 
 import (
-	"bytes"
 	"context"
-	"crypto/ed25519"
 	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/sessionledger/sessionledger/accesstoken"
 	"github.com/sessionledger/sessionledger/domain"
-	"github.com/sessionledger/sessionledger/eventstore"
+	"github.com/sessionledger/sessionledger/internal/ledgertest"
 	"github.com/sessionledger/sessionledger/internal/natstest"
 	"github.com/sessionledger/sessionledger/ledger"
-	"github.com/sessionledger/sessionledger/projections"
 )
 
 // clock is a settable clock shared by instances.
@@ -28,34 +24,11 @@ func (c *clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 var start = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 
 // instance is one ledger with its own projection following a shared stream.
-type instance struct {
-	*ledger.Ledger
-	proj  *projections.Sessions
-	store *eventstore.Store
-}
+type instance = ledgertest.Ledger
 
 func newInstance(t *testing.T, srv *natstest.Server, clk *clock, grace time.Duration) *instance {
 	t.Helper()
-	st, err := eventstore.Open(context.Background(), srv.Connect(t), eventstore.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	proj := projections.NewSessions(nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = st.Follow(ctx, 0, proj.Apply) }()
-	t.Cleanup(func() { cancel(); <-done })
-	priv := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{9}, 32))
-	signer, err := accesstoken.NewSigner("https://ledger.test", "api", accesstoken.NewEd25519Key(priv))
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys := ledger.Keys{
-		Token:      domain.TokenKeys{DigestKeyID: "d1", DigestKey: bytes.Repeat([]byte{1}, 32), SuccessorKey: bytes.Repeat([]byte{2}, 32)},
-		SubjectKey: bytes.Repeat([]byte{3}, 32),
-	}
-	l := ledger.New(st, proj, signer, keys, ledger.Config{Now: clk.Now, ReuseGrace: grace})
-	return &instance{Ledger: l, proj: proj, store: st}
+	return ledgertest.New(t, srv, "https://ledger.test", "api", ledger.Config{Now: clk.Now, ReuseGrace: grace})
 }
 
 func history(t *testing.T, in *instance, sid string) []domain.EventType {
@@ -221,9 +194,9 @@ func TestManyInstancesSweepEachExpiryOnce(t *testing.T) {
 		}
 		ids = append(ids, s.SessionID)
 	}
-	last, _ := a.store.LastSeq(ctx)
+	last, _ := a.Store.LastSeq(ctx)
 	for _, in := range []*instance{b, c} {
-		if err := in.proj.WaitApplied(ctx, last); err != nil {
+		if err := in.Proj.WaitApplied(ctx, last); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -17,9 +17,9 @@ import (
 	"github.com/sessionledger/sessionledger/accesstoken"
 	"github.com/sessionledger/sessionledger/domain"
 	"github.com/sessionledger/sessionledger/eventstore"
+	"github.com/sessionledger/sessionledger/internal/ledgertest"
 	"github.com/sessionledger/sessionledger/internal/natstest"
 	"github.com/sessionledger/sessionledger/ledger"
-	"github.com/sessionledger/sessionledger/projections"
 	"github.com/sessionledger/sessionledger/verifier"
 	"github.com/sessionledger/sessionledger/verifier/echoverifier"
 )
@@ -29,7 +29,7 @@ const (
 	audience = "api"
 )
 
-var signingKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, 32))
+var signingKey = ledgertest.SigningKey
 
 // env is a ledger on a real JetStream plus a JWKS endpoint, for verifiers to use.
 type env struct {
@@ -45,20 +45,8 @@ type env struct {
 func newEnv(t testing.TB) *env {
 	t.Helper()
 	e := &env{t: t, srv: natstest.Start(t, ""), ledgerTime: time.Now}
-	st, err := eventstore.Open(context.Background(), e.srv.Connect(t), eventstore.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	proj := projections.NewSessions(nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = st.Follow(ctx, 0, proj.Apply) }()
-	t.Cleanup(func() { cancel(); <-done })
-	e.signer, _ = accesstoken.NewSigner(issuer, audience, accesstoken.NewEd25519Key(signingKey))
-	e.ledger = ledger.New(st, proj, e.signer, ledger.Keys{
-		Token:      domain.TokenKeys{DigestKeyID: "d", DigestKey: bytes.Repeat([]byte{1}, 32), SuccessorKey: bytes.Repeat([]byte{2}, 32)},
-		SubjectKey: bytes.Repeat([]byte{3}, 32),
-	}, ledger.Config{Now: func() time.Time { return e.ledgerTime() }})
+	l := ledgertest.New(t, e.srv, issuer, audience, ledger.Config{Now: func() time.Time { return e.ledgerTime() }})
+	e.ledger, e.signer = l.Ledger, l.Signer
 	e.jwks = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.jwksHits.Add(1)
 		_, _ = w.Write(e.signer.JWKS())

@@ -1,0 +1,54 @@
+// Package ledgertest builds a ledger on a real in-process JetStream for tests:
+// its store, a projection following the stream, a signer and fixed test keys.
+package ledgertest
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"testing"
+
+	"github.com/sessionledger/sessionledger/accesstoken"
+	"github.com/sessionledger/sessionledger/domain"
+	"github.com/sessionledger/sessionledger/eventstore"
+	"github.com/sessionledger/sessionledger/internal/natstest"
+	"github.com/sessionledger/sessionledger/ledger"
+	"github.com/sessionledger/sessionledger/projections"
+)
+
+// SigningKey signs the test ledgers' access tokens.
+var SigningKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, 32))
+
+// Keys are the test ledgers' token and subject keys.
+var Keys = ledger.Keys{
+	Token:      domain.TokenKeys{DigestKeyID: "d1", DigestKey: bytes.Repeat([]byte{1}, 32), SuccessorKey: bytes.Repeat([]byte{2}, 32)},
+	SubjectKey: bytes.Repeat([]byte{3}, 32),
+}
+
+// Ledger is a ledger with the parts a test may look at.
+type Ledger struct {
+	*ledger.Ledger
+	Proj   *projections.Sessions
+	Store  *eventstore.Store
+	Signer *accesstoken.Signer
+}
+
+// New builds a ledger on srv for issuer and audience; its projection follows
+// the stream until the test ends.
+func New(tb testing.TB, srv *natstest.Server, issuer, audience string, cfg ledger.Config) *Ledger {
+	tb.Helper()
+	st, err := eventstore.Open(context.Background(), srv.Connect(tb), eventstore.Config{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	proj := projections.NewSessions(nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = st.Follow(ctx, 0, proj.Apply) }()
+	tb.Cleanup(func() { cancel(); <-done })
+	signer, err := accesstoken.NewSigner(issuer, audience, accesstoken.NewEd25519Key(SigningKey))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &Ledger{Ledger: ledger.New(st, proj, signer, Keys, cfg), Proj: proj, Store: st, Signer: signer}
+}
