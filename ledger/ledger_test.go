@@ -31,6 +31,15 @@ func newInstance(t *testing.T, srv *natstest.Server, clk *clock, grace time.Dura
 	return ledgertest.New(t, srv, "https://ledger.test", "api", ledger.Config{Now: clk.Now, ReuseGrace: grace})
 }
 
+// setup starts a JetStream, a clock at start, and one ledger instance on them.
+func setup(t *testing.T, grace time.Duration) (*natstest.Server, *clock, *instance) {
+	t.Helper()
+	srv := natstest.Start(t, "")
+	clk := &clock{}
+	clk.Set(start)
+	return srv, clk, newInstance(t, srv, clk, grace)
+}
+
 func history(t *testing.T, in *instance, sid string) []domain.EventType {
 	t.Helper()
 	events, err := in.History(context.Background(), sid)
@@ -55,10 +64,7 @@ func countType(types []domain.EventType, want domain.EventType) int {
 }
 
 func TestSweeperRecordsExpiryAtTheDeadlineOnce(t *testing.T) {
-	srv := natstest.Start(t, "")
-	clk := &clock{}
-	clk.Set(start)
-	a := newInstance(t, srv, clk, 0)
+	_, clk, a := setup(t, 0)
 	ctx := context.Background()
 
 	hs, err := a.Issue(ctx, ledger.IssueRequest{UserID: "alice", PolicyName: domain.PolicyHighSecurity}) // 30 min inactivity, 24 h absolute
@@ -115,10 +121,7 @@ func TestSweeperRecordsExpiryAtTheDeadlineOnce(t *testing.T) {
 }
 
 func TestRefreshMovesTheInactivityDeadline(t *testing.T) {
-	srv := natstest.Start(t, "")
-	clk := &clock{}
-	clk.Set(start)
-	a := newInstance(t, srv, clk, 0)
+	_, clk, a := setup(t, 0)
 	ctx := context.Background()
 	p := domain.Policy{AccessTokenTTL: 60, AbsoluteLifetime: 3600, InactivityTimeout: 600}
 	s, err := a.Issue(ctx, ledger.IssueRequest{UserID: "alice", CustomPolicy: &p})
@@ -144,10 +147,7 @@ func TestRefreshMovesTheInactivityDeadline(t *testing.T) {
 }
 
 func TestAbsoluteLifetimeCapsTokens(t *testing.T) {
-	srv := natstest.Start(t, "")
-	clk := &clock{}
-	clk.Set(start)
-	a := newInstance(t, srv, clk, 0)
+	_, clk, a := setup(t, 0)
 	ctx := context.Background()
 	p := domain.Policy{AccessTokenTTL: 60, AbsoluteLifetime: 3600, InactivityTimeout: 600}
 	s, err := a.Issue(ctx, ledger.IssueRequest{UserID: "alice", CustomPolicy: &p})
@@ -178,10 +178,7 @@ func TestAbsoluteLifetimeCapsTokens(t *testing.T) {
 }
 
 func TestManyInstancesSweepEachExpiryOnce(t *testing.T) {
-	srv := natstest.Start(t, "")
-	clk := &clock{}
-	clk.Set(start)
-	a := newInstance(t, srv, clk, 0)
+	srv, clk, a := setup(t, 0)
 	b := newInstance(t, srv, clk, 0)
 	c := newInstance(t, srv, clk, 0)
 	ctx := context.Background()
@@ -222,10 +219,7 @@ func TestManyInstancesSweepEachExpiryOnce(t *testing.T) {
 }
 
 func TestGraceWindowEdges(t *testing.T) {
-	srv := natstest.Start(t, "")
-	clk := &clock{}
-	clk.Set(start)
-	a := newInstance(t, srv, clk, 10*time.Second)
+	_, clk, a := setup(t, 10*time.Second)
 	ctx := context.Background()
 	s0, _ := a.Issue(ctx, ledger.IssueRequest{UserID: "alice"})
 	s1, err := a.Refresh(ctx, s0.RefreshToken)
