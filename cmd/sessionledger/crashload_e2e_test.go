@@ -116,7 +116,7 @@ func TestKill9UnderLoad(t *testing.T) {
 	base.Store(&led.url)
 	load.waitForMore(200)
 	ns.kill9(t) // nats-server, mid-append
-	ns = startNATS(t, conf, natsURL)
+	startNATS(t, conf, natsURL) // on the same store and port; the ledger reconnects
 	load.waitForMore(200)
 	results := load.finish()
 
