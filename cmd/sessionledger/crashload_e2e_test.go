@@ -115,7 +115,7 @@ func TestKill9UnderLoad(t *testing.T) {
 	led = startLedger(t, ledgerArgs)
 	base.Store(&led.url)
 	load.waitForMore(200)
-	ns.kill9(t) // nats-server, mid-append
+	ns.kill9(t)                 // nats-server, mid-append
 	startNATS(t, conf, natsURL) // on the same store and port; the ledger reconnects
 	load.waitForMore(200)
 	results := load.finish()
