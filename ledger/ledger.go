@@ -117,15 +117,16 @@ func (l *Ledger) write(ctx context.Context, userKey string, decide decideFunc) (
 	// digest what the new event chains to. A user the projection does not
 	// hold (none of its sessions is live) may still have events: read the last.
 	var last domain.User
-	if _, ok := l.proj.User(userKey); !ok {
-		var err error
-		if last, err = l.catchUp(ctx, userKey); err != nil {
-			return domain.Event{}, err
-		}
-	}
 	for attempt := 0; attempt < maxWriteAttempts; attempt++ {
-		if u, ok := l.proj.User(userKey); ok && u.LastSeq >= last.LastSeq {
+		u, held := l.proj.User(userKey)
+		switch {
+		case held && u.LastSeq >= last.LastSeq:
 			last = u
+		case !held && attempt == 0:
+			var err error
+			if last, err = l.catchUp(ctx, userKey); err != nil {
+				return domain.Event{}, err
+			}
 		}
 		now := l.cfg.Now()
 		p, sessionID, err := decide(now)
