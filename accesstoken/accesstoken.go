@@ -69,6 +69,7 @@ type Verified struct {
 	ExpiresAt time.Time
 	Issuer    string
 	Audience  []string
+	Custom    map[string]any // the custom claims; nil when there are none
 }
 
 // Signer signs access tokens with its active key and verifies tokens signed by
@@ -179,42 +180,79 @@ func (s *Signer) Sign(c Claims) (string, error) {
 	return string(buf), nil
 }
 
-// Verify checks the signature (EdDSA only, key by kid), typ, iss, aud, exp and
-// iat of token at now, with no leeway. Any failure is ErrInvalid; the reason
-// is wrapped for operators and never contains the token.
+// Verify checks token at now by the rules of Parse, with the signer's
+// issuer, audience and published keys and no leeway (the ledger reads its own
+// clock).
 func (s *Signer) Verify(token string, now time.Time) (Verified, error) {
-	var c struct {
-		jwt.RegisteredClaims
-		SessionID string `json:"sid"`
-	}
-	parser := jwt.NewParser(
-		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
-		jwt.WithIssuer(s.issuer),
-		jwt.WithAudience(s.audience),
-		jwt.WithExpirationRequired(),
-		jwt.WithIssuedAt(),
-		jwt.WithTimeFunc(func() time.Time { return now }),
-	)
-	_, err := parser.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
-		if typ, _ := t.Header["typ"].(string); typ != TokenType {
-			return nil, fmt.Errorf("typ %q is not %s", typ, TokenType)
-		}
-		kid, _ := t.Header["kid"].(string)
+	return Parse(token, now, Rules{Issuer: s.issuer, Audience: s.audience}, func(kid string) (ed25519.PublicKey, error) {
 		k, ok := s.keys[kid]
 		if !ok {
 			return nil, errors.New("unknown kid")
 		}
 		return k.public, nil
 	})
+}
+
+// Rules are what Parse requires of a token besides its signature.
+type Rules struct {
+	Issuer   string
+	Audience string
+	// Leeway is the clock skew allowed on exp, nbf and iat.
+	Leeway time.Duration
+	// MaxLifetime, when positive, refuses tokens whose exp is further than
+	// this after their iat.
+	MaxLifetime time.Duration
+}
+
+// Parse is the one definition of a valid access token, for the ledger and for
+// the verifier other services import: an EdDSA signature (the only algorithm
+// accepted) by the key that key returns for the header's kid, typ at+jwt,
+// iss and aud as in r, exp required and not passed, iat and nbf not in the
+// future (each with r.Leeway), sub, sid, iat and exp present, and the lifetime
+// within r.MaxLifetime. Members that are not ReservedClaims are returned as
+// the custom claims. Any failure is ErrInvalid, with the reason wrapped for
+// operators; it never contains the token.
+func Parse(token string, now time.Time, r Rules, key func(kid string) (ed25519.PublicKey, error)) (Verified, error) {
+	claims := jwt.MapClaims{}
+	parser := jwt.NewParser(
+		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
+		jwt.WithIssuer(r.Issuer),
+		jwt.WithAudience(r.Audience),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(r.Leeway),
+		jwt.WithTimeFunc(func() time.Time { return now }),
+	)
+	_, err := parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
+		if typ, _ := t.Header["typ"].(string); typ != TokenType {
+			return nil, fmt.Errorf("typ %q is not %s", typ, TokenType)
+		}
+		kid, _ := t.Header["kid"].(string)
+		return key(kid)
+	})
 	if err != nil {
 		return Verified{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	if c.Subject == "" || c.SessionID == "" || c.ExpiresAt == nil || c.IssuedAt == nil {
-		return Verified{}, fmt.Errorf("%w: sub, sid, exp and iat are required", ErrInvalid)
+	var v Verified
+	v.Subject, _ = claims["sub"].(string)
+	v.SessionID, _ = claims["sid"].(string)
+	v.ID, _ = claims["jti"].(string)
+	v.Issuer, _ = claims["iss"].(string)
+	v.Audience, _ = claims.GetAudience()
+	iat, _ := claims.GetIssuedAt()
+	exp, _ := claims.GetExpirationTime()
+	if v.Subject == "" || v.SessionID == "" || iat == nil || exp == nil {
+		return Verified{}, fmt.Errorf("%w: sub, sid, iat and exp are required", ErrInvalid)
 	}
-	return Verified{
-		Subject: c.Subject, SessionID: c.SessionID, ID: c.ID,
-		IssuedAt: c.IssuedAt.Time, ExpiresAt: c.ExpiresAt.Time,
-		Issuer: c.Issuer, Audience: c.Audience,
-	}, nil
+	v.IssuedAt, v.ExpiresAt = iat.Time, exp.Time
+	if r.MaxLifetime > 0 && v.ExpiresAt.Sub(v.IssuedAt) > r.MaxLifetime {
+		return Verified{}, fmt.Errorf("%w: lifetime %v exceeds the configured maximum %v", ErrInvalid, v.ExpiresAt.Sub(v.IssuedAt), r.MaxLifetime)
+	}
+	for _, name := range ReservedClaims {
+		delete(claims, name)
+	}
+	if len(claims) > 0 {
+		v.Custom = claims
+	}
+	return v, nil
 }

@@ -1,7 +1,8 @@
 // Package audit checks and reads the ledger's event stream for auditors: it
 // verifies the stream's integrity from the stored bytes alone, and renders a
-// session's or user's history. It depends on domain only; the records come
-// from eventstore.Feed.
+// session's or user's history, and rebuilds the state as of an instant
+// (AsOf). It depends on domain and projections only; the records come from
+// eventstore.Feed.
 package audit
 
 import (

@@ -11,17 +11,16 @@ import (
 
 // CloudEvents envelope constants.
 const (
-	SpecVersion   = "1.0"
-	EventSource   = "urn:sessionledger"
-	SchemaVersion = 1
-	contentType   = "application/json"
+	SpecVersion = "1.0"
+	EventSource = "urn:sessionledger"
+	contentType = "application/json"
 )
 
 // ErrUnknownEventType is returned by DecodeEvent for a type it does not know.
 var ErrUnknownEventType = errors.New("unknown event type")
 
-// envelope is the CloudEvents 1.0 JSON form of an event. schemaversion,
-// userkey and prevdigest (base64url SHA-256 of the stored bytes of the user's
+// envelope is the CloudEvents 1.0 JSON form of an event. schemaversion (the
+// revision of the event's type, see eventTypes), userkey and prevdigest (base64url SHA-256 of the stored bytes of the user's
 // previous event) are CloudEvents extension attributes.
 type envelope struct {
 	SpecVersion     string          `json:"specversion"`
@@ -63,7 +62,7 @@ func EncodeEvent(e Event) ([]byte, error) {
 		Subject:         e.CloudEventSubject(),
 		Time:            e.Time.UTC(),
 		DataContentType: contentType,
-		SchemaVersion:   SchemaVersion,
+		SchemaVersion:   eventTypes[e.Type()].revision(),
 		UserKey:         e.UserKey,
 		PrevDigest:      base64.RawURLEncoding.EncodeToString(e.Prev),
 		Data:            data,
@@ -84,20 +83,21 @@ func DecodeEventWith(b []byte, unmarshal func([]byte, any) error) (Event, error)
 	if env.SpecVersion != SpecVersion {
 		return Event{}, fmt.Errorf("decode event %s: specversion %q not supported", env.ID, env.SpecVersion)
 	}
-	if env.SchemaVersion != SchemaVersion {
-		return Event{}, fmt.Errorf("decode event %s: schema version %d not supported", env.ID, env.SchemaVersion)
-	}
 	if env.ID == "" || env.UserKey == "" || env.Time.IsZero() {
 		return Event{}, fmt.Errorf("decode event %q: id, userkey and time are required", env.ID)
 	}
-	decode, ok := decoders[env.Type]
+	et, ok := eventTypes[env.Type]
 	if !ok {
 		return Event{}, fmt.Errorf("decode event %s: %w %q", env.ID, ErrUnknownEventType, env.Type)
 	}
 	if len(env.Data) == 0 || string(env.Data) == "null" {
 		return Event{}, fmt.Errorf("decode event %s: no data", env.ID)
 	}
-	p, err := decode(env.Data, unmarshal)
+	data, err := et.upcast(env.SchemaVersion, env.Data)
+	if err != nil {
+		return Event{}, fmt.Errorf("decode event %s %s: %w", env.ID, env.Type, err)
+	}
+	p, err := et.decode(data, unmarshal)
 	if err != nil {
 		return Event{}, fmt.Errorf("decode event %s %s: %w", env.ID, env.Type, err)
 	}
@@ -116,16 +116,59 @@ func DecodeEventWith(b []byte, unmarshal func([]byte, any) error) (Event, error)
 	return e, nil
 }
 
-// decoders is the table of known event types; a type missing here is an error.
-var decoders = map[EventType]func([]byte, func([]byte, any) error) (Payload, error){
-	TypeSessionIssued:       decodeAs[SessionIssued],
-	TypeSessionRotated:      decodeAs[SessionRotated],
-	TypeSessionReused:       decodeAs[SessionReused],
-	TypeSessionRevoked:      decodeAs[SessionRevoked],
-	TypeSessionExpired:      decodeAs[SessionExpired],
-	TypeUserSessionsRevoked: decodeAs[UserSessionsRevoked],
-	TypeUserDeactivated:     decodeAs[UserDeactivated],
-	TypeUserReactivated:     decodeAs[UserReactivated],
+// eventType is what the codec knows of one event type: how to decode its
+// current revision, and the upcasters that bring older revisions' data to it.
+// upcasters[i] turns revision i+1 into revision i+2, so the current revision
+// is len(upcasters)+1. A change to a payload that old readers could not take
+// bumps the revision by adding an upcaster; additive changes need none.
+type eventType struct {
+	decode    func([]byte, func([]byte, any) error) (Payload, error)
+	upcasters []Upcaster
+}
+
+// Upcaster rewrites the JSON data of one revision of an event type into the
+// next revision's form.
+type Upcaster func(data []byte) ([]byte, error)
+
+func (t eventType) revision() int { return len(t.upcasters) + 1 }
+
+// upcast brings data of revision rev to the current revision. A revision
+// newer than the current one (written by a newer ledger) is an error, never
+// guessed at.
+func (t eventType) upcast(rev int, data []byte) ([]byte, error) {
+	if rev < 1 || rev > t.revision() {
+		return nil, fmt.Errorf("revision %d not supported (this build reads 1 to %d)", rev, t.revision())
+	}
+	for _, up := range t.upcasters[rev-1:] {
+		var err error
+		if data, err = up(data); err != nil {
+			return nil, fmt.Errorf("upcast from revision %d: %w", rev, err)
+		}
+	}
+	return data, nil
+}
+
+// eventTypes is the table of known event types; a type missing here is an
+// error. Every type is at revision 1 so far.
+var eventTypes = map[EventType]eventType{
+	TypeSessionIssued:       {decode: decodeAs[SessionIssued]},
+	TypeSessionRotated:      {decode: decodeAs[SessionRotated]},
+	TypeSessionReused:       {decode: decodeAs[SessionReused]},
+	TypeSessionRevoked:      {decode: decodeAs[SessionRevoked]},
+	TypeSessionExpired:      {decode: decodeAs[SessionExpired]},
+	TypeUserSessionsRevoked: {decode: decodeAs[UserSessionsRevoked]},
+	TypeUserDeactivated:     {decode: decodeAs[UserDeactivated]},
+	TypeUserReactivated:     {decode: decodeAs[UserReactivated]},
+}
+
+// Revision returns the current revision of events of type t (0 for a type the
+// codec does not know).
+func Revision(t EventType) int {
+	et, ok := eventTypes[t]
+	if !ok {
+		return 0
+	}
+	return et.revision()
 }
 
 func decodeAs[T Payload](b []byte, unmarshal func([]byte, any) error) (Payload, error) {

@@ -19,6 +19,9 @@ var (
 	ErrConflict         = errors.New("concurrent write to the same user's events")
 	ErrUnavailable      = errors.New("ledger is unavailable")
 	ErrProjectionFailed = errors.New("projection stopped")
+	// ErrUndecodable marks a stored message that is not a known event: a
+	// projection must stop there, since skipping it would lose state silently.
+	ErrUndecodable = errors.New("undecodable event in the stream")
 )
 
 // ValidationError says which input field is wrong and why. It matches

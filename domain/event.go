@@ -36,6 +36,39 @@ func (t EventType) IsUserEvent() bool {
 	return false
 }
 
+// EndsSessions reports whether an event of type t ends every live session of
+// its user issued before it (by stream sequence): a revoke-all or a
+// deactivation.
+func (t EventType) EndsSessions() bool {
+	return t == TypeUserSessionsRevoked || t == TypeUserDeactivated
+}
+
+// RevokingTypes are the types of the events after which a verifier must
+// refuse access tokens: of one session (revoked, expired, reused with the
+// family revoked) or of a user's sessions issued before it (EndsSessions).
+// Subscribers filter on these; Revokes tells which of them revoke.
+var RevokingTypes = []EventType{
+	TypeSessionRevoked, TypeSessionExpired, TypeSessionReused,
+	TypeUserSessionsRevoked, TypeUserDeactivated,
+}
+
+// Revokes reports whether e ends access for a session (sessionID) or for every
+// session of a user issued before it (userCutoff). A session.reused revokes
+// only when the family was revoked; a tolerated reuse revokes nothing.
+func (e Event) Revokes() (sessionID string, userCutoff bool) {
+	switch d := e.Data.(type) {
+	case SessionRevoked, SessionExpired:
+		return e.SessionID, false
+	case SessionReused:
+		if d.Outcome == ReuseFamilyRevoked {
+			return e.SessionID, false
+		}
+	case UserSessionsRevoked, UserDeactivated:
+		return "", true
+	}
+	return "", false
+}
+
 // Event is one fact in the ledger. Data is one of the payload types below.
 type Event struct {
 	ID        string    // ULID, unique per append attempt

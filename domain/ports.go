@@ -15,7 +15,10 @@ type EventStore interface {
 	LastUserEvent(ctx context.Context, userKey string) (seq uint64, digest [32]byte, err error)
 	// LastSessionSeq returns the sequence of the session's last own event, 0 if none.
 	LastSessionSeq(ctx context.Context, sessionID string) (uint64, error)
-	// SessionHistory returns the session's events, oldest first, followed by
-	// the user event that ended it, if one did. ErrSessionNotFound if none.
-	SessionHistory(ctx context.Context, sessionID string) ([]Event, error)
+	// SessionEvents returns the session's own events in stream order (none
+	// for an unknown session).
+	SessionEvents(ctx context.Context, sessionID string) ([]Event, error)
+	// UserEvents returns the user's user events (not its sessions' events)
+	// after stream sequence afterSeq, in stream order.
+	UserEvents(ctx context.Context, userKey string, afterSeq uint64) ([]Event, error)
 }

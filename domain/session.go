@@ -72,41 +72,47 @@ type Session struct {
 // Live reports whether the session can still be refreshed.
 func (s *Session) Live() bool { return s.Status == StatusActive }
 
-// AbsoluteDeadline is when the session ends whatever happens.
-func (s *Session) AbsoluteDeadline() time.Time {
-	return s.IssuedAt.Time().Add(s.Policy.AbsoluteLifetime.Duration())
+// The deadlines are computed in one place, in integer Instants (the
+// projection orders a million sessions by them); the time.Time forms convert.
+
+// absoluteDeadline is when the session ends whatever happens.
+func (s *Session) absoluteDeadline() Instant {
+	return s.IssuedAt + Instant(s.Policy.AbsoluteLifetime)*Instant(time.Second)
 }
 
-// InactivityDeadline is when the session ends unless refreshed before; ok is
+// inactivityDeadline is when the session ends unless refreshed before; ok is
 // false when the policy has no inactivity timeout.
-func (s *Session) InactivityDeadline() (deadline time.Time, ok bool) {
+func (s *Session) inactivityDeadline() (deadline Instant, ok bool) {
 	if s.Policy.InactivityTimeout == 0 {
-		return time.Time{}, false
+		return 0, false
 	}
-	return s.LastActive.Time().Add(s.Policy.InactivityTimeout.Duration()), true
+	return s.LastActive + Instant(s.Policy.InactivityTimeout)*Instant(time.Second), true
 }
 
-// RefreshExpiresAt is the earlier of the two deadlines: the last moment the
-// current refresh token can be used.
-func (s *Session) RefreshExpiresAt() time.Time { return s.RefreshDeadline().Time() }
+// AbsoluteDeadline is when the session ends whatever happens.
+func (s *Session) AbsoluteDeadline() time.Time { return s.absoluteDeadline().Time() }
 
-// RefreshDeadline is RefreshExpiresAt as an Instant, in integer arithmetic
-// (the projection orders a million sessions by it).
+// RefreshDeadline is the earlier of the two deadlines: the last moment the
+// current refresh token can be used.
 func (s *Session) RefreshDeadline() Instant {
-	d := s.IssuedAt + Instant(s.Policy.AbsoluteLifetime)*Instant(time.Second)
-	if s.Policy.InactivityTimeout > 0 {
-		d = min(d, s.LastActive+Instant(s.Policy.InactivityTimeout)*Instant(time.Second))
+	d := s.absoluteDeadline()
+	if in, ok := s.inactivityDeadline(); ok {
+		d = min(d, in)
 	}
 	return d
 }
 
+// RefreshExpiresAt is RefreshDeadline as a time.
+func (s *Session) RefreshExpiresAt() time.Time { return s.RefreshDeadline().Time() }
+
 // ExpiredAt reports whether the session is past a deadline at now, and which.
 // A session is expired at its deadline exactly.
 func (s *Session) ExpiredAt(now time.Time) (reason string, expired bool) {
-	if !now.Before(s.AbsoluteDeadline()) {
+	n := InstantOf(now)
+	if n >= s.absoluteDeadline() {
 		return ExpiredAbsolute, true
 	}
-	if in, ok := s.InactivityDeadline(); ok && !now.Before(in) {
+	if in, ok := s.inactivityDeadline(); ok && n >= in {
 		return ExpiredInactivity, true
 	}
 	return "", false

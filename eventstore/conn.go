@@ -2,17 +2,12 @@ package eventstore
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go"
 )
-
-// Client is a NATS connection and the ledger's stream on it.
-type Client struct {
-	*Store
-	nc *nats.Conn
-}
 
 // Auth holds the usual NATS credentials options; any may be empty.
 type Auth struct {
@@ -22,6 +17,19 @@ type Auth struct {
 	CAFile         string // CA certificate to verify the servers with (enables TLS)
 	CertFile       string // client certificate, with KeyFile, for mutual TLS
 	KeyFile        string
+}
+
+// AddFlags registers the NATS credential flags (--nats-user, --nats-password,
+// --nats-token, --nats-creds, --nats-ca, --nats-cert, --nats-key) on fs, so
+// that every command and example takes the same ones.
+func (a *Auth) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&a.User, "nats-user", a.User, "NATS user")
+	fs.StringVar(&a.Password, "nats-password", a.Password, "NATS password (prefer the environment)")
+	fs.StringVar(&a.Token, "nats-token", a.Token, "NATS token (prefer the environment)")
+	fs.StringVar(&a.CredsFile, "nats-creds", a.CredsFile, "NATS credentials file (.creds)")
+	fs.StringVar(&a.CAFile, "nats-ca", a.CAFile, "CA certificate for TLS to NATS")
+	fs.StringVar(&a.CertFile, "nats-cert", a.CertFile, "client certificate for mutual TLS to NATS")
+	fs.StringVar(&a.KeyFile, "nats-key", a.KeyFile, "client key for mutual TLS to NATS")
 }
 
 func (a Auth) options() []nats.Option {
@@ -44,10 +52,17 @@ func (a Auth) options() []nats.Option {
 	return opts
 }
 
-// Dial connects to the NATS servers at url (comma-separated) and opens the stream.
-func Dial(ctx context.Context, url string, auth Auth, cfg Config) (*Client, error) {
+// Conn is a connection to the ledger's NATS: the one way every command, the
+// example service and the ledger itself reach it.
+type Conn struct {
+	nc *nats.Conn
+}
+
+// Connect dials the NATS servers at url (comma-separated) with auth, under
+// the connection name name, and keeps reconnecting for as long as it is open.
+func Connect(url string, auth Auth, name string) (*Conn, error) {
 	opts := append([]nats.Option{
-		nats.Name("sessionledger"),
+		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.Timeout(5 * time.Second),
@@ -56,21 +71,25 @@ func Dial(ctx context.Context, url string, auth Auth, cfg Config) (*Client, erro
 	if err != nil {
 		return nil, fmt.Errorf("eventstore: connect to NATS: %w", err)
 	}
-	return NewClient(ctx, nc, cfg)
+	return &Conn{nc: nc}, nil
 }
 
-// NewClient opens the stream on nc; the Client owns nc from then on.
-func NewClient(ctx context.Context, nc *nats.Conn, cfg Config) (*Client, error) {
-	s, err := Open(ctx, nc, cfg)
-	if err != nil {
-		nc.Close()
-		return nil, err
-	}
-	return &Client{Store: s, nc: nc}, nil
-}
+// NewConn wraps a connection made elsewhere (in-process, in tests); the Conn
+// owns it from then on.
+func NewConn(nc *nats.Conn) *Conn { return &Conn{nc: nc} }
+
+// Store opens the ledger's stream for writing (see Open).
+func (c *Conn) Store(ctx context.Context, cfg Config) (*Store, error) { return Open(ctx, c.nc, cfg) }
+
+// Feed opens the ledger's stream for reading (see NewFeed).
+func (c *Conn) Feed(ctx context.Context) (*Feed, error) { return NewFeed(ctx, c.nc) }
+
+// NATS returns the underlying connection, for benchmark fixtures that
+// measure bare JetStream next to the ledger.
+func (c *Conn) NATS() *nats.Conn { return c.nc }
 
 // Close drains the connection, waiting until ctx ends at the latest.
-func (c *Client) Close(ctx context.Context) {
+func (c *Conn) Close(ctx context.Context) {
 	done := make(chan struct{})
 	c.nc.SetClosedHandler(func(*nats.Conn) { close(done) })
 	if err := c.nc.Drain(); err != nil {

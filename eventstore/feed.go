@@ -11,17 +11,6 @@ import (
 	"github.com/sessionledger/sessionledger/domain"
 )
 
-// RevocationSubjects are the subjects of every event after which a session's
-// access tokens must be refused: a session revoked, expired or revoked by
-// reuse, and a user's sessions revoked or the user deactivated.
-var RevocationSubjects = []string{
-	SubjectPrefix + ".*.*.revoked",
-	SubjectPrefix + ".*.*.expired",
-	SubjectPrefix + ".*.*.reused",
-	SubjectPrefix + ".*.user.sessions_revoked",
-	SubjectPrefix + ".*.user.deactivated",
-}
-
 // Feed follows the ledger's revocation events, for verifiers and operators.
 // It needs only read access to the stream.
 type Feed struct {
@@ -114,19 +103,4 @@ func (f *Feed) Replay(ctx context.Context, filters []string, start time.Time, to
 		return fmt.Errorf("eventstore: replay: %w", err)
 	}
 	return nil
-}
-
-// DialFeed connects to the NATS servers at url (comma-separated) with auth and
-// opens the ledger's stream for reading; close ends the connection.
-func DialFeed(ctx context.Context, url string, auth Auth) (feed *Feed, close func(), err error) {
-	nc, err := nats.Connect(url, append([]nats.Option{nats.Name("sessionledger-reader")}, auth.options()...)...)
-	if err != nil {
-		return nil, nil, fmt.Errorf("eventstore: connect to NATS: %w", err)
-	}
-	f, err := NewFeed(ctx, nc)
-	if err != nil {
-		nc.Close()
-		return nil, nil, err
-	}
-	return f, nc.Close, nil
 }

@@ -1,5 +1,8 @@
-// Package eventstore keeps the ledger's events in a NATS JetStream stream. It is
-// the only package that imports nats.
+// Package eventstore keeps the ledger's events in a NATS JetStream stream and
+// is the service's only package that imports nats: the connection (conn.go),
+// the subject layout (subjects.go), the writer's store (store.go), reading
+// the stream in order (read.go), the read-only revocation feed and replay for
+// verifiers and auditors (feed.go), and projection snapshots (snapshots.go).
 package eventstore
 
 import (
@@ -10,24 +13,10 @@ import (
 	"strings"
 	"time"
 
-	gojson "github.com/goccy/go-json"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sessionledger/sessionledger/domain"
-)
-
-// ErrUndecodable marks a stream message that is not a known event: following
-// must stop there, since skipping it would lose state silently.
-var ErrUndecodable = errors.New("undecodable event in the stream")
-
-// Stream layout.
-const (
-	StreamName    = "LEDGER"
-	SubjectPrefix = "ledger"
-	// DuplicateWindow is how long JetStream remembers a Nats-Msg-Id, which
-	// bounds how long a publish whose ack was lost can be retried safely.
-	DuplicateWindow = 2 * time.Minute
 )
 
 // JetStream API error codes the store handles.
@@ -36,26 +25,6 @@ const (
 	errDuplicateInProcess        = 10158 // the same Nats-Msg-Id is being stored: retry
 	errExpectedLastSeqNotReady   = 10163 // per-subject check temporarily unavailable: retry
 	errWrongLastSequenceConstant = 10164 // expected last sequence did not match (replicated)
-)
-
-// SessionSubject is the subject of a session event:
-// ledger.<user-key>.<session-id>.<name>, name being the type without "session.".
-// User events go to ledger.<user-key>.user.<name>.
-func SessionSubject(e domain.Event) string {
-	t := string(e.Type())
-	if e.Type().IsUserEvent() {
-		return SubjectPrefix + "." + e.UserKey + ".user." + strings.TrimPrefix(t, "user.")
-	}
-	return SubjectPrefix + "." + e.UserKey + "." + e.SessionID + "." + strings.TrimPrefix(t, "session.")
-}
-
-// UserFilter matches every event of one user, session and user events alike.
-func UserFilter(userKey string) string { return SubjectPrefix + "." + userKey + ".>" }
-
-// Revocation subjects a subscriber listens on to drop revoked sessions.
-const (
-	SubjectSessionRevoked = SubjectPrefix + ".*.*.revoked"
-	SubjectUserEvents     = SubjectPrefix + ".*.user.>"
 )
 
 // Config is the stream configuration the ledger creates or expects.
@@ -271,11 +240,8 @@ func (s *Store) LastSessionSeq(ctx context.Context, sessionID string) (uint64, e
 	if !domain.ValidSessionID(sessionID) {
 		return 0, nil
 	}
-	return s.lastSeqFor(ctx, sessionFilter(sessionID))
+	return s.lastSeqFor(ctx, SessionFilter(sessionID))
 }
-
-// sessionFilter matches a session's own events.
-func sessionFilter(sessionID string) string { return SubjectPrefix + ".*." + sessionID + ".*" }
 
 func (s *Store) lastSeqFor(ctx context.Context, filter string) (uint64, error) {
 	m, err := s.lastMsg(ctx, filter)
@@ -306,148 +272,4 @@ func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("eventstore: stream info: %w (%v)", domain.ErrUnavailable, err)
 	}
 	return info.State.LastSeq, nil
-}
-
-// SessionHistory implements domain.EventStore.
-func (s *Store) SessionHistory(ctx context.Context, sessionID string) ([]domain.Event, error) {
-	if !domain.ValidSessionID(sessionID) {
-		return nil, domain.ErrSessionNotFound
-	}
-	own := sessionFilter(sessionID)
-	last, err := s.lastSeqFor(ctx, own)
-	if err != nil {
-		return nil, err
-	}
-	if last == 0 {
-		return nil, domain.ErrSessionNotFound
-	}
-	var events []domain.Event
-	err = s.read(ctx, own, 1, last, func(e domain.Event) bool {
-		events = append(events, e)
-		return true
-	})
-	if err != nil {
-		return nil, err
-	}
-	// A session ended by a user event (revoke-all, deactivation) has no event
-	// of its own saying so: add the first such event after its issue.
-	var st domain.Session
-	for _, e := range events {
-		_ = st.Apply(e)
-	}
-	if !st.Live() {
-		return events, nil
-	}
-	userFilter := SubjectPrefix + "." + st.UserKey + ".user.*"
-	lastUser, err := s.lastSeqFor(ctx, userFilter)
-	if err != nil || lastUser <= st.IssuedSeq {
-		return events, err
-	}
-	err = s.read(ctx, userFilter, st.IssuedSeq+1, lastUser, func(e domain.Event) bool {
-		switch e.Type() {
-		case domain.TypeUserSessionsRevoked, domain.TypeUserDeactivated:
-			events = append(events, e)
-			return false
-		}
-		return true
-	})
-	return events, err
-}
-
-// read delivers the events matching filter from startSeq up to lastSeq, in
-// order, until fn returns false.
-func (s *Store) read(ctx context.Context, filter string, startSeq, lastSeq uint64, fn func(domain.Event) bool) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	err := consume(ctx, s.stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{filter},
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    startSeq,
-	}, func(e domain.Event) (bool, error) {
-		return fn(e) && e.Seq < lastSeq, nil
-	})
-	switch {
-	case err == nil:
-		return nil
-	case ctx.Err() != nil:
-		return fmt.Errorf("eventstore: read %s: %w (%v)", filter, domain.ErrUnavailable, err)
-	}
-	return fmt.Errorf("eventstore: read %s: %w", filter, err)
-}
-
-// consume runs an ordered consumer on stream with cfg and delivers its events
-// in stream order until fn returns false or an error, or ctx ends. A message
-// that does not decode is an error: nothing is skipped silently.
-func consume(ctx context.Context, stream jetstream.Stream, cfg jetstream.OrderedConsumerConfig, fn func(domain.Event) (more bool, err error)) error {
-	return consumeMsgs(ctx, stream, cfg, nil, func(msg jetstream.Msg) (bool, error) {
-		e, err := decode(msg)
-		if err != nil {
-			return false, err
-		}
-		return fn(e)
-	})
-}
-
-// consumeMsgs is consume for callers that need the message metadata too.
-// started, if not nil, learns how many messages matched when the consumer was
-// created, and ends the loop at once by returning true.
-func consumeMsgs(ctx context.Context, stream jetstream.Stream, cfg jetstream.OrderedConsumerConfig, started func(pending uint64) (stop bool), fn func(jetstream.Msg) (more bool, err error)) error {
-	cons, err := stream.OrderedConsumer(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	// Short pulls and heartbeats: a consumer lost with its server (failover)
-	// is noticed and recreated within about a second, not after the defaults'
-	// ten, which matters because clients retry within the reuse grace window.
-	it, err := cons.Messages(jetstream.PullMaxMessages(1024), jetstream.PullExpiry(2*time.Second), jetstream.PullHeartbeat(500*time.Millisecond))
-	if err != nil {
-		return err
-	}
-	defer it.Stop()
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	if info := cons.CachedInfo(); started != nil && info != nil && started(info.NumPending) {
-		return nil
-	}
-	for {
-		msg, err := it.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return err
-		}
-		if more, err := fn(msg); err != nil || !more {
-			return err
-		}
-	}
-}
-
-// decode turns a stream message into an event with its sequence.
-func decode(msg jetstream.Msg) (domain.Event, error) {
-	md, err := msg.Metadata()
-	if err != nil {
-		return domain.Event{}, fmt.Errorf("eventstore: message metadata: %w", err)
-	}
-	e, err := domain.DecodeEventWith(msg.Data(), gojson.Unmarshal)
-	if err != nil {
-		return domain.Event{}, fmt.Errorf("eventstore: sequence %d: %w: %w", md.Sequence.Stream, ErrUndecodable, err)
-	}
-	e.Seq = md.Sequence.Stream
-	return e, nil
-}
-
-// Follow delivers every event after afterSeq to apply, in stream order, and
-// keeps following new ones until ctx ends or apply fails. A message that does
-// not decode stops it with an error: nothing is skipped silently.
-func (s *Store) Follow(ctx context.Context, afterSeq uint64, apply func(domain.Event) error) error {
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
-	if afterSeq > 0 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, afterSeq+1
-	}
-	err := consume(ctx, s.stream, cfg, func(e domain.Event) (bool, error) { return true, apply(e) })
-	if err != nil && ctx.Err() == nil {
-		return fmt.Errorf("eventstore: follow: %w", err)
-	}
-	return err
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sessionledger/sessionledger/internal/poll"
+
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -91,7 +93,7 @@ func TestAppendSameEventTwiceStoresItOnce(t *testing.T) {
 func TestSubjectsAndStreamRules(t *testing.T) {
 	st, nc, _ := openStore(t)
 	ctx := context.Background()
-	sub, err := nc.SubscribeSync(eventstore.SubjectSessionRevoked)
+	sub, err := nc.SubscribeSync("ledger.*.*.revoked")
 	if err != nil || nc.Flush() != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +105,7 @@ func TestSubjectsAndStreamRules(t *testing.T) {
 	}
 	msg, err := sub.NextMsg(2 * time.Second)
 	if err != nil {
-		t.Fatalf("subscriber on %s: %v", eventstore.SubjectSessionRevoked, err)
+		t.Fatalf("subscriber on %s: %v", "ledger.*.*.revoked", err)
 	}
 	if want := "ledger.uk1." + sid + ".revoked"; msg.Subject != want {
 		t.Fatalf("subject %q, want %q", msg.Subject, want)
@@ -171,7 +173,7 @@ func TestFollowAndHistory(t *testing.T) {
 			return nil
 		})
 	}()
-	natstest.Eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(got) != 4 {
@@ -187,22 +189,37 @@ func TestFollowAndHistory(t *testing.T) {
 		}
 	}
 
-	hist, err := st.SessionHistory(ctx, sid)
+	own, err := st.SessionEvents(ctx, sid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var types []string
-	for _, e := range hist {
-		types = append(types, string(e.Type()))
+	user, err := st.UserEvents(ctx, "uk1", 0)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if want := "session.issued session.rotated user.sessions_revoked"; strings.Join(types, " ") != want {
-		t.Fatalf("history %q, want %q", strings.Join(types, " "), want)
+	typesOf := func(es []domain.Event) string {
+		var types []string
+		for _, e := range es {
+			types = append(types, string(e.Type()))
+		}
+		return strings.Join(types, " ")
 	}
-	if _, err := st.SessionHistory(ctx, "01JD3Z9V6Q4Q4WJ5X7K8M9N0PZ"); !errors.Is(err, domain.ErrSessionNotFound) {
-		t.Fatalf("unknown session: %v", err)
+	for _, c := range []struct{ name, got, want string }{
+		{"session events", typesOf(own), "session.issued session.rotated"},
+		{"user events", typesOf(user), "user.sessions_revoked user.reactivated"},
+		{"history", typesOf(domain.SessionHistory(own, user)), "session.issued session.rotated user.sessions_revoked"},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s %q, want %q", c.name, c.got, c.want)
+		}
 	}
-	if _, err := st.SessionHistory(ctx, "ledger.>"); !errors.Is(err, domain.ErrSessionNotFound) {
-		t.Fatalf("wildcard as session id: %v", err)
+	if later, err := st.UserEvents(ctx, "uk1", user[len(user)-1].Seq); err != nil || len(later) != 0 {
+		t.Fatalf("user events after the last: %v, %v", later, err)
+	}
+	for _, id := range []string{"01JD3Z9V6Q4Q4WJ5X7K8M9N0PZ", "ledger.>"} {
+		if got, err := st.SessionEvents(ctx, id); err != nil || len(got) != 0 {
+			t.Fatalf("SessionEvents(%q) = %v, %v; want none", id, got, err)
+		}
 	}
 }
 
@@ -230,7 +247,7 @@ func TestReplicatedStream(t *testing.T) {
 	defer nc.Close()
 	ctx := context.Background()
 	var st *eventstore.Store
-	natstest.Eventually(t, 20*time.Second, func() error { // the cluster may still be settling
+	poll.Until(t, 20*time.Second, func() error { // the cluster may still be settling
 		st, err = eventstore.Open(ctx, nc, eventstore.Config{Replicas: 3})
 		return err
 	})
@@ -279,14 +296,17 @@ func TestDialWithCredentials(t *testing.T) {
 			}
 			url := ns.ClientURL() + "," + ns.ClientURL() // a server list
 			ctx := context.Background()
-			if _, err := eventstore.Dial(ctx, url, eventstore.Auth{}, eventstore.Config{}); err == nil || !strings.Contains(err.Error(), "connect to NATS") {
+			if _, err := eventstore.Connect(url, eventstore.Auth{}, "test"); err == nil || !strings.Contains(err.Error(), "connect to NATS") {
 				t.Fatalf("without credentials: %v", err)
 			}
-			c, err := eventstore.Dial(ctx, url, tc.good, eventstore.Config{})
+			c, err := eventstore.Connect(url, tc.good, "test")
 			if err != nil {
 				t.Fatalf("with credentials: %v", err)
 			}
-			c.Close(ctx)
+			defer c.Close(ctx)
+			if _, err := c.Store(ctx, eventstore.Config{}); err != nil {
+				t.Fatalf("open the stream with credentials: %v", err)
+			}
 		})
 	}
 }

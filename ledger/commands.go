@@ -165,13 +165,13 @@ func (l *Ledger) RevokeSession(ctx context.Context, sessionID string) error {
 }
 
 func (l *Ledger) revoke(ctx context.Context, userKey, sessionID, reason, actor string) error {
-	_, err := l.write(ctx, userKey, func(time.Time) (domain.Payload, string, error) {
+	_, _, err := l.write(ctx, userKey, func(time.Time) decision {
 		s, ok := l.proj.Session(sessionID)
 		if !ok {
-			return nil, "", domain.ErrSessionNotFound
+			return decision{err: domain.ErrSessionNotFound}
 		}
 		p, err := domain.DecideRevoke(&s, reason, actor)
-		return p, sessionID, err
+		return decision{event: p, session: sessionID, err: err}
 	})
 	return err
 }
@@ -182,8 +182,8 @@ func (l *Ledger) RevokeUser(ctx context.Context, userID string) error {
 	if err := ValidateUserID(userID); err != nil {
 		return err
 	}
-	_, err := l.write(ctx, l.UserKey(userID), func(time.Time) (domain.Payload, string, error) {
-		return domain.UserSessionsRevoked{UserID: userID, Actor: domain.ActorAdmin}, "", nil
+	_, _, err := l.write(ctx, l.UserKey(userID), func(time.Time) decision {
+		return decision{event: domain.UserSessionsRevoked{UserID: userID, Actor: domain.ActorAdmin}}
 	})
 	return err
 }
@@ -204,15 +204,15 @@ func (l *Ledger) setDeactivated(ctx context.Context, userID string, deactivate b
 		return err
 	}
 	key := l.UserKey(userID)
-	_, err := l.write(ctx, key, func(time.Time) (domain.Payload, string, error) {
+	_, _, err := l.write(ctx, key, func(time.Time) decision {
 		u, _ := l.proj.User(key)
 		switch {
 		case u.Deactivated == deactivate:
-			return nil, "", nil
+			return decision{}
 		case deactivate:
-			return domain.UserDeactivated{UserID: userID, Actor: domain.ActorAdmin}, "", nil
+			return decision{event: domain.UserDeactivated{UserID: userID, Actor: domain.ActorAdmin}}
 		default:
-			return domain.UserReactivated{UserID: userID, Actor: domain.ActorAdmin}, "", nil
+			return decision{event: domain.UserReactivated{UserID: userID, Actor: domain.ActorAdmin}}
 		}
 	})
 	return err
@@ -226,9 +226,21 @@ func (l *Ledger) Sessions(userID string) ([]domain.Session, error) {
 	return l.proj.UserSessions(l.UserKey(userID)), nil
 }
 
-// History returns a session's events, oldest first.
+// History returns a session's history, oldest first: its own events and the
+// user event that ended it, if one did (domain.SessionHistory).
 func (l *Ledger) History(ctx context.Context, sessionID string) ([]domain.Event, error) {
-	return l.store.SessionHistory(ctx, sessionID)
+	own, err := l.store.SessionEvents(ctx, sessionID)
+	if err != nil {
+		return nil, err
+	}
+	if len(own) == 0 {
+		return nil, domain.ErrSessionNotFound
+	}
+	user, err := l.store.UserEvents(ctx, own[0].UserKey, own[0].Seq)
+	if err != nil {
+		return nil, err
+	}
+	return domain.SessionHistory(own, user), nil
 }
 
 // Introspection is the answer to RFC 7662 introspection.

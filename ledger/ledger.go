@@ -100,52 +100,66 @@ type TokenPair struct {
 	Outcome               domain.RefreshOutcome
 }
 
-// decideFunc decides on the current state at now: the payload to append (nil
-// for nothing) and the session it belongs to ("" for a user event), or the
-// error to answer without writing.
-type decideFunc func(now time.Time) (domain.Payload, string, error)
+// A decision is what a command decided on the state it saw: the event to
+// record (nil: none), the session it belongs to ("" for a user event), and the
+// answer to give once the event, if any, is recorded. A refusal that records
+// something first (an expired session, a reused token) has both.
+type decision struct {
+	event   domain.Payload
+	session string
+	err     error
+	// refresh is a refresh's whole decision: its outcome and the token to
+	// hand out; session is the state it was decided on.
+	refresh domain.RefreshDecision
+	state   domain.Session
+}
 
-// write runs decide on fresh state and appends its event with the user's last
-// sequence as the expectation. When another writer came first it catches up
-// with the user's events and decides again; a decision to write nothing is
-// also made again once caught up. It returns once the projection has applied
-// the event; a zero Event means decide chose to write nothing.
-func (l *Ledger) write(ctx context.Context, userKey string, decide decideFunc) (domain.Event, error) {
+// write decides on the projection's state and appends the decided event,
+// expecting the user's last sequence, then waits until the projection has
+// applied it (read-your-writes). It returns the recorded event (zero when the
+// decision records nothing), the decision, and the decision's answer or why
+// the write failed.
+//
+// The state decided on must include the user's last stored event, which
+// another instance may have written a moment ago. An append checks that by
+// itself: when another writer came first it fails, and write catches up with
+// the user's events and decides again. A decision that records nothing has no
+// such check, so it is trusted only once write has caught up.
+func (l *Ledger) write(ctx context.Context, userKey string, decide func(now time.Time) decision) (domain.Event, decision, error) {
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.WriteTimeout)
 	defer cancel()
 	// The user's last event: its sequence is what the append expects, its
-	// digest what the new event chains to. A user the projection does not
-	// hold (none of its sessions is live) may still have events: read the last.
+	// digest what the new event chains to.
 	var last domain.User
+	caughtUp := false
+	catchUp := func() error {
+		var err error
+		last, err = l.catchUp(ctx, userKey)
+		caughtUp = true
+		return err
+	}
 	for attempt := 0; attempt < maxWriteAttempts; attempt++ {
-		u, held := l.proj.User(userKey)
-		switch {
-		case held && u.LastSeq >= last.LastSeq:
+		if u, held := l.proj.User(userKey); held && u.LastSeq >= last.LastSeq {
 			last = u
-		case !held && attempt == 0:
-			var err error
-			if last, err = l.catchUp(ctx, userKey); err != nil {
-				return domain.Event{}, err
+		} else if !held && !caughtUp {
+			// A user the projection does not hold (none of its sessions is
+			// live) may still have events: read the last.
+			if err := catchUp(); err != nil {
+				return domain.Event{}, decision{}, err
 			}
 		}
 		now := l.cfg.Now()
-		p, sessionID, err := decide(now)
-		if p == nil {
-			// A refusal or a no-op writes nothing, so no expected-sequence
-			// check would catch a stale decision: decide once more on the
-			// user's latest events (another instance may have written them).
-			if attempt == 0 {
-				if last, err = l.catchUp(ctx, userKey); err != nil {
-					return domain.Event{}, err
-				}
-				continue
+		d := decide(now)
+		if d.event == nil {
+			if caughtUp {
+				return domain.Event{}, d, d.err
 			}
-			return domain.Event{}, err
+			if err := catchUp(); err != nil {
+				return domain.Event{}, d, err
+			}
+			continue
 		}
-		if err != nil {
-			return domain.Event{}, err
-		}
-		e := domain.Event{ID: ulid.Make().String(), Time: now, SessionID: sessionID, UserKey: userKey, Data: p}
+		e := domain.Event{ID: ulid.Make().String(), Time: now, SessionID: d.session, UserKey: userKey, Data: d.event}
 		if last.LastSeq > 0 {
 			e.Prev = append([]byte(nil), last.LastDigest[:]...)
 		}
@@ -154,21 +168,21 @@ func (l *Ledger) write(ctx context.Context, userKey string, decide decideFunc) (
 			if l.cfg.OnConflict != nil {
 				l.cfg.OnConflict()
 			}
-			if last, err = l.catchUp(ctx, userKey); err != nil {
-				return domain.Event{}, err
+			if err := catchUp(); err != nil {
+				return domain.Event{}, d, err
 			}
 			continue
 		}
 		if err != nil {
-			return domain.Event{}, err
+			return domain.Event{}, d, err
 		}
 		e.Seq = seq
 		if err := l.proj.WaitApplied(ctx, seq); err != nil {
-			return domain.Event{}, err
+			return domain.Event{}, d, err
 		}
-		return e, nil
+		return e, d, d.err
 	}
-	return domain.Event{}, fmt.Errorf("ledger: %d attempts lost to concurrent writers: %w", maxWriteAttempts, domain.ErrConflict)
+	return domain.Event{}, decision{}, fmt.Errorf("ledger: %d attempts lost to concurrent writers: %w", maxWriteAttempts, domain.ErrConflict)
 }
 
 // session returns a session's state. When this instance does not hold it
@@ -212,18 +226,18 @@ func (l *Ledger) Issue(ctx context.Context, req IssueRequest) (TokenPair, error)
 	tok := domain.RefreshToken{SessionID: ulid.Make().String()}
 	_, _ = rand.Read(tok.Secret[:])
 	userKey := l.UserKey(req.UserID)
-	e, err := l.write(ctx, userKey, func(time.Time) (domain.Payload, string, error) {
+	e, _, err := l.write(ctx, userKey, func(time.Time) decision {
 		var user *domain.User
 		if u, ok := l.proj.User(userKey); ok {
 			user = &u
 		}
 		if err := domain.DecideIssue(user); err != nil {
-			return nil, "", err
+			return decision{err: err}
 		}
-		return domain.SessionIssued{
+		return decision{session: tok.SessionID, event: domain.SessionIssued{
 			UserID: req.UserID, Policy: policy, Device: req.Device, Claims: claims,
 			RefreshToken: l.keys.Token.Digest(tok),
-		}, tok.SessionID, nil
+		}}
 	})
 	if err != nil {
 		return TokenPair{}, err
@@ -248,32 +262,25 @@ func (l *Ledger) Refresh(ctx context.Context, raw string) (TokenPair, error) {
 		}
 		return TokenPair{Outcome: domain.OutcomeInvalid}, err
 	}
-	var d domain.RefreshDecision
-	e, err := l.write(ctx, s.UserKey, func(now time.Time) (domain.Payload, string, error) {
-		var ok bool
-		if s, ok = l.proj.Session(t.SessionID); !ok {
-			d = domain.RefreshDecision{Err: domain.ErrTokenUnknown, Outcome: domain.OutcomeInvalid}
-		} else {
-			d = domain.DecideRefresh(&s, t, l.keys.Token, now, l.grace())
+	e, d, err := l.write(ctx, s.UserKey, func(now time.Time) decision {
+		s, ok := l.proj.Session(t.SessionID)
+		if !ok {
+			return decision{err: domain.ErrTokenUnknown, refresh: domain.RefreshDecision{Outcome: domain.OutcomeInvalid}}
 		}
-		if d.Event == nil {
-			return nil, "", d.Err
-		}
-		return d.Event, s.ID, nil
+		rd := domain.DecideRefresh(&s, t, l.keys.Token, now, l.grace())
+		return decision{event: rd.Event, session: s.ID, err: rd.Err, refresh: rd, state: s}
 	})
 	if err != nil {
-		return TokenPair{Outcome: d.Outcome}, err
-	}
-	if d.Err != nil {
-		if d.Outcome == domain.OutcomeReused {
+		if errors.Is(err, domain.ErrTokenReused) {
 			l.completeRevocation(ctx, s.UserKey, s.ID)
 		}
-		return TokenPair{Outcome: d.Outcome}, d.Err
+		return TokenPair{Outcome: d.refresh.Outcome}, err
 	}
+	s = d.state
 	if err := s.Apply(e); err != nil {
 		return TokenPair{}, err
 	}
-	return l.mint(&s, d.Token, e.Time, d.Outcome)
+	return l.mint(&s, d.refresh.Token, e.Time, d.refresh.Outcome)
 }
 
 func (l *Ledger) grace() time.Duration {
@@ -287,12 +294,12 @@ func (l *Ledger) grace() time.Duration {
 // revoked the family, so revocation subscribers hear of it. Errors are logged:
 // the session is already revoked, and CompletePendingRevocations retries.
 func (l *Ledger) completeRevocation(ctx context.Context, userKey, sessionID string) {
-	_, err := l.write(ctx, userKey, func(time.Time) (domain.Payload, string, error) {
+	_, _, err := l.write(ctx, userKey, func(time.Time) decision {
 		s, ok := l.proj.Session(sessionID)
 		if !ok {
-			return nil, "", nil
+			return decision{}
 		}
-		return domain.DecideCompleteRevocation(&s), sessionID, nil
+		return decision{event: domain.DecideCompleteRevocation(&s), session: sessionID}
 	})
 	if err != nil {
 		l.log.Error("ledger: record revocation after reuse", "session_id", sessionID, "err", err)

@@ -20,12 +20,12 @@ const (
 func (l *Ledger) ExpireDue(ctx context.Context) int {
 	n := 0
 	for _, s := range l.proj.Due(l.cfg.Now(), sweepBatch) {
-		e, err := l.write(ctx, s.UserKey, func(now time.Time) (domain.Payload, string, error) {
+		e, _, err := l.write(ctx, s.UserKey, func(now time.Time) decision {
 			cur, ok := l.proj.Session(s.ID)
 			if !ok {
-				return nil, "", nil
+				return decision{}
 			}
-			return domain.DecideExpire(&cur, now), s.ID, nil
+			return decision{event: domain.DecideExpire(&cur, now), session: s.ID}
 		})
 		if err != nil {
 			l.log.Error("ledger: record expiry", "session_id", s.ID, "err", err)

@@ -31,7 +31,7 @@ var errorTable = []apiError{
 	{domain.ErrUserDeactivated, http.StatusConflict, "invalid_request", "The user is deactivated"},
 	{domain.ErrConflict, http.StatusServiceUnavailable, "temporarily_unavailable", "Too many concurrent writes; retry"},
 	{domain.ErrUnavailable, http.StatusServiceUnavailable, "temporarily_unavailable", "The ledger is temporarily unavailable; retry"},
-	{domain.ErrProjectionFailed, http.StatusServiceUnavailable, "temporarily_unavailable", "The ledger is temporarily unavailable"},
+	{domain.ErrProjectionFailed, http.StatusServiceUnavailable, "temporarily_unavailable", "The ledger has stopped; an operator must act"},
 }
 
 var internalError = apiError{status: http.StatusInternalServerError, oauth: "server_error", title: "Internal error"}

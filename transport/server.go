@@ -24,6 +24,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/sessionledger/sessionledger/accesstoken"
+	"github.com/sessionledger/sessionledger/domain"
 	"github.com/sessionledger/sessionledger/ledger"
 	"github.com/sessionledger/sessionledger/metrics"
 )
@@ -241,15 +242,20 @@ func (s *Server) clientAddress(r *http.Request) string {
 	return host
 }
 
-// requireReady answers 503 until the projection has caught up with the stream:
-// an answer from a half-replayed projection could wrongly refuse a token.
+// requireReady answers 503 until the projection has caught up with the stream
+// (an answer from a half-replayed projection could wrongly refuse a token),
+// and for good once it has stopped.
 func (s *Server) requireReady(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if err := s.cfg.Ready(); err != nil {
-			if strings.HasPrefix(c.Path(), "/oauth2/") {
-				return writeOAuthError(c, http.StatusServiceUnavailable, "temporarily_unavailable", "the ledger is starting")
+			why := "the ledger is starting"
+			if errors.Is(err, domain.ErrProjectionFailed) {
+				why = "the ledger has stopped: its projection met an event it cannot read; an operator must act"
 			}
-			return writeProblem(c, http.StatusServiceUnavailable, "Service Unavailable", "the ledger is starting")
+			if strings.HasPrefix(c.Path(), "/oauth2/") {
+				return writeOAuthError(c, http.StatusServiceUnavailable, "temporarily_unavailable", why)
+			}
+			return writeProblem(c, http.StatusServiceUnavailable, "Service Unavailable", why)
 		}
 		return next(c)
 	}

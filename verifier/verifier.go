@@ -24,15 +24,15 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
 	"github.com/oklog/ulid/v2"
 
+	"github.com/sessionledger/sessionledger/accesstoken"
 	"github.com/sessionledger/sessionledger/domain"
 )
 
 // Errors. Verify wraps the reason for operators; it never contains the token.
 var (
-	ErrInvalid     = errors.New("access token is not valid")
+	ErrInvalid     = accesstoken.ErrInvalid
 	ErrRevoked     = errors.New("the token's session has been revoked")
 	ErrFeedOffline = errors.New("revocation feed is not connected and the verifier fails closed")
 )
@@ -214,16 +214,18 @@ func (v *Verifier) Health() error {
 
 // apply records one revocation event.
 func (v *Verifier) apply(e domain.Event) {
+	sessionID, cutoff := e.Revokes()
+	if sessionID == "" && !cutoff {
+		return
+	}
 	forget := e.Time.Add(v.cfg.MaxTokenTTL + v.cfg.Leeway)
 	v.denyMu.Lock()
 	defer v.denyMu.Unlock()
+	if sessionID != "" {
+		v.sessions[sessionID] = forget
+		return
+	}
 	switch d := e.Data.(type) {
-	case domain.SessionRevoked, domain.SessionExpired:
-		v.sessions[e.SessionID] = forget
-	case domain.SessionReused:
-		if d.Outcome == domain.ReuseFamilyRevoked {
-			v.sessions[e.SessionID] = forget
-		}
 	case domain.UserSessionsRevoked:
 		v.cutUser(d.UserID, e.Time, forget)
 	case domain.UserDeactivated:
@@ -332,48 +334,15 @@ func (v *Verifier) remember(token string, c *Claims) {
 	v.cache[token] = c
 }
 
-const tokenType = "at+jwt"
-
-var registered = map[string]bool{"iss": true, "sub": true, "aud": true, "exp": true, "nbf": true, "iat": true, "jti": true, "sid": true}
-
 func (v *Verifier) parse(ctx context.Context, token string, now time.Time) (*Claims, error) {
-	claims := jwt.MapClaims{}
-	parser := jwt.NewParser(
-		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
-		jwt.WithIssuer(v.cfg.Issuer),
-		jwt.WithAudience(v.cfg.Audience),
-		jwt.WithExpirationRequired(),
-		jwt.WithIssuedAt(),
-		jwt.WithLeeway(v.cfg.Leeway),
-		jwt.WithTimeFunc(func() time.Time { return now }),
-	)
-	_, err := parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
-		if typ, _ := t.Header["typ"].(string); typ != tokenType {
-			return nil, fmt.Errorf("typ %q is not %s", typ, tokenType)
-		}
-		kid, _ := t.Header["kid"].(string)
-		return v.key(ctx, kid)
-	})
+	rules := accesstoken.Rules{Issuer: v.cfg.Issuer, Audience: v.cfg.Audience, Leeway: v.cfg.Leeway, MaxLifetime: v.cfg.MaxTokenTTL}
+	t, err := accesstoken.Parse(token, now, rules, func(kid string) (ed25519.PublicKey, error) { return v.key(ctx, kid) })
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, err
 	}
-	c := &Claims{Custom: map[string]any{}}
-	c.Subject, _ = claims["sub"].(string)
-	c.SessionID, _ = claims["sid"].(string)
-	c.ID, _ = claims["jti"].(string)
-	iat, _ := claims.GetIssuedAt()
-	exp, _ := claims.GetExpirationTime()
-	if c.Subject == "" || c.SessionID == "" || iat == nil || exp == nil {
-		return nil, fmt.Errorf("%w: sub, sid, iat and exp are required", ErrInvalid)
-	}
-	c.IssuedAt, c.ExpiresAt = iat.Time, exp.Time
-	if c.ExpiresAt.Sub(c.IssuedAt) > v.cfg.MaxTokenTTL {
-		return nil, fmt.Errorf("%w: lifetime %v exceeds the configured maximum %v", ErrInvalid, c.ExpiresAt.Sub(c.IssuedAt), v.cfg.MaxTokenTTL)
-	}
-	for k, val := range claims {
-		if !registered[k] {
-			c.Custom[k] = val
-		}
+	c := &Claims{Subject: t.Subject, SessionID: t.SessionID, ID: t.ID, IssuedAt: t.IssuedAt, ExpiresAt: t.ExpiresAt, Custom: t.Custom}
+	if c.Custom == nil {
+		c.Custom = map[string]any{}
 	}
 	return c, nil
 }

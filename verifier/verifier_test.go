@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sessionledger/sessionledger/internal/poll"
+
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/labstack/echo/v4"
 
@@ -87,7 +89,7 @@ func (e *env) issue(user string) ledger.TokenPair {
 // eventuallyRevoked waits until v refuses token as revoked.
 func eventuallyRevoked(t *testing.T, v *verifier.Verifier, token string) {
 	t.Helper()
-	natstest.Eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if _, err := v.Verify(context.Background(), token); !errors.Is(err, verifier.ErrRevoked) {
 			return errors.New("still accepted")
 		}
@@ -187,14 +189,14 @@ func TestDenyListIsBoundedByTokenLifetime(t *testing.T) {
 		}
 	}
 	_ = e.ledger.RevokeUser(ctx, "frank")
-	natstest.Eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if s, u := v.DenyListSize(); s != 5 || u != 1 {
 			return errors.New("revocations not all received")
 		}
 		return nil
 	})
 	now.Add(int64(time.Hour + time.Minute)) // every token they could have issued has expired
-	natstest.Eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if s, u := v.DenyListSize(); s != 0 || u != 0 {
 			return errors.New("deny list not pruned")
 		}
@@ -274,7 +276,7 @@ func TestFeedOutage(t *testing.T) {
 		t.Fatal("unhealthy while connected")
 	}
 	e.srv.Stop()
-	natstest.Eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if open.Health() == nil {
 			return errors.New("healthy while NATS is down")
 		}

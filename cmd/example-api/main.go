@@ -21,8 +21,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/sessionledger/sessionledger/eventstore"
 	"github.com/sessionledger/sessionledger/verifier"
 )
@@ -44,6 +42,8 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 	issuer := fs.String("issuer", "", "expected iss (default: --ledger-url)")
 	audience := fs.String("audience", "", "expected aud (default: the issuer)")
 	natsURL := fs.String("nats-url", "nats://127.0.0.1:4222", "the ledger's NATS, for revocation events")
+	var auth eventstore.Auth
+	auth.AddFlags(fs) // read-only credentials are enough
 	maxTTL := fs.Duration("max-token-ttl", time.Hour, "the longest access-token lifetime the ledger issues")
 	failClosed := fs.Bool("fail-closed", false, "refuse every token while the revocation feed is down")
 	if err := fs.Parse(args); err != nil {
@@ -56,12 +56,12 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 	if *audience == "" {
 		*audience = *issuer
 	}
-	nc, err := nats.Connect(*natsURL, nats.Name("example-api"), nats.MaxReconnects(-1))
+	conn, err := eventstore.Connect(*natsURL, auth, "example-api")
 	if err != nil {
-		return fmt.Errorf("connect to the ledger's NATS: %w", err)
+		return err
 	}
-	defer nc.Close()
-	feed, err := eventstore.NewFeed(ctx, nc)
+	defer conn.Close(context.Background())
+	feed, err := conn.Feed(ctx)
 	if err != nil {
 		return err
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
 	"text/tabwriter"
 	"time"
 
@@ -18,7 +17,6 @@ import (
 	"github.com/sessionledger/sessionledger/audit"
 	"github.com/sessionledger/sessionledger/domain"
 	"github.com/sessionledger/sessionledger/eventstore"
-	"github.com/sessionledger/sessionledger/projections"
 )
 
 const auditUsage = `usage: sessionledger audit <command> [flags]
@@ -33,8 +31,9 @@ commands:
   at        the state as of an instant (--time RFC3339 [--user ID])
   export    the stream, or a filter of it, as CloudEvents JSON lines
 
-Common flags: --nats-url (default $SESSIONLEDGER_NATS_URL or nats://127.0.0.1:4222),
---nats-user, --nats-password, --nats-token, --nats-creds, --nats-ca; --json where it applies.
+Common flags: --nats-url (default nats://127.0.0.1:4222), --nats-user,
+--nats-password, --nats-token, --nats-creds, --nats-ca, --nats-cert, --nats-key
+(each also as SESSIONLEDGER_<NAME>, e.g. SESSIONLEDGER_NATS_URL); --json where it applies.
 verify exits with status 3 when it finds a problem.
 `
 
@@ -43,39 +42,38 @@ var errIntegrity = errors.New("the stream failed verification")
 
 // auditCmd holds what every audit subcommand shares.
 type auditCmd struct {
-	fs      *flag.FlagSet
-	url     string
-	auth    eventstore.Auth
-	asJSON  bool
-	stdout  io.Writer
-	stderr  io.Writer
-	feed    *eventstore.Feed
-	closeFn func()
+	fs     *flag.FlagSet
+	url    string
+	auth   eventstore.Auth
+	asJSON bool
+	stdout io.Writer
+	stderr io.Writer
+	feed   *eventstore.Feed
+	conn   *eventstore.Conn
 }
 
 func newAuditCmd(name string, stdout, stderr io.Writer) *auditCmd {
 	a := &auditCmd{fs: flag.NewFlagSet("audit "+name, flag.ContinueOnError), stdout: stdout, stderr: stderr}
 	a.fs.SetOutput(stderr)
-	a.fs.StringVar(&a.url, "nats-url", envOr("SESSIONLEDGER_NATS_URL", "nats://127.0.0.1:4222"), "the ledger's NATS")
-	a.fs.StringVar(&a.auth.User, "nats-user", "", "NATS user")
-	a.fs.StringVar(&a.auth.Password, "nats-password", os.Getenv("SESSIONLEDGER_NATS_PASSWORD"), "NATS password")
-	a.fs.StringVar(&a.auth.Token, "nats-token", os.Getenv("SESSIONLEDGER_NATS_TOKEN"), "NATS token")
-	a.fs.StringVar(&a.auth.CredsFile, "nats-creds", "", "NATS credentials file")
-	a.fs.StringVar(&a.auth.CAFile, "nats-ca", "", "CA certificate for TLS to NATS")
+	addNATSFlags(a.fs, &a.url, &a.auth, defaultNATSURL, "the ledger's NATS")
 	a.fs.BoolVar(&a.asJSON, "json", false, "JSON lines instead of a table")
 	return a
 }
 
 func (a *auditCmd) connect(ctx context.Context) error {
-	feed, closeFn, err := eventstore.DialFeed(ctx, a.url, a.auth)
+	conn, err := eventstore.Connect(a.url, a.auth, "sessionledger-audit")
 	if err != nil {
 		return err
 	}
-	a.feed, a.closeFn = feed, closeFn
+	if a.feed, err = conn.Feed(ctx); err != nil {
+		conn.Close(ctx)
+		return err
+	}
+	a.conn = conn
 	return nil
 }
 
-func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runAudit(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, auditUsage)
 		return errors.New("audit: no command given")
@@ -107,7 +105,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprint(stderr, auditUsage)
 		return fmt.Errorf("audit: unknown command %q", args[0])
 	}
-	if err := a.fs.Parse(args[1:]); err != nil {
+	if err := parseFlags(a.fs, args[1:], lookupEnv); err != nil {
 		return err
 	}
 	if a.fs.NArg() > 0 {
@@ -116,7 +114,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := a.connect(ctx); err != nil {
 		return err
 	}
-	defer a.closeFn()
+	defer a.conn.Close(context.Background())
 	return run(ctx)
 }
 
@@ -233,25 +231,32 @@ func (a *auditCmd) history(ctx context.Context, session, user, userKey string) e
 		if !domain.ValidSessionID(session) {
 			return fmt.Errorf("audit history: %q is not a session id", session)
 		}
-		if err := a.replay(ctx, []string{eventstore.SubjectPrefix + ".*." + session + ".*"}, time.Time{}, collect(func(domain.Event) bool { return true })); err != nil {
+		if err := a.replay(ctx, []string{eventstore.SessionFilter(session)}, time.Time{}, collect(func(domain.Event) bool { return true })); err != nil {
 			return err
 		}
 		if len(rows) == 0 {
 			return fmt.Errorf("audit history: no events of session %s", session)
 		}
-		// The user events of its user during its life: a cut-off that ended it.
-		first, last := rows[0].e, rows[len(rows)-1].e
-		var s domain.Session
-		for _, r := range rows {
-			_ = s.Apply(r.e)
-		}
-		err := a.replay(ctx, []string{eventstore.SubjectPrefix + "." + first.UserKey + ".user.*"}, time.Time{}, collect(func(e domain.Event) bool {
-			return e.Seq > first.Seq && (s.Live() || e.Seq < last.Seq)
-		}))
-		if err != nil {
+		// The session's history is its own events and the user event that
+		// ended it, if one did: the rule the history endpoint follows too.
+		own := rows
+		rows = nil
+		if err := a.replay(ctx, []string{eventstore.UserEventsFilter(own[0].e.UserKey)}, time.Time{}, collect(func(e domain.Event) bool { return e.Seq > own[0].e.Seq })); err != nil {
 			return err
 		}
-		sort.Slice(rows, func(i, j int) bool { return rows[i].e.Seq < rows[j].e.Seq })
+		user := rows
+		data := map[uint64][]byte{}
+		var ownEvents, userEvents []domain.Event
+		for _, r := range own {
+			ownEvents, data[r.e.Seq] = append(ownEvents, r.e), r.data
+		}
+		for _, r := range user {
+			userEvents, data[r.e.Seq] = append(userEvents, r.e), r.data
+		}
+		rows = nil
+		for _, e := range domain.SessionHistory(ownEvents, userEvents) {
+			rows = append(rows, row{e, data[e.Seq]})
+		}
 	case userKey != "":
 		if err := a.replay(ctx, []string{eventstore.UserFilter(userKey)}, time.Time{}, collect(func(domain.Event) bool { return true })); err != nil {
 			return err
@@ -284,10 +289,6 @@ func parseTime(flagName, v string) (time.Time, error) {
 	return t, nil
 }
 
-// skew is how far past an instant the replay reads, for events stamped by
-// instances whose clocks differ slightly.
-const skew = time.Minute
-
 // errStop ends a replay early.
 var errStop = errors.New("stop")
 
@@ -299,38 +300,25 @@ func (a *auditCmd) at(ctx context.Context, when, user string) error {
 	if err != nil {
 		return err
 	}
-	p := projections.NewSessions(nil)
-	issued := 0
+	asOf := audit.NewAsOf(at)
 	err = a.replay(ctx, nil, time.Time{}, func(seq uint64, _ string, data []byte) error {
 		e, err := decodeAt(seq, data)
 		if err != nil {
 			return err
 		}
-		if e.Time.After(at.Add(skew)) {
+		more, err := asOf.Add(e)
+		if err == nil && !more {
 			return errStop
 		}
-		if e.Time.After(at) {
-			return nil
-		}
-		if e.Type() == domain.TypeSessionIssued {
-			issued++
-		}
-		return p.Apply(e)
+		return err
 	})
 	if err != nil && !errors.Is(err, errStop) {
 		return err
 	}
-	var live []domain.Session
-	users := map[string]bool{}
-	for _, s := range p.Live() {
-		if _, expired := s.ExpiredAt(at); expired || (user != "" && s.UserID != user) {
-			continue
-		}
-		live = append(live, s)
-		users[s.UserKey] = true
-	}
+	live, users := asOf.Live(user)
+	issued := asOf.Issued()
 	if a.asJSON {
-		out := map[string]any{"time": at.UTC().Format(time.RFC3339Nano), "live_sessions": len(live), "users": len(users), "issued": issued}
+		out := map[string]any{"time": at.UTC().Format(time.RFC3339Nano), "live_sessions": len(live), "users": users, "issued": issued}
 		if user != "" {
 			var ids []string
 			for _, s := range live {
@@ -343,12 +331,11 @@ func (a *auditCmd) at(ctx context.Context, when, user string) error {
 		return nil
 	}
 	if user == "" {
-		fmt.Fprintf(a.stdout, "at %s: %d live sessions of %d users (%d issued by then)\n", at.UTC().Format(time.RFC3339), len(live), len(users), issued)
+		fmt.Fprintf(a.stdout, "at %s: %d live sessions of %d users (%d issued by then)\n", at.UTC().Format(time.RFC3339), len(live), users, issued)
 		return nil
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "SESSION\tISSUED\tLAST ACTIVE\tGENERATION\tDEVICE\n")
-	sort.Slice(live, func(i, j int) bool { return live[i].IssuedSeq < live[j].IssuedSeq })
 	for _, s := range live {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", s.ID, audit.FormatTime(s.IssuedAt.Time()), audit.FormatTime(s.LastActive.Time()), s.Generation, s.Device.Name)
 	}
@@ -366,7 +353,7 @@ func (a *auditCmd) export(ctx context.Context, session, userKey, since, until st
 		if !domain.ValidSessionID(session) {
 			return fmt.Errorf("audit export: %q is not a session id", session)
 		}
-		filters = []string{eventstore.SubjectPrefix + ".*." + session + ".*"}
+		filters = []string{eventstore.SessionFilter(session)}
 	case userKey != "":
 		filters = []string{eventstore.UserFilter(userKey)}
 	}
@@ -384,7 +371,7 @@ func (a *auditCmd) export(ctx context.Context, session, userKey, since, until st
 	}
 	start := time.Time{}
 	if !from.IsZero() {
-		start = from.Add(-skew)
+		start = from.Add(-audit.Skew)
 	}
 	err = a.replay(ctx, filters, start, func(seq uint64, _ string, data []byte) error {
 		e, err := decodeAt(seq, data)
@@ -392,7 +379,7 @@ func (a *auditCmd) export(ctx context.Context, session, userKey, since, until st
 			return err
 		}
 		switch {
-		case !to.IsZero() && e.Time.After(to.Add(skew)):
+		case !to.IsZero() && e.Time.After(to.Add(audit.Skew)):
 			return errStop
 		case !from.IsZero() && e.Time.Before(from), !to.IsZero() && !e.Time.Before(to):
 			return nil

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sessionledger/sessionledger/internal/poll"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -30,7 +32,7 @@ func bootCluster(t *testing.T, n int) (*natstest.Cluster, []*ledgerHarness, stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	natstest.Eventually(t, 30*time.Second, func() error { // the stream can be created once the cluster has settled
+	poll.Until(t, 30*time.Second, func() error { // the stream can be created once the cluster has settled
 		_, err := eventstore.Open(context.Background(), nc, eventstore.Config{Replicas: 3})
 		return err
 	})

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sessionledger/sessionledger/internal/poll"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
@@ -40,11 +42,14 @@ func seedStream(tb testing.TB, dataDir string, n int) {
 		tb.Fatal(err)
 	}
 	defer srv.Shutdown()
-	cl, err := srv.Client(context.Background(), eventstore.Config{})
+	conn, err := srv.Connect()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer cl.Close(context.Background())
+	defer conn.Close(context.Background())
+	if _, err := conn.Store(context.Background(), eventstore.Config{}); err != nil {
+		tb.Fatal(err)
+	}
 	nc, err := nats.Connect("", nats.InProcessServer(srv.Server))
 	if err != nil {
 		tb.Fatal(err)
@@ -106,8 +111,8 @@ func timeToReady(tb testing.TB, dataDir string, mutate func(*Config)) (time.Dura
 	if err := m.Run(context.Background()); err != nil {
 		tb.Fatal(err)
 	}
-	for m.ready() != nil {
-		time.Sleep(time.Millisecond)
+	if err := m.WaitReady(context.Background()); err != nil {
+		tb.Fatal(err)
 	}
 	return time.Since(start), m
 }
@@ -155,12 +160,12 @@ func BenchmarkColdStart(b *testing.B) {
 	})
 	// Write a snapshot, then start from it.
 	_, m := timeToReady(b, dir, func(c *Config) { c.SnapshotInterval, c.SnapshotMinEvents = 10*time.Millisecond, 1 })
-	for {
-		if seq, _ := m.snapshots.LatestSeq(context.Background()); seq >= uint64(n) {
-			break
+	poll.Until(b, 5*time.Minute, func() error {
+		if seq := m.snapshotSeq(b); seq < uint64(n) {
+			return fmt.Errorf("snapshot covers %d of %d events", seq, n)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	m.Close()
 	b.Run(fmt.Sprintf("snapshot/events=%d", n), func(b *testing.B) {
 		for i := 0; i < b.N; i++ {

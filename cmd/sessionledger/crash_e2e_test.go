@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sessionledger/sessionledger/internal/poll"
 )
 
 // TestMain lets a test start this binary's main as a child process: with
@@ -58,7 +60,7 @@ func startLedger(t *testing.T, extra []string, env ...string) *process {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	waitFor(t, 30*time.Second, func() bool {
+	poll.For(t, 30*time.Second, func() bool {
 		for _, line := range strings.Split(p.logs.String(), "\n") {
 			var rec struct{ Msg, Addr string }
 			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "sessionledger listening" {
@@ -75,18 +77,6 @@ func startLedger(t *testing.T, extra []string, env ...string) *process {
 
 func (p *process) harness(t *testing.T) *ledgerHarness {
 	return &ledgerHarness{t: t, url: p.url, client: &http.Client{Timeout: 10 * time.Second}}
-}
-
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, cond func() bool, msg func() string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal(msg())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // kill9 kills the process with SIGKILL: no shutdown code runs.

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sessionledger/sessionledger/internal/poll"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -62,7 +64,7 @@ func startNATS(t *testing.T, conf, url string) *natsProcess {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	waitFor(t, 20*time.Second, func() bool {
+	poll.For(t, 20*time.Second, func() bool {
 		nc, err := nats.Connect(url)
 		if err != nil {
 			return false

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sessionledger/sessionledger/eventstore"
+	"github.com/sessionledger/sessionledger/internal/poll"
 )
 
 const testAdminToken = "test-admin-token-0123456789abcdef"
@@ -80,18 +82,38 @@ func boot(t testing.TB, dataDir string, mutate func(*Config)) *ledgerHarness {
 	return h
 }
 
-func (h *ledgerHarness) close() { h.m.Close() }
+// close shuts the ledger down. The clients' idle connections go first: a
+// connection the server has accepted but that never carried a request would
+// hold http.Server.Shutdown for five seconds.
+func (h *ledgerHarness) close() {
+	h.client.CloseIdleConnections()
+	http.DefaultClient.CloseIdleConnections()
+	if h.m != nil {
+		h.m.Close()
+	}
+}
 
+// waitReady waits until the ledger is ready: its Main says so, or, for a
+// ledger in another process, /readyz answers 200.
 func (h *ledgerHarness) waitReady() {
 	h.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if st, _ := h.do("GET", "/readyz", "", "", nil); st == http.StatusOK {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
+	if h.m == nil {
+		poll.Until(h.t, 20*time.Second, func() error {
+			if st, body := h.do("GET", "/readyz", "", "", nil); st != http.StatusOK {
+				return fmt.Errorf("/readyz answers %d %v", st, body)
+			}
+			return nil
+		})
+		return
 	}
-	h.t.Fatal("ledger never became ready")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := h.m.WaitReady(ctx); err != nil {
+		h.t.Fatalf("ledger never became ready: %v", err)
+	}
+	if st, body := h.do("GET", "/readyz", "", "", nil); st != http.StatusOK {
+		h.t.Fatalf("ready, but /readyz answers %d %v", st, body)
+	}
 }
 
 // do sends a request and returns the status and the decoded JSON body (nil if none).
@@ -249,9 +271,23 @@ func (h *ledgerHarness) streamMessages() []*jetstream.RawStreamMsg {
 // lastSeq is the stream's last sequence.
 func (h *ledgerHarness) lastSeq() uint64 {
 	h.t.Helper()
-	seq, err := h.m.client.LastSeq(context.Background())
+	seq, err := h.m.store.LastSeq(context.Background())
 	if err != nil {
 		h.t.Fatal(err)
+	}
+	return seq
+}
+
+// snapshotSeq is the sequence the stored snapshot covers (0: none).
+func (m *Main) snapshotSeq(tb testing.TB) uint64 {
+	tb.Helper()
+	snaps, err := m.store.Snapshots(context.Background(), eventstore.Config{Replicas: m.Config.Replicas})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	seq, err := snaps.LatestSeq(context.Background())
+	if err != nil {
+		tb.Fatal(err)
 	}
 	return seq
 }

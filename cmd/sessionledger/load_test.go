@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sessionledger/sessionledger/internal/poll"
 )
 
 // refreshResult is one response a load client saw.
@@ -84,7 +86,7 @@ func (l *refreshLoad) succeededAfter(since time.Time) int {
 func (l *refreshLoad) waitForMore(n int) {
 	l.t.Helper()
 	since := time.Now()
-	waitFor(l.t, 60*time.Second, func() bool { return l.succeededAfter(since) >= n }, func() string { return "refreshes did not resume" })
+	poll.For(l.t, 60*time.Second, func() bool { return l.succeededAfter(since) >= n }, func() string { return "refreshes did not resume" })
 }
 
 // finish stops the clients and returns what they saw; held has their newest tokens.

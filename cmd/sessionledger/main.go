@@ -2,8 +2,9 @@
 //
 //	sessionledger serve [flags]
 //
-// Every flag can also be set as SESSIONLEDGER_<NAME> in the environment
-// (for example --http-addr as SESSIONLEDGER_HTTP_ADDR); a flag wins.
+// Every flag of every command can also be set as SESSIONLEDGER_<NAME> in the
+// environment (for example --http-addr as SESSIONLEDGER_HTTP_ADDR); a flag
+// wins. This file and config.go parse; serve.go wires the parts together.
 package main
 
 import (
@@ -18,6 +19,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/sessionledger/sessionledger/eventstore"
 )
 
 func main() {
@@ -54,11 +57,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "serve":
 		return serve(ctx, args[1:], stderr)
 	case "tail":
-		return tail(ctx, args[1:], stdout, stderr)
+		return tail(ctx, args[1:], os.LookupEnv, stdout, stderr)
 	case "audit":
-		return runAudit(ctx, args[1:], stdout, stderr)
+		return runAudit(ctx, args[1:], os.LookupEnv, stdout, stderr)
 	case "bench":
-		return bench(ctx, args[1:], stdout, stderr)
+		return benchCmd(ctx, args[1:], os.LookupEnv, stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stderr, usage)
 		return nil
@@ -99,14 +102,7 @@ func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stder
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "HTTP listen address")
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "data directory: embedded JetStream store, keys and admin token")
 	fs.StringVar(&cfg.NATSListen, "nats-listen", cfg.NATSListen, `client address of the embedded nats-server ("" for in-process only)`)
-	fs.StringVar(&cfg.NATSURL, "nats-url", cfg.NATSURL, "use these NATS servers (comma-separated URLs) instead of the embedded one")
-	fs.StringVar(&cfg.NATSAuth.User, "nats-user", "", "NATS user")
-	fs.StringVar(&cfg.NATSAuth.Password, "nats-password", "", "NATS password (prefer SESSIONLEDGER_NATS_PASSWORD)")
-	fs.StringVar(&cfg.NATSAuth.Token, "nats-token", "", "NATS token (prefer SESSIONLEDGER_NATS_TOKEN)")
-	fs.StringVar(&cfg.NATSAuth.CredsFile, "nats-creds", "", "NATS credentials file (.creds)")
-	fs.StringVar(&cfg.NATSAuth.CAFile, "nats-ca", "", "CA certificate for TLS to NATS")
-	fs.StringVar(&cfg.NATSAuth.CertFile, "nats-cert", "", "client certificate for mutual TLS to NATS")
-	fs.StringVar(&cfg.NATSAuth.KeyFile, "nats-key", "", "client key for mutual TLS to NATS")
+	addNATSFlags(fs, &cfg.NATSURL, &cfg.NATSAuth, cfg.NATSURL, "use these NATS servers (comma-separated URLs) instead of the embedded one")
 	fs.StringVar(&cfg.Issuer, "issuer", cfg.Issuer, "iss of access tokens and base of the metadata URLs (default http://localhost:<http port>)")
 	fs.StringVar(&cfg.Audience, "audience", cfg.Audience, "aud of access tokens (default: the issuer)")
 	fs.DurationVar(&cfg.ReuseGrace, "reuse-grace", cfg.ReuseGrace, "how long after a rotation the previous refresh token still yields the same successor (0 disables)")
@@ -120,18 +116,7 @@ func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stder
 	fs.IntVar(&cfg.Replicas, "replicas", cfg.Replicas, "replicas of the stream when the ledger creates it")
 	fs.TextVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn, error")
 
-	var envErr error
-	fs.VisitAll(func(f *flag.Flag) {
-		if v, ok := lookupEnv(envName(f.Name)); ok && envErr == nil {
-			if err := f.Value.Set(v); err != nil {
-				envErr = fmt.Errorf("%s: %w", envName(f.Name), err)
-			}
-		}
-	})
-	if envErr != nil {
-		return Config{}, envErr
-	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, lookupEnv); err != nil {
 		return Config{}, err
 	}
 	if fs.NArg() > 0 {
@@ -144,6 +129,34 @@ func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stder
 		cfg.Keys = v
 	}
 	return cfg, cfg.complete()
+}
+
+// parseFlags parses args into fs, taking each flag's default from
+// SESSIONLEDGER_<NAME> when that is set.
+func parseFlags(fs *flag.FlagSet, args []string, lookupEnv func(string) (string, bool)) error {
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if v, ok := lookupEnv(envName(f.Name)); ok && envErr == nil {
+			if err := f.Value.Set(v); err != nil {
+				envErr = fmt.Errorf("%s: %w", envName(f.Name), err)
+			}
+		}
+	})
+	if envErr != nil {
+		return envErr
+	}
+	return fs.Parse(args)
+}
+
+// defaultNATSURL is where tail, audit and bench look for the ledger's NATS:
+// the embedded server's default listener.
+const defaultNATSURL = "nats://127.0.0.1:4222"
+
+// addNATSFlags registers --nats-url (with def and usage) and the credential
+// flags every command shares.
+func addNATSFlags(fs *flag.FlagSet, url *string, auth *eventstore.Auth, def, usage string) {
+	fs.StringVar(url, "nats-url", def, usage)
+	auth.AddFlags(fs)
 }
 
 // shutdownTimeout bounds a graceful shutdown.

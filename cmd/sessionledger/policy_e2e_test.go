@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sessionledger/sessionledger/internal/poll"
+
 	"github.com/nats-io/nats.go"
 )
 
@@ -86,7 +88,7 @@ func TestTwoInstancesRecordEachExpiryOnce(t *testing.T) {
 		s := h.issue(fmt.Sprintf(`{"user_id":"user-%d","policy":{"access_token_ttl":1,"absolute_lifetime":60,"inactivity_timeout":1}}`, i%4))
 		ids = append(ids, s.ID)
 	}
-	waitFor(t, 10*time.Second, func() bool { return count(a.eventTypes(), "session.expired") >= len(ids) },
+	poll.For(t, 10*time.Second, func() bool { return count(a.eventTypes(), "session.expired") >= len(ids) },
 		func() string { return fmt.Sprintf("expiries: %v", a.eventTypes()) })
 	time.Sleep(600 * time.Millisecond) // give a duplicate the time to appear
 	if n := count(a.eventTypes(), "session.expired"); n != len(ids) {

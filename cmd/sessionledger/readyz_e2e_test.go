@@ -46,7 +46,7 @@ func TestNotReadyWhileReplaying(t *testing.T) {
 	if st, _ := h.admin("GET", "/v1/users/user-7/sessions", ""); st != http.StatusOK {
 		t.Fatalf("admin API once ready: %d", st)
 	}
-	if applied := m.proj.Applied(); applied < 30_000 {
+	if applied := m.follower.Projection().Applied(); applied < 30_000 {
 		t.Fatalf("ready after applying %d of 30000 events", applied)
 	}
 }

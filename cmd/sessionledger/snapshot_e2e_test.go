@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sessionledger/sessionledger/internal/poll"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -29,13 +31,10 @@ func TestRestartFromSnapshot(t *testing.T) {
 	if covered := h.lastSeq(); covered != 6 {
 		t.Fatalf("%d events before the snapshot, want 6", covered)
 	}
-	waitFor(t, 10*time.Second, func() bool {
-		seq, _ := h.m.snapshots.LatestSeq(context.Background())
-		return seq == 6
-	}, func() string { return "no snapshot written" })
+	poll.For(t, 10*time.Second, func() bool { return h.m.snapshotSeq(t) == 6 }, func() string { return "no snapshot written" })
 	late := h.issue(`{"user_id":"dave"}`) // after the snapshot: replayed on top of it
 	time.Sleep(100 * time.Millisecond)    // several snapshot ticks: none may cover it
-	if seq, _ := h.m.snapshots.LatestSeq(context.Background()); seq != 6 {
+	if seq := h.m.snapshotSeq(t); seq != 6 {
 		t.Fatalf("snapshot covers %d, want 6", seq)
 	}
 	h.close()

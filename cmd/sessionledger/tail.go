@@ -7,31 +7,33 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"time"
-
-	"github.com/nats-io/nats.go"
 
 	"github.com/sessionledger/sessionledger/domain"
 	"github.com/sessionledger/sessionledger/eventstore"
 )
 
 // tail follows revocation events and prints one line each.
-func tail(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func tail(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	natsURL := fs.String("nats-url", envOr("SESSIONLEDGER_NATS_URL", "nats://127.0.0.1:4222"), "the ledger's NATS")
+	var natsURL string
+	var auth eventstore.Auth
+	addNATSFlags(fs, &natsURL, &auth, defaultNATSURL, "the ledger's NATS")
 	since := fs.Duration("since", 0, "also show revocations of this long ago (for example 1h); 0: only new ones")
 	asJSON := fs.Bool("json", false, "print each event as a CloudEvents JSON line")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, lookupEnv); err != nil {
 		return err
 	}
-	nc, err := nats.Connect(*natsURL, nats.Name("sessionledger-tail"), nats.MaxReconnects(-1))
-	if err != nil {
-		return fmt.Errorf("connect to %s: %w", *natsURL, err)
+	if fs.NArg() > 0 {
+		return fmt.Errorf("tail takes no arguments, got %q", fs.Args())
 	}
-	defer nc.Close()
-	feed, err := eventstore.NewFeed(ctx, nc)
+	conn, err := eventstore.Connect(natsURL, auth, "sessionledger-tail")
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	feed, err := conn.Feed(ctx)
 	if err != nil {
 		return err
 	}
@@ -69,11 +71,4 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-func envOr(name, def string) string {
-	if v, ok := os.LookupEnv(name); ok {
-		return v
-	}
-	return def
 }

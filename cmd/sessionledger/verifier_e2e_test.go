@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sessionledger/sessionledger/internal/poll"
 )
 
 var (
@@ -126,7 +128,7 @@ func TestVerifierInAnotherProcessDropsRevokedSessions(t *testing.T) {
 	c := h.issue(`{"user_id":"carol"}`)
 	h.admin("DELETE", "/v1/users/bob/sessions", "")
 	h.form("/oauth2/revoke", map[string][]string{"token": {c.Refresh}}, nil)
-	waitFor(t, 5*time.Second, func() bool {
+	poll.For(t, 5*time.Second, func() bool {
 		st1, _ := me(t, client, api, b.Access)
 		st2, _ := me(t, client, api, c.Access)
 		return st1 == 401 && st2 == 401
@@ -177,9 +179,9 @@ func TestTailFollowsRevocations(t *testing.T) {
 	out := &syncBuffer{}
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"tail", "--nats-url", h.m.NATSURL()}, out, out) }()
-	waitFor(t, 5*time.Second, func() bool { return strings.Contains(out.String(), "TIME") }, func() string { return out.String() })
+	poll.For(t, 5*time.Second, func() bool { return strings.Contains(out.String(), "TIME") }, func() string { return out.String() })
 	h.admin("DELETE", "/v1/sessions/"+s.ID, "")
-	waitFor(t, 5*time.Second, func() bool { return strings.Contains(out.String(), s.ID) }, func() string { return "tail printed:\n" + out.String() })
+	poll.For(t, 5*time.Second, func() bool { return strings.Contains(out.String(), s.ID) }, func() string { return "tail printed:\n" + out.String() })
 	line := out.String()[strings.Index(out.String(), s.ID)-60:]
 	if !strings.Contains(line, "session.revoked") || !strings.Contains(line, "admin_revoked") {
 		t.Fatalf("tail line: %s", line)

@@ -4,7 +4,6 @@
 package embedded
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -89,13 +88,13 @@ func (e *Embedded) ClientURL() string {
 	return e.Server.ClientURL()
 }
 
-// Client connects to the server in-process and opens the ledger's stream.
-func (e *Embedded) Client(ctx context.Context, cfg eventstore.Config) (*eventstore.Client, error) {
+// Connect connects to the server in-process.
+func (e *Embedded) Connect() (*eventstore.Conn, error) {
 	nc, err := nats.Connect("", nats.InProcessServer(e.Server), nats.Name("sessionledger"), nats.MaxReconnects(-1))
 	if err != nil {
 		return nil, fmt.Errorf("embedded: connect in-process: %w", err)
 	}
-	return eventstore.NewClient(ctx, nc, cfg)
+	return eventstore.NewConn(nc), nil
 }
 
 // Shutdown stops the server and waits until it is down.

@@ -1,4 +1,4 @@
-package eventstore
+package bench
 
 import (
 	"context"
@@ -8,8 +8,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sessionledger/sessionledger/eventstore"
 )
 
 // ReferenceStream is the scratch stream the append reference writes to; it
@@ -21,17 +22,17 @@ const ReferenceStream = "SESSIONLEDGER_BENCH_REFERENCE"
 // size, a Nats-Msg-Id, and the same expected-last-sequence header on a
 // per-client subject filter, from clients concurrent publishers for d. It
 // returns the appends that succeeded and their rate.
-func ReferenceAppends(ctx context.Context, nc *nats.Conn, clients int, d time.Duration, payload int) (int, float64, error) {
-	js, err := jetstream.New(nc)
+func ReferenceAppends(ctx context.Context, conn *eventstore.Conn, clients int, d time.Duration, payload int) (int, float64, error) {
+	js, err := jetstream.New(conn.NATS())
 	if err != nil {
 		return 0, 0, err
 	}
 	replicas := 1
-	if s, err := js.Stream(ctx, StreamName); err == nil {
+	if s, err := js.Stream(ctx, eventstore.StreamName); err == nil {
 		replicas = s.CachedInfo().Config.Replicas
 	}
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: ReferenceStream, Subjects: []string{"sessionledger-bench.>"}, Storage: jetstream.FileStorage, Replicas: replicas}); err != nil {
-		return 0, 0, fmt.Errorf("eventstore: reference stream: %w", err)
+		return 0, 0, fmt.Errorf("bench: reference stream: %w", err)
 	}
 	defer func() { _ = js.DeleteStream(context.Background(), ReferenceStream) }()
 	data := make([]byte, payload)

@@ -1,5 +1,6 @@
 // Package ledgertest builds a ledger on a real in-process JetStream for tests:
-// its store, a projection following the stream, a signer and fixed test keys.
+// its store, the production follower keeping its projection, a signer and
+// fixed test keys.
 package ledgertest
 
 import (
@@ -11,6 +12,7 @@ import (
 	"github.com/sessionledger/sessionledger/accesstoken"
 	"github.com/sessionledger/sessionledger/domain"
 	"github.com/sessionledger/sessionledger/eventstore"
+	"github.com/sessionledger/sessionledger/follower"
 	"github.com/sessionledger/sessionledger/internal/natstest"
 	"github.com/sessionledger/sessionledger/ledger"
 	"github.com/sessionledger/sessionledger/projections"
@@ -28,9 +30,10 @@ var Keys = ledger.Keys{
 // Ledger is a ledger with the parts a test may look at.
 type Ledger struct {
 	*ledger.Ledger
-	Proj   *projections.Sessions
-	Store  *eventstore.Store
-	Signer *accesstoken.Signer
+	Proj     *projections.Sessions
+	Store    *eventstore.Store
+	Signer   *accesstoken.Signer
+	Follower *follower.Follower
 }
 
 // New builds a ledger on srv for issuer and audience; its projection follows
@@ -41,14 +44,16 @@ func New(tb testing.TB, srv *natstest.Server, issuer, audience string, cfg ledge
 	if err != nil {
 		tb.Fatal(err)
 	}
-	proj := projections.NewSessions(nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = st.Follow(ctx, 0, proj.Apply) }()
-	tb.Cleanup(func() { cancel(); <-done })
+	f, err := follower.New(context.Background(), follower.Config{Stream: st})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	f.Start()
+	tb.Cleanup(f.Close)
+	proj := f.Projection()
 	signer, err := accesstoken.NewSigner(issuer, audience, accesstoken.NewEd25519Key(SigningKey))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return &Ledger{Ledger: ledger.New(st, proj, signer, Keys, cfg), Proj: proj, Store: st, Signer: signer}
+	return &Ledger{Ledger: ledger.New(st, proj, signer, Keys, cfg), Proj: proj, Store: st, Signer: signer, Follower: f}
 }

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sessionledger/sessionledger/internal/poll"
+
 	"github.com/nats-io/nats-server/v2/server"
 )
 
@@ -71,7 +73,7 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 			c.Stop(i)
 		}
 	})
-	Eventually(tb, 30*time.Second, func() error {
+	poll.Until(tb, 30*time.Second, func() error {
 		for _, s := range c.Servers {
 			if s.JetStreamIsLeader() {
 				return nil

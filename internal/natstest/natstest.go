@@ -52,20 +52,3 @@ func (s *Server) Connect(tb testing.TB) *nats.Conn {
 	tb.Cleanup(nc.Close)
 	return nc
 }
-
-// Eventually calls check until it returns nil or timeout passes, then fails
-// the test with check's last error.
-func Eventually(tb testing.TB, timeout time.Duration, check func() error) {
-	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}

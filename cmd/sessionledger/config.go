@@ -1,0 +1,105 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/sessionledger/sessionledger/domain"
+	"github.com/sessionledger/sessionledger/eventstore"
+	"github.com/sessionledger/sessionledger/ledger"
+)
+
+// Config is the configuration of sessionledger serve.
+type Config struct {
+	HTTPAddr   string
+	DataDir    string
+	NATSListen string
+	// NATSSync is the embedded server's JetStream sync interval: a duration,
+	// "always", or "" for nats-server's default.
+	NATSSync string
+	NATSURL  string
+	NATSAuth eventstore.Auth
+	// Keys, when set (SESSIONLEDGER_KEYS), holds the keys in keys.json form
+	// instead of the data dir, so that instances can share them.
+	Keys       string
+	Issuer     string
+	Audience   string
+	AdminToken string
+	ReuseGrace time.Duration
+	// DefaultPolicy names the preset for sessions issued without a policy.
+	DefaultPolicy string
+	// SweepInterval is how often expiries are swept (tests shorten it).
+	SweepInterval time.Duration
+	// SnapshotInterval is how often a projection snapshot is considered (0:
+	// never); one is written when SnapshotMinEvents have been applied since
+	// the stored one.
+	SnapshotInterval  time.Duration
+	SnapshotMinEvents uint64
+	// RateLimit (requests/s per client address on /oauth2/token and
+	// /oauth2/revoke, 0 off), RateBurst, TrustedProxyHeader: see transport.Config.
+	RateLimit          float64
+	RateBurst          int
+	TrustedProxyHeader string
+	Replicas           int
+	LogLevel           slog.Level
+	// Now is the ledger's clock (tests set one; nil: time.Now). Decisions
+	// (expiry, the grace window) and token times read it.
+	Now func() time.Time
+}
+
+// DefaultConfig returns the defaults: everything local, embedded NATS.
+func DefaultConfig() Config {
+	return Config{
+		HTTPAddr:          ":8080",
+		DataDir:           "./data",
+		NATSListen:        "127.0.0.1:4222",
+		ReuseGrace:        ledger.DefaultReuseGrace,
+		DefaultPolicy:     domain.PolicyConsumer,
+		SweepInterval:     ledger.DefaultSweepInterval,
+		SnapshotInterval:  5 * time.Minute,
+		SnapshotMinEvents: 100_000,
+		Replicas:          1,
+		LogLevel:          slog.LevelInfo,
+	}
+}
+
+// complete fills the defaults that derive from other settings and checks the rest.
+func (c *Config) complete() error {
+	if c.Issuer == "" {
+		_, port, err := net.SplitHostPort(c.HTTPAddr)
+		if err != nil {
+			return fmt.Errorf("--http-addr %q: %w", c.HTTPAddr, err)
+		}
+		c.Issuer = "http://localhost:" + port
+	}
+	if c.Audience == "" {
+		c.Audience = c.Issuer
+	}
+	if c.ReuseGrace < 0 {
+		return errors.New("--reuse-grace must not be negative")
+	}
+	if _, err := domain.Preset(c.DefaultPolicy); err != nil {
+		return fmt.Errorf("--default-policy: %w", err)
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		return errors.New("--replicas must be between 1 and 5")
+	}
+	if c.RateLimit < 0 || c.RateBurst < 0 {
+		return errors.New("--rate-limit and --rate-burst must not be negative")
+	}
+	if c.DataDir == "" {
+		return errors.New("--data-dir must not be empty")
+	}
+	return nil
+}
+
+// graceSetting turns the flag's "0 disables" into the ledger's "negative disables".
+func graceSetting(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}

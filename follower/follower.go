@@ -1,0 +1,260 @@
+// Package follower keeps an instance's projection in step with the stream: it
+// restores the latest usable snapshot, replays the stream from there, follows
+// it for as long as the instance runs (resuming after a lost consumer, with
+// backoff), says when the instance is ready to answer, and writes snapshots
+// now and then. The binary and the test builders run this same code.
+package follower
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/sessionledger/sessionledger/domain"
+	"github.com/sessionledger/sessionledger/projections"
+)
+
+// Stream is the part of the event store a follower reads
+// (eventstore.Store implements it).
+type Stream interface {
+	// LastSeq returns the stream's last sequence.
+	LastSeq(ctx context.Context) (uint64, error)
+	// Follow delivers every event after afterSeq in stream order, and new
+	// ones as they come, until ctx ends or apply fails. An error matching
+	// domain.ErrUndecodable stops the projection for good; others are
+	// retried.
+	Follow(ctx context.Context, afterSeq uint64, apply func(domain.Event) error) error
+}
+
+// Snapshots stores projection snapshots (eventstore.Snapshots implements it).
+type Snapshots interface {
+	Latest(ctx context.Context) ([]byte, error)
+	LatestSeq(ctx context.Context) (uint64, error)
+	Save(ctx context.Context, seq uint64, data []byte) error
+}
+
+// Config configures a Follower.
+type Config struct {
+	Stream Stream
+	// Snapshots, when not nil, is where the projection is restored from
+	// and, every SnapshotInterval (0: never), saved to once SnapshotMinEvents
+	// events were applied since the stored snapshot.
+	Snapshots         Snapshots
+	SnapshotInterval  time.Duration
+	SnapshotMinEvents uint64
+	// CaughtUp, if set, runs once in its own goroutine when the projection
+	// has applied every event that was in the stream at start, with a
+	// context that ends on Close (the ledger records owed revocations and
+	// starts sweeping expiries there).
+	CaughtUp func(ctx context.Context)
+	Logger   *slog.Logger
+}
+
+// Follower runs a projection that follows the stream. New restores it, Start
+// starts following, Close stops.
+type Follower struct {
+	cfg  Config
+	log  *slog.Logger
+	proj *projections.Sessions
+
+	replayTo uint64 // stream sequence the projection must reach to be ready
+	ready    chan struct{}
+	once     sync.Once
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New notes the stream's last sequence and restores the projection from the
+// stored snapshot when there is a usable one. The projection is not ready
+// until Start has caught it up with that sequence.
+func New(ctx context.Context, cfg Config) (*Follower, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	f := &Follower{cfg: cfg, log: log, ready: make(chan struct{})}
+	var err error
+	if f.replayTo, err = cfg.Stream.LastSeq(ctx); err != nil {
+		return nil, err
+	}
+	f.proj = f.restore(ctx)
+	return f, nil
+}
+
+// Start follows the stream from where the projection is, until Close.
+func (f *Follower) Start() {
+	runCtx, cancel := context.WithCancel(context.Background())
+	f.cancel = cancel
+	f.wg.Add(1)
+	go f.follow(runCtx)
+	if f.cfg.Snapshots != nil && f.cfg.SnapshotInterval > 0 {
+		f.wg.Add(1)
+		go f.snapshotLoop(runCtx)
+	}
+}
+
+// Projection is the projection the follower keeps.
+func (f *Follower) Projection() *projections.Sessions { return f.proj }
+
+// ReplayTo is the stream sequence the projection had to reach at start.
+func (f *Follower) ReplayTo() uint64 { return f.replayTo }
+
+// Ready is nil once the projection has applied every event that was in the
+// stream at start, and for as long as it keeps following. Once the projection
+// has stopped for good (an undecodable event) it matches
+// domain.ErrProjectionFailed: the instance will not answer again until the
+// stream is repaired and it is restarted.
+func (f *Follower) Ready() error {
+	if err := f.proj.Err(); err != nil {
+		return fmt.Errorf("%w: %v", domain.ErrProjectionFailed, err)
+	}
+	select {
+	case <-f.ready:
+		return nil
+	default:
+		return fmt.Errorf("replaying: applied %d of %d events", f.proj.Applied(), f.replayTo)
+	}
+}
+
+// WaitReady blocks until Ready is nil, the projection stops, or ctx ends.
+func (f *Follower) WaitReady(ctx context.Context) error {
+	select {
+	case <-f.ready:
+		return f.Ready()
+	case <-ctx.Done():
+		if err := f.Ready(); err != nil {
+			return err
+		}
+		return nil
+	}
+}
+
+// Close stops following and waits for everything the follower started,
+// CaughtUp included.
+func (f *Follower) Close() {
+	if f.cancel != nil {
+		f.cancel()
+	}
+	f.wg.Wait()
+}
+
+// follow applies the stream to the projection until ctx ends. It resumes
+// after the last applied event whenever the consumer is lost (a failover, a
+// reconnect); only an undecodable event stops it, and the projection with it.
+func (f *Follower) follow(ctx context.Context) {
+	defer f.wg.Done()
+	apply := func(e domain.Event) error {
+		if err := f.proj.Apply(e); err != nil {
+			return err
+		}
+		if e.Seq == f.replayTo {
+			f.caughtUp(ctx)
+		}
+		return nil
+	}
+	if f.proj.Applied() >= f.replayTo {
+		f.caughtUp(ctx)
+	}
+	for backoff := 100 * time.Millisecond; ; {
+		err := f.cfg.Stream.Follow(ctx, f.proj.Applied(), apply)
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, domain.ErrUndecodable) {
+			f.log.Error("projection stopped: the ledger cannot answer until the stream is repaired and it is restarted", "seq", f.proj.Applied()+1, "err", err)
+			f.proj.Fail(err)
+			close(f.readyOnce())
+			return
+		}
+		f.log.Warn("projection: following the stream again", "after_seq", f.proj.Applied(), "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// readyOnce returns the ready channel the first time and a fresh one after,
+// so that it is closed exactly once whichever of caught-up or stopped comes
+// first.
+func (f *Follower) readyOnce() chan struct{} {
+	ch := make(chan struct{})
+	f.once.Do(func() { ch = f.ready })
+	return ch
+}
+
+func (f *Follower) caughtUp(ctx context.Context) {
+	close(f.readyOnce())
+	f.log.Info("projection caught up", "seq", f.proj.Applied(), "live_sessions", f.proj.LiveSessions())
+	if f.cfg.CaughtUp != nil {
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			f.cfg.CaughtUp(ctx)
+		}()
+	}
+}
+
+// restore returns the projection from the stored snapshot when there is a
+// usable one, or an empty projection to replay the stream into.
+func (f *Follower) restore(ctx context.Context) *projections.Sessions {
+	log := f.log
+	if f.cfg.Snapshots == nil {
+		return projections.NewSessions(log)
+	}
+	start := time.Now()
+	data, err := f.cfg.Snapshots.Latest(ctx)
+	if err != nil || data == nil {
+		if err != nil {
+			log.Warn("snapshot ignored; replaying the stream from the start", "err", err)
+		}
+		return projections.NewSessions(log)
+	}
+	p, err := projections.RestoreSessions(data, log)
+	switch {
+	case err != nil:
+		log.Warn("snapshot ignored; replaying the stream from the start", "err", err)
+		return projections.NewSessions(log)
+	case p.Applied() > f.replayTo:
+		log.Warn("snapshot ignored: it covers more events than the stream holds; replaying from the start", "snapshot_seq", p.Applied(), "stream_seq", f.replayTo)
+		return projections.NewSessions(log)
+	}
+	log.Info("projection restored from snapshot", "seq", p.Applied(), "live_sessions", p.LiveSessions(), "bytes", len(data), "duration_ms", time.Since(start).Milliseconds())
+	return p
+}
+
+// snapshotLoop writes a snapshot when enough events were applied since the
+// stored one (whichever instance stored it).
+func (f *Follower) snapshotLoop(ctx context.Context) {
+	defer f.wg.Done()
+	t := time.NewTicker(f.cfg.SnapshotInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if f.Ready() != nil {
+			continue
+		}
+		stored, err := f.cfg.Snapshots.LatestSeq(ctx)
+		if err != nil || f.proj.Applied() < stored+f.cfg.SnapshotMinEvents {
+			continue
+		}
+		start := time.Now()
+		data, seq := f.proj.Snapshot()
+		encoded := time.Since(start)
+		if err := f.cfg.Snapshots.Save(ctx, seq, data); err != nil {
+			f.log.Warn("snapshot not saved", "err", err)
+			continue
+		}
+		f.log.Info("snapshot saved", "seq", seq, "bytes", len(data), "encode_ms", encoded.Milliseconds(), "duration_ms", time.Since(start).Milliseconds())
+	}
+}

@@ -1,0 +1,246 @@
+// Package bench drives a ledger over HTTP the way "sessionledger bench" does,
+// and holds the two references a refresh rate is compared with on the same
+// machine: a bare JetStream append (appends.go) and the HTTP framework
+// answering an empty handler (handler.go). These fixtures import nats and
+// echo directly to measure them without the ledger; nothing in the service
+// imports this package.
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/sessionledger/sessionledger/eventstore"
+)
+
+// Config says what to drive and how hard.
+type Config struct {
+	URL, AdminToken   string // the ledger and its admin token
+	NATSURL           string // the ledger's NATS, for the bare-append reference
+	NATSAuth          eventstore.Auth
+	Clients, Sessions int // concurrent clients, sessions per client
+	Duration          time.Duration
+}
+
+// Result is what one run measured.
+type Result struct {
+	Clients        int            `json:"clients"`
+	Duration       string         `json:"duration"`
+	Issued         int            `json:"issued"`
+	IssuePerSec    float64        `json:"issue_per_sec"`
+	Refreshes      int            `json:"refreshes"`
+	RefreshPerSec  float64        `json:"refresh_per_sec"`
+	P50, P90, P99  float64        `json:"-"`
+	Max            float64        `json:"-"`
+	LatencyMS      map[string]any `json:"latency_ms"`
+	Errors         map[int]int    `json:"errors_by_status"`
+	AppendPerSec   float64        `json:"bare_append_per_sec"`
+	HandlerPerSec  float64        `json:"empty_handler_per_sec"`
+	RatioToAppend  float64        `json:"refresh_to_append"`
+	RatioToHandler float64        `json:"refresh_to_empty_handler"`
+}
+
+func newBenchClient(clients int) *http.Client {
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		MaxIdleConns: clients, MaxIdleConnsPerHost: clients, IdleConnTimeout: time.Minute,
+	}}
+}
+
+// Run issues cfg.Sessions sessions from each of cfg.Clients clients, has each
+// client chain its refresh tokens for cfg.Duration, then measures the two
+// references at the same concurrency. Progress goes to log.
+func Run(ctx context.Context, cfg Config, log io.Writer) (Result, error) {
+	r := Result{Clients: cfg.Clients, Duration: cfg.Duration.String(), Errors: map[int]int{}}
+	client := newBenchClient(cfg.Clients)
+	base := strings.TrimRight(cfg.URL, "/")
+
+	// Issue: every client opens its sessions at once.
+	fmt.Fprintf(log, "issuing %d sessions from %d clients\n", cfg.Clients*cfg.Sessions, cfg.Clients)
+	tokens := make([][]string, cfg.Clients)
+	var mu sync.Mutex
+	start := time.Now()
+	err := forClients(cfg.Clients, func(c int) error {
+		for s := 0; s < cfg.Sessions; s++ {
+			body := fmt.Sprintf(`{"user_id":"bench-%d-%d","device":{"name":"bench","user_agent":"sessionledger-bench"}}`, c, s)
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/sessions", strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+cfg.AdminToken)
+			req.Header.Set("Content-Type", "application/json")
+			status, out, err := do(client, req)
+			if err != nil || status != http.StatusCreated {
+				return fmt.Errorf("bench: issue: status %d: %v", status, err)
+			}
+			tokens[c] = append(tokens[c], out["refresh_token"].(string))
+		}
+		return nil
+	})
+	if err != nil {
+		return r, err
+	}
+	r.Issued = cfg.Clients * cfg.Sessions
+	r.IssuePerSec = float64(r.Issued) / time.Since(start).Seconds()
+
+	// Refresh: each client chains its own tokens for the duration.
+	fmt.Fprintf(log, "refreshing for %v\n", cfg.Duration)
+	lat := make([][]time.Duration, cfg.Clients)
+	deadline := time.Now().Add(cfg.Duration)
+	start = time.Now()
+	err = forClients(cfg.Clients, func(c int) error {
+		for n := 0; time.Now().Before(deadline); n++ {
+			i := n % len(tokens[c])
+			form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tokens[c][i]}}.Encode()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/oauth2/token", strings.NewReader(form))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			t0 := time.Now()
+			status, out, err := do(client, req)
+			if err != nil {
+				return err
+			}
+			lat[c] = append(lat[c], time.Since(t0))
+			if status != http.StatusOK {
+				mu.Lock()
+				r.Errors[status]++
+				mu.Unlock()
+				continue // the client keeps the token it has and tries again
+			}
+			tokens[c][i] = out["refresh_token"].(string)
+		}
+		return nil
+	})
+	if err != nil {
+		return r, err
+	}
+	elapsed := time.Since(start)
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	slices.Sort(all)
+	r.Refreshes = len(all)
+	for _, n := range r.Errors {
+		r.Refreshes -= n
+	}
+	r.RefreshPerSec = float64(r.Refreshes) / elapsed.Seconds()
+	ms := func(q float64) float64 {
+		if len(all) == 0 {
+			return 0
+		}
+		return float64(all[min(len(all)-1, int(q*float64(len(all))))].Microseconds()) / 1000
+	}
+	r.P50, r.P90, r.P99, r.Max = ms(0.50), ms(0.90), ms(0.99), ms(1)
+	r.LatencyMS = map[string]any{"p50": r.P50, "p90": r.P90, "p99": r.P99, "max": r.Max}
+
+	// Reference 1: the bare JetStream append a refresh makes.
+	fmt.Fprintf(log, "reference: bare JetStream appends for %v\n", cfg.Duration)
+	conn, err := eventstore.Connect(cfg.NATSURL, cfg.NATSAuth, "sessionledger-bench")
+	if err != nil {
+		return r, err
+	}
+	defer conn.Close(context.Background())
+	if _, r.AppendPerSec, err = ReferenceAppends(ctx, conn, cfg.Clients, cfg.Duration, 450); err != nil {
+		return r, err
+	}
+
+	// Reference 2: the HTTP framework answering an empty JSON handler.
+	fmt.Fprintf(log, "reference: empty echo handler for %v\n", cfg.Duration)
+	if r.HandlerPerSec, err = referenceHandlerRate(ctx, client, cfg.Clients, cfg.Duration); err != nil {
+		return r, err
+	}
+	r.RatioToAppend = r.RefreshPerSec / r.AppendPerSec
+	r.RatioToHandler = r.RefreshPerSec / r.HandlerPerSec
+	return r, nil
+}
+
+// referenceHandlerRate serves ReferenceHandler on loopback and
+// drives it like the refresh phase did.
+func referenceHandlerRate(ctx context.Context, client *http.Client, clients int, d time.Duration) (float64, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	srv := &http.Server{Handler: ReferenceHandler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	target := "http://" + ln.Addr().String() + "/oauth2/token"
+	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {strings.Repeat("x", 88)}}.Encode()
+	counts := make([]int, clients)
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	err = forClients(clients, func(c int) error {
+		for time.Now().Before(deadline) {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, target, strings.NewReader(form))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			if status, _, err := do(client, req); err != nil || status != http.StatusOK {
+				return fmt.Errorf("bench: reference handler: %d %v", status, err)
+			}
+			counts[c]++
+		}
+		return nil
+	})
+	total := 0
+	for _, n := range counts {
+		total += n
+	}
+	return float64(total) / time.Since(start).Seconds(), err
+}
+
+// forClients runs fn for each client concurrently and returns the first error.
+func forClients(clients int, fn func(c int) error) error {
+	var wg sync.WaitGroup
+	errs := make([]error, clients)
+	for c := 0; c < clients; c++ {
+		wg.Add(1)
+		go func(c int) { defer wg.Done(); errs[c] = fn(c) }(c)
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// do sends req and decodes a JSON object body.
+func do(client *http.Client, req *http.Request) (int, map[string]any, error) {
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out, nil
+}
+
+// Print writes r as a table.
+func Print(w io.Writer, r Result) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "clients\t%d\n", r.Clients)
+	fmt.Fprintf(tw, "issue\t%d sessions, %.0f/s\n", r.Issued, r.IssuePerSec)
+	fmt.Fprintf(tw, "refresh\t%d in %s, %.0f/s\n", r.Refreshes, r.Duration, r.RefreshPerSec)
+	fmt.Fprintf(tw, "latency\tp50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms\n", r.P50, r.P90, r.P99, r.Max)
+	var statuses []int
+	for s := range r.Errors {
+		statuses = append(statuses, s)
+	}
+	sort.Ints(statuses)
+	errs := "none"
+	if len(statuses) > 0 {
+		var parts []string
+		for _, s := range statuses {
+			parts = append(parts, fmt.Sprintf("%d×%d", r.Errors[s], s))
+		}
+		errs = strings.Join(parts, ", ")
+	}
+	fmt.Fprintf(tw, "errors\t%s\n", errs)
+	fmt.Fprintf(tw, "bare JetStream append\t%.0f/s (refresh = %.2f×)\n", r.AppendPerSec, r.RatioToAppend)
+	fmt.Fprintf(tw, "empty echo handler\t%.0f/s (refresh = %.2f×)\n", r.HandlerPerSec, r.RatioToHandler)
+	tw.Flush()
+}
