@@ -165,3 +165,44 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// TestParseRules checks what Parse adds to Verify for other services: the
+// custom claims (without any reserved one), the leeway, and the lifetime cap.
+func TestParseRules(t *testing.T) {
+	s, priv := newSigner(t)
+	pub := priv.Public().(ed25519.PublicKey)
+	key := func(string) (ed25519.PublicKey, error) { return pub, nil }
+	tok, err := s.Sign(claims())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules := Rules{Issuer: "https://ledger.example", Audience: "api"}
+	v, err := Parse(tok, now, rules, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Custom) != 1 || v.Custom["role"] != "admin" {
+		t.Errorf("custom claims %v, want only role=admin", v.Custom)
+	}
+	for name, tc := range map[string]struct {
+		at    time.Time
+		rules Rules
+		ok    bool
+	}{
+		"just expired, no leeway":          {now.Add(time.Hour), rules, false},
+		"just expired, within leeway":      {now.Add(time.Hour + 4*time.Second), Rules{Issuer: rules.Issuer, Audience: rules.Audience, Leeway: 5 * time.Second}, true},
+		"expired beyond the leeway":        {now.Add(time.Hour + 6*time.Second), Rules{Issuer: rules.Issuer, Audience: rules.Audience, Leeway: 5 * time.Second}, false},
+		"lifetime within the cap":          {now, Rules{Issuer: rules.Issuer, Audience: rules.Audience, MaxLifetime: time.Hour}, true},
+		"lifetime over the cap":            {now, Rules{Issuer: rules.Issuer, Audience: rules.Audience, MaxLifetime: 59 * time.Minute}, false},
+		"another audience":                 {now, Rules{Issuer: rules.Issuer, Audience: "other"}, false},
+		"issued in the future (no leeway)": {now.Add(-time.Second), rules, false},
+	} {
+		_, err := Parse(tok, tc.at, tc.rules, key)
+		if tc.ok != (err == nil) {
+			t.Errorf("%s: err %v, want ok=%v", name, err, tc.ok)
+		}
+		if err != nil && !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: err %v does not match ErrInvalid", name, err)
+		}
+	}
+}
