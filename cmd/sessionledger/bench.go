@@ -68,18 +68,20 @@ func startBenchLedger(ctx context.Context, cfg *bench.Config, natsSync string) (
 	c := DefaultConfig()
 	c.HTTPAddr, c.NATSListen, c.DataDir, c.AdminToken = "127.0.0.1:0", "127.0.0.1:-1", dir, "bench-admin-token-0123456789abcdef"
 	c.NATSSync = natsSync
-	if err := c.complete(); err != nil {
-		return nil, err
-	}
 	m := NewMain(c, slog.New(slog.DiscardHandler))
-	if err := m.Run(ctx); err != nil {
-		m.Close()
-		return nil, err
+	stop := func() { m.Close(); os.RemoveAll(dir) }
+	err = c.complete()
+	if err == nil {
+		m.Config = c
+		err = m.Run(ctx)
 	}
-	if err := m.WaitReady(ctx); err != nil {
-		m.Close()
+	if err == nil {
+		err = m.WaitReady(ctx)
+	}
+	if err != nil {
+		stop()
 		return nil, err
 	}
 	cfg.URL, cfg.AdminToken, cfg.NATSURL = m.HTTPURL(), c.AdminToken, m.NATSURL()
-	return func() { m.Close(); os.RemoveAll(dir) }, nil
+	return stop, nil
 }
