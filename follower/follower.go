@@ -62,7 +62,8 @@ type Follower struct {
 
 	replayTo uint64 // stream sequence the projection must reach to be ready
 	ready    chan struct{}
-	once     sync.Once
+	once     sync.Once // closes ready
+	caught   sync.Once // runs CaughtUp
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -77,11 +78,15 @@ func New(ctx context.Context, cfg Config) (*Follower, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	f := &Follower{cfg: cfg, log: log, ready: make(chan struct{})}
+	// The snapshot first, the stream's last sequence after: a snapshot saved
+	// by another instance in between then still covers no more than the
+	// stream holds, and is used rather than discarded.
+	data := f.loadSnapshot(ctx)
 	var err error
 	if f.replayTo, err = cfg.Stream.LastSeq(ctx); err != nil {
 		return nil, err
 	}
-	f.proj = f.restore(ctx)
+	f.proj = f.restore(data)
 	return f, nil
 }
 
@@ -159,8 +164,10 @@ func (f *Follower) follow(ctx context.Context) {
 	if f.proj.Applied() >= f.replayTo {
 		f.caughtUp(ctx)
 	}
-	for backoff := 100 * time.Millisecond; ; {
-		err := f.cfg.Stream.Follow(ctx, f.proj.Applied(), apply)
+	const minBackoff = 100 * time.Millisecond
+	for backoff := minBackoff; ; {
+		from := f.proj.Applied()
+		err := f.cfg.Stream.Follow(ctx, from, apply)
 		if ctx.Err() != nil {
 			return
 		}
@@ -169,6 +176,9 @@ func (f *Follower) follow(ctx context.Context) {
 			f.proj.Fail(err)
 			close(f.readyOnce())
 			return
+		}
+		if f.proj.Applied() > from {
+			backoff = minBackoff // it made progress: this is a new loss, not the same one
 		}
 		f.log.Warn("projection: following the stream again", "after_seq", f.proj.Applied(), "err", err)
 		select {
@@ -189,33 +199,44 @@ func (f *Follower) readyOnce() chan struct{} {
 	return ch
 }
 
+// caughtUp marks the follower ready and runs CaughtUp, once however often
+// the event at replayTo is delivered.
 func (f *Follower) caughtUp(ctx context.Context) {
-	close(f.readyOnce())
-	f.log.Info("projection caught up", "seq", f.proj.Applied(), "live_sessions", f.proj.LiveSessions())
-	if f.cfg.CaughtUp != nil {
-		f.wg.Add(1)
-		go func() {
-			defer f.wg.Done()
-			f.cfg.CaughtUp(ctx)
-		}()
-	}
+	f.caught.Do(func() {
+		close(f.readyOnce())
+		f.log.Info("projection caught up", "seq", f.proj.Applied(), "live_sessions", f.proj.LiveSessions())
+		if f.cfg.CaughtUp != nil {
+			f.wg.Add(1)
+			go func() {
+				defer f.wg.Done()
+				f.cfg.CaughtUp(ctx)
+			}()
+		}
+	})
 }
 
-// restore returns the projection from the stored snapshot when there is a
-// usable one, or an empty projection to replay the stream into.
-func (f *Follower) restore(ctx context.Context) *projections.Sessions {
-	log := f.log
+// loadSnapshot returns the stored snapshot, nil if there is none or no
+// snapshot store.
+func (f *Follower) loadSnapshot(ctx context.Context) []byte {
 	if f.cfg.Snapshots == nil {
+		return nil
+	}
+	data, err := f.cfg.Snapshots.Latest(ctx)
+	if err != nil {
+		f.log.Warn("snapshot ignored; replaying the stream from the start", "err", err)
+		return nil
+	}
+	return data
+}
+
+// restore returns the projection from snapshot data when it is usable, or an
+// empty projection to replay the stream into.
+func (f *Follower) restore(data []byte) *projections.Sessions {
+	log := f.log
+	if data == nil {
 		return projections.NewSessions(log)
 	}
 	start := time.Now()
-	data, err := f.cfg.Snapshots.Latest(ctx)
-	if err != nil || data == nil {
-		if err != nil {
-			log.Warn("snapshot ignored; replaying the stream from the start", "err", err)
-		}
-		return projections.NewSessions(log)
-	}
 	p, err := projections.RestoreSessions(data, log)
 	switch {
 	case err != nil:
