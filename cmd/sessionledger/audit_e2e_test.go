@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -33,15 +34,17 @@ func auditRun(t *testing.T, natsURL string, args ...string) (string, error) {
 }
 
 // knownHistory builds a ledger with a history whose answers are known, and
-// returns it with the instants between its steps.
+// returns it with the instants between its steps. The ledger runs on a test
+// clock, so events stamped before a step's instant are strictly earlier and
+// those after strictly later.
 func knownHistory(t *testing.T) (*ledgerHarness, map[string]session, map[string]time.Time) {
-	h := boot(t, "", nil)
+	clock := newTestClock()
+	h := boot(t, "", func(c *Config) { c.Now = clock.Now })
 	s := map[string]session{}
 	at := map[string]time.Time{}
 	step := func(name string) {
-		time.Sleep(20 * time.Millisecond)
-		at[name] = time.Now()
-		time.Sleep(20 * time.Millisecond)
+		at[name] = clock.Advance(20 * time.Millisecond)
+		clock.Advance(20 * time.Millisecond)
 	}
 	s["alice"] = h.issue(`{"user_id":"alice","device":{"name":"laptop","ip":"203.0.113.7","user_agent":"Firefox"}}`)
 	s["bob"] = h.issue(`{"user_id":"bob","device":{"name":"phone"}}`)
@@ -52,10 +55,10 @@ func knownHistory(t *testing.T) (*ledgerHarness, map[string]session, map[string]
 	s["carol1"] = h.issue(`{"user_id":"carol"}`)
 	s["carol2"] = h.issue(`{"user_id":"carol"}`)
 	step("bob and two of carol")
-	h.admin("DELETE", "/v1/users/carol/sessions", "")
-	h.admin("DELETE", "/v1/sessions/"+s["bob"].ID, "")
+	h.mustAdmin("DELETE", "/v1/users/carol/sessions", "", http.StatusNoContent)
+	h.mustAdmin("DELETE", "/v1/sessions/"+s["bob"].ID, "", http.StatusNoContent)
 	s["dave"] = h.issue(`{"user_id":"dave"}`)
-	h.form("/oauth2/revoke", url.Values{"token": {s["dave"].Refresh}}, nil)
+	h.mustForm("/oauth2/revoke", url.Values{"token": {s["dave"].Refresh}}, nil, http.StatusOK)
 	step("none")
 	return h, s, at
 }
@@ -103,9 +106,9 @@ func TestAuditOnAKnownHistory(t *testing.T) {
 	if strings.Join(types, " ") != "session.issued session.issued user.sessions_revoked" {
 		t.Fatalf("carol's history: %v", types)
 	}
-	out, _ = auditRun(t, natsURL, "history", "--session", s["carol1"].ID)
-	if !strings.Contains(out, "user.sessions_revoked") {
-		t.Fatalf("a session ended by revoke-all shows no cut-off:\n%s", out)
+	out, err = auditRun(t, natsURL, "history", "--session", s["carol1"].ID)
+	if err != nil || !strings.Contains(out, "user.sessions_revoked") {
+		t.Fatalf("a session ended by revoke-all shows no cut-off: %v\n%s", err, out)
 	}
 
 	for _, tc := range []struct {
@@ -140,13 +143,13 @@ func TestAuditOnAKnownHistory(t *testing.T) {
 			t.Fatalf("export line is not a CloudEvent of the ledger: %s", l)
 		}
 	}
-	out, _ = auditRun(t, natsURL, "export", "--session", s["bob"].ID)
-	if n := strings.Count(out, "\n"); n != 2 {
-		t.Fatalf("export of bob's session: %d events, want 2", n)
+	out, err = auditRun(t, natsURL, "export", "--session", s["bob"].ID)
+	if n := strings.Count(out, "\n"); err != nil || n != 2 {
+		t.Fatalf("export of bob's session: %d events, want 2: %v", n, err)
 	}
-	out, _ = auditRun(t, natsURL, "export", "--since", at["bob and two of carol"].Format(time.RFC3339Nano), "--until", at["none"].Format(time.RFC3339Nano))
-	if n := strings.Count(out, "\n"); n != 4 {
-		t.Fatalf("export of a time range: %d events, want 4 (revoke-all, revoke, issue, sign-out):\n%s", n, out)
+	out, err = auditRun(t, natsURL, "export", "--since", at["bob and two of carol"].Format(time.RFC3339Nano), "--until", at["none"].Format(time.RFC3339Nano))
+	if n := strings.Count(out, "\n"); err != nil || n != 4 {
+		t.Fatalf("export of a time range: %d events, want 4 (revoke-all, revoke, issue, sign-out): %v\n%s", n, err, out)
 	}
 	var stderr bytes.Buffer
 	if err := run(context.Background(), []string{"audit", "at", "--time", "yesterday", "--nats-url", natsURL}, &stderr, &stderr); err == nil || !strings.Contains(err.Error(), "RFC 3339") {
@@ -169,7 +172,10 @@ func copyStream(t *testing.T, msgs []message) string {
 	if _, err := eventstore.Open(context.Background(), nc, eventstore.Config{}); err != nil {
 		t.Fatal(err)
 	}
-	js, _ := jetstream.New(nc)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, m := range msgs {
 		if _, err := js.Publish(context.Background(), m.subject, m.data); err != nil {
 			t.Fatal(err)

@@ -71,7 +71,10 @@ func TestBadInputGetsAClear4xx(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			req, _ := http.NewRequest(tt.method, h.url+tt.path, strings.NewReader(tt.body))
+			req, err := http.NewRequest(tt.method, h.url+tt.path, strings.NewReader(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
 			if tt.contentType != "" {
 				req.Header.Set("Content-Type", tt.contentType)
 			}

@@ -42,7 +42,9 @@ func TestNATSSyncSetting(t *testing.T) {
 	}
 	cfg := DefaultConfig()
 	cfg.DataDir, cfg.NATSListen, cfg.HTTPAddr, cfg.AdminToken, cfg.NATSSync = t.TempDir(), "", "127.0.0.1:0", testAdminToken, "sometimes"
-	_ = cfg.complete()
+	if err := cfg.complete(); err != nil {
+		t.Fatal(err)
+	}
 	m := NewMain(cfg, nil)
 	m.Logger = newLogger(io.Discard, 0)
 	err := m.Run(context.Background())

@@ -55,7 +55,10 @@ func seedStream(tb testing.TB, dataDir string, n int) {
 		tb.Fatal(err)
 	}
 	defer nc.Close()
-	js, _ := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		tb.Fatal(err)
+	}
 	sessions := max(n/5, 1)
 	ids := make([]string, sessions)
 	t0 := time.Now().Add(-time.Hour)

@@ -100,10 +100,10 @@ func TestKill9KeepsEveryAcknowledgedAction(t *testing.T) {
 	a1 := h.mustRefresh(a0.Refresh)
 	a2 := h.mustRefresh(a1.Refresh) // the newest token alice's client holds
 	b := h.issue(`{"user_id":"bob"}`)
-	h.admin("DELETE", "/v1/sessions/"+b.ID, "")
+	h.mustAdmin("DELETE", "/v1/sessions/"+b.ID, "", http.StatusNoContent)
 	c0 := h.issue(`{"user_id":"carol"}`)
 	c1 := h.mustRefresh(c0.Refresh)
-	h.admin("POST", "/v1/users/dave/deactivate", "")
+	h.mustAdmin("POST", "/v1/users/dave/deactivate", "", http.StatusNoContent)
 	// Many sessions right before the kill, so some acks are very recent.
 	var recent []session
 	for i := 0; i < 50; i++ {
@@ -153,6 +153,7 @@ func TestSIGTERMShutsDownGracefullyAndAdminTokenIsGenerated(t *testing.T) {
 	if !strings.Contains(p.logs.String(), filepath.Join(dir, "admin-token")) || strings.Contains(p.logs.String(), tok) {
 		t.Fatal("the log must name the admin token's path and never its value")
 	}
+	h.client.CloseIdleConnections() // an idle connection would hold up the graceful shutdown
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

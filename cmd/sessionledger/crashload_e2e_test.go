@@ -70,7 +70,10 @@ func startNATS(t *testing.T, conf, url string) *natsProcess {
 			return false
 		}
 		defer nc.Close()
-		js, _ := jetstream.New(nc)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return false
+		}
 		_, err = js.AccountInfo(context.Background())
 		return err == nil
 	}, func() string { return "nats-server did not start" })

@@ -41,6 +41,31 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// testClock is a clock the test moves. Booted with Config.Now set to its Now,
+// a ledger decides expiry and the grace window, and stamps its events, by it:
+// a test advances it instead of sleeping until a deadline passes. It starts
+// at the real time and moves only when told.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newTestClock() *testClock { return &testClock{now: time.Now()} }
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+// Advance moves the clock d forward and returns the new time.
+func (c *testClock) Advance(d time.Duration) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	return c.now
+}
+
 // ledgerHarness is a whole ledger (Main) running on port 0 with embedded NATS.
 type ledgerHarness struct {
 	t       testing.TB
@@ -116,8 +141,15 @@ func (h *ledgerHarness) waitReady() {
 	}
 }
 
-// do sends a request and returns the status and the decoded JSON body (nil if none).
-func (h *ledgerHarness) do(method, path, contentType, body string, header http.Header) (int, map[string]any) {
+// rawResponse is an answer as sent.
+type rawResponse struct {
+	status      int
+	contentType string
+	body        string // trimmed of surrounding white space
+}
+
+// raw sends a request and returns the answer as sent.
+func (h *ledgerHarness) raw(method, path, contentType, body string, header http.Header) rawResponse {
 	h.t.Helper()
 	req, err := http.NewRequest(method, h.url+path, strings.NewReader(body))
 	if err != nil {
@@ -134,14 +166,34 @@ func (h *ledgerHarness) do(method, path, contentType, body string, header http.H
 		h.t.Fatalf("%s %s: %v", method, path, err)
 	}
 	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
+	got, err := io.ReadAll(resp.Body)
+	if err != nil {
+		h.t.Fatalf("%s %s: status %d, reading the body: %v", method, path, resp.StatusCode, err)
+	}
+	return rawResponse{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: string(bytes.TrimSpace(got))}
+}
+
+// do sends a request and returns the status and the decoded JSON body (nil if none).
+func (h *ledgerHarness) do(method, path, contentType, body string, header http.Header) (int, map[string]any) {
+	h.t.Helper()
+	resp := h.raw(method, path, contentType, body, header)
 	var out map[string]any
-	if len(bytes.TrimSpace(raw)) > 0 {
-		if err := json.Unmarshal(raw, &out); err != nil {
-			h.t.Fatalf("%s %s: status %d, body is not JSON: %q", method, path, resp.StatusCode, raw)
+	if resp.body != "" {
+		if err := json.Unmarshal([]byte(resp.body), &out); err != nil {
+			h.t.Fatalf("%s %s: status %d, body is not JSON: %q", method, path, resp.status, resp.body)
 		}
 	}
-	return resp.StatusCode, out
+	return resp.status, out
+}
+
+// wantGet requires that GET path, without credentials, answers status with
+// a JSON body of exactly want.
+func (h *ledgerHarness) wantGet(path string, status int, want string) {
+	h.t.Helper()
+	resp := h.raw("GET", path, "", "", nil)
+	if resp.status != status || resp.contentType != "application/json" || resp.body != want {
+		h.t.Fatalf("GET %s: %d %q %s, want %d application/json %s", path, resp.status, resp.contentType, resp.body, status, want)
+	}
 }
 
 var adminHeader = http.Header{"Authorization": {"Bearer " + testAdminToken}}
@@ -156,10 +208,47 @@ func (h *ledgerHarness) admin(method, path, body string) (int, map[string]any) {
 	return h.do(method, path, ct, body, adminHeader)
 }
 
+// mustAdmin sends an admin request, fails the test unless it answers want,
+// and returns the decoded body.
+func (h *ledgerHarness) mustAdmin(method, path, body string, want int) map[string]any {
+	h.t.Helper()
+	st, out := h.admin(method, path, body)
+	if st != want {
+		h.t.Fatalf("%s %s: status %d %v, want %d", method, path, st, out, want)
+	}
+	return out
+}
+
 // form posts form values.
 func (h *ledgerHarness) form(path string, values url.Values, header http.Header) (int, map[string]any) {
 	h.t.Helper()
 	return h.do("POST", path, "application/x-www-form-urlencoded", values.Encode(), header)
+}
+
+// mustForm posts form values, fails the test unless the answer is want, and
+// returns the decoded body.
+func (h *ledgerHarness) mustForm(path string, values url.Values, header http.Header, want int) map[string]any {
+	h.t.Helper()
+	st, out := h.form(path, values, header)
+	if st != want {
+		h.t.Fatalf("POST %s: status %d %v, want %d", path, st, out, want)
+	}
+	return out
+}
+
+// userSessions lists a user's live sessions (GET /v1/users/{id}/sessions, 200).
+func (h *ledgerHarness) userSessions(user string) []map[string]any {
+	h.t.Helper()
+	out := h.mustAdmin("GET", "/v1/users/"+user+"/sessions", "", http.StatusOK)
+	list, ok := out["sessions"].([]any)
+	if !ok {
+		h.t.Fatalf("sessions of %s: %v", user, out)
+	}
+	var sessions []map[string]any
+	for _, s := range list {
+		sessions = append(sessions, s.(map[string]any))
+	}
+	return sessions
 }
 
 // session is what POST /v1/sessions and POST /oauth2/token return.
@@ -248,7 +337,10 @@ func (h *ledgerHarness) nats() *nats.Conn {
 func (h *ledgerHarness) streamMessages() []*jetstream.RawStreamMsg {
 	h.t.Helper()
 	ctx := context.Background()
-	js, _ := jetstream.New(h.nats())
+	js, err := jetstream.New(h.nats())
+	if err != nil {
+		h.t.Fatal(err)
+	}
 	s, err := js.Stream(ctx, eventstore.StreamName)
 	if err != nil {
 		h.t.Fatal(err)

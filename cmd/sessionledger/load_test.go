@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"sync"
@@ -13,10 +14,12 @@ import (
 // refreshResult is one response a load client saw.
 type refreshResult struct {
 	at      time.Time
+	base    string // the ledger that answered
 	status  int
 	session string
 	token   string // the refresh token returned (200)
 	retryAt string // Retry-After (503)
+	refusal string // error and error_description (not 200)
 }
 
 // refreshLoad is one client per session refreshing in a loop, as real clients
@@ -31,6 +34,10 @@ type refreshLoad struct {
 	wg      sync.WaitGroup
 }
 
+// retryPause is how long a client waits before retrying after a refusal or no
+// answer, as a real client would: it paces the load, it is no check.
+const retryPause = 20 * time.Millisecond
+
 // startRefreshLoad starts the clients; base(n) is the ledger a client's nth
 // request goes to.
 func startRefreshLoad(t *testing.T, held []session, base func(n int) string) *refreshLoad {
@@ -39,26 +46,31 @@ func startRefreshLoad(t *testing.T, held []session, base func(n int) string) *re
 		l.wg.Add(1)
 		go func(i int) {
 			defer l.wg.Done()
-			httpc := &http.Client{Timeout: 20 * time.Second}
+			// Its own connections, closed when it stops: none is left idle
+			// to hold up a ledger's graceful shutdown.
+			httpc := &http.Client{Transport: &http.Transport{}, Timeout: 20 * time.Second}
+			defer httpc.CloseIdleConnections()
 			for n := 0; ; n++ {
 				select {
 				case <-l.stop:
 					return
 				default:
 				}
-				resp, err := httpc.PostForm(base(n)+"/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {l.held[i].Refresh}})
+				b := base(n)
+				resp, err := httpc.PostForm(b+"/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {l.held[i].Refresh}})
 				if err != nil { // the ledger is down: retry the same token
-					time.Sleep(20 * time.Millisecond)
+					time.Sleep(retryPause)
 					continue
 				}
-				r := refreshResult{at: time.Now(), status: resp.StatusCode, session: l.held[i].ID, retryAt: resp.Header.Get("Retry-After")}
+				r := refreshResult{at: time.Now(), base: b, status: resp.StatusCode, session: l.held[i].ID, retryAt: resp.Header.Get("Retry-After")}
 				var body map[string]any
-				_ = jsonDecode(resp, &body)
-				if r.status == http.StatusOK {
-					r.token = body["refresh_token"].(string)
+				err = jsonDecode(resp, &body)
+				if tok, ok := body["refresh_token"].(string); err == nil && r.status == http.StatusOK && ok {
+					r.token = tok
 					l.held[i].Refresh = r.token
 				} else {
-					time.Sleep(20 * time.Millisecond)
+					r.refusal = fmt.Sprintf("%v: %v (%v)", body["error"], body["error_description"], err)
+					time.Sleep(retryPause)
 				}
 				l.mu.Lock()
 				l.results = append(l.results, r)
@@ -86,7 +98,22 @@ func (l *refreshLoad) succeededAfter(since time.Time) int {
 func (l *refreshLoad) waitForMore(n int) {
 	l.t.Helper()
 	since := time.Now()
-	poll.For(l.t, 60*time.Second, func() bool { return l.succeededAfter(since) >= n }, func() string { return "refreshes did not resume" })
+	poll.For(l.t, 60*time.Second, func() bool { return l.succeededAfter(since) >= n }, func() string {
+		return fmt.Sprintf("refreshes did not resume: %d of %d succeeded; answers since: %v", l.succeededAfter(since), n, l.answersAfter(since))
+	})
+}
+
+// answersAfter counts the answers completed after since by status and refusal.
+func (l *refreshLoad) answersAfter(since time.Time) map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	seen := map[string]int{}
+	for _, r := range l.results {
+		if r.at.After(since) {
+			seen[fmt.Sprintf("%d %s", r.status, r.refusal)]++
+		}
+	}
+	return seen
 }
 
 // finish stops the clients and returns what they saw; held has their newest tokens.

@@ -8,14 +8,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sessionledger/sessionledger/internal/poll"
-
 	"github.com/nats-io/nats.go"
+
+	"github.com/sessionledger/sessionledger/ledger"
 )
 
 // expiredEvent is the part of a session.expired CloudEvent the tests read.
 type expiredEvent struct {
-	Subject string `json:"subject"`
+	Subject string    `json:"subject"`
+	Time    time.Time `json:"time"`
 	Data    struct {
 		Reason string `json:"reason"`
 	} `json:"data"`
@@ -30,69 +31,64 @@ func subscribe(t *testing.T, nc *nats.Conn, subject string) *nats.Subscription {
 	return sub
 }
 
+// TestExpiryIsAnnouncedWithoutTheClient moves the ledger's clock past each
+// session's deadline and requires the sweeper (every 250 ms, as
+// docs/architecture.md says) to record and announce the expiry on its own,
+// stamped with the clock's time, with the reason that ended the session.
 func TestExpiryIsAnnouncedWithoutTheClient(t *testing.T) {
-	h := boot(t, "", nil)
+	clock := newTestClock()
+	h := boot(t, "", func(c *Config) { c.Now = clock.Now })
+	if h.m.Config.SweepInterval != ledger.DefaultSweepInterval || ledger.DefaultSweepInterval != 250*time.Millisecond {
+		t.Fatalf("sweep interval %v, want the default 250 ms that the docs quote", h.m.Config.SweepInterval)
+	}
 	sub := subscribe(t, h.nats(), "ledger.*.*.expired")
 
-	before := time.Now()
+	issued := clock.Now()
 	idle := h.issue(`{"user_id":"alice","policy":{"access_token_ttl":1,"absolute_lifetime":30,"inactivity_timeout":1}}`)
 	short := h.issue(`{"user_id":"bob","policy":{"access_token_ttl":1,"absolute_lifetime":2,"inactivity_timeout":0}}`)
 	if idle.ExpiresIn != 1 {
 		t.Fatalf("expires_in %v, want the policy's 1 s", idle.ExpiresIn)
 	}
-	// Keep bob active: only the absolute lifetime can end his session.
-	time.Sleep(1200 * time.Millisecond)
-	short = h.mustRefresh(short.Refresh)
-
-	got := map[string]string{}
-	lateness := map[string]time.Duration{}
-	deadlines := map[string]time.Time{idle.ID: before.Add(time.Second), short.ID: before.Add(2 * time.Second)}
-	for len(got) < 2 {
+	// next waits for one expiry announcement and requires that it is the
+	// session's, for reason, recorded at the clock's time, within a sweep
+	// interval (and the time to record it) of the clock passing the deadline.
+	next := func(s session, reason string, passed time.Time) {
+		t.Helper()
 		msg, err := sub.NextMsg(5 * time.Second)
 		if err != nil {
-			t.Fatalf("expiries seen %v: %v", got, err)
+			t.Fatalf("no expiry of %s announced: %v", s.ID, err)
 		}
+		late := time.Since(passed)
 		var e expiredEvent
 		if err := json.Unmarshal(msg.Data, &e); err != nil {
 			t.Fatal(err)
 		}
-		got[e.Subject] = e.Data.Reason
-		lateness[e.Subject] = time.Since(deadlines[e.Subject])
-	}
-	if got[idle.ID] != "inactivity" || got[short.ID] != "absolute" {
-		t.Fatalf("expiry reasons %v", got)
-	}
-	for id, late := range lateness {
-		if late > 1500*time.Millisecond {
-			t.Errorf("session %s: expiry announced %v after its deadline, want about a second at most", id, late)
+		if e.Subject != s.ID || e.Data.Reason != reason || !e.Time.Equal(clock.Now()) {
+			t.Fatalf("expiry announced: %s, want session %s, reason %s, time %v", msg.Data, s.ID, reason, clock.Now().UTC())
 		}
-		t.Logf("session %s: announced %v after its deadline", id, late.Round(time.Millisecond))
+		if late > ledger.DefaultSweepInterval+500*time.Millisecond {
+			t.Errorf("session %s: expiry announced %v after the clock passed its deadline, want a sweep interval (%v) and a write at most",
+				s.ID, late, ledger.DefaultSweepInterval)
+		}
+		t.Logf("session %s: announced %v after the clock passed its deadline", s.ID, late.Round(time.Millisecond))
 	}
+
+	// 1.2 s on: past alice's inactivity deadline, not bob's absolute one.
+	clock.Advance(1200 * time.Millisecond)
+	passed := time.Now()
+	short = h.mustRefresh(short.Refresh) // bob is active; only his absolute lifetime can end his session
+	next(idle, "inactivity", passed)
+	// 2 s after issue: exactly bob's absolute deadline.
+	clock.Advance(issued.Add(2 * time.Second).Sub(clock.Now()))
+	passed = time.Now()
+	next(short, "absolute", passed)
+
 	h.wantInvalidGrant(idle.Refresh)
 	h.wantInvalidGrant(short.Refresh)
-	if types := h.history(idle.ID); count(types, "session.expired") != 1 {
-		t.Fatalf("history %v", types)
-	}
-}
-
-func TestTwoInstancesRecordEachExpiryOnce(t *testing.T) {
-	dir := t.TempDir()
-	a := boot(t, dir, nil)
-	b := boot(t, dir, func(c *Config) { c.NATSURL = a.m.NATSURL() }) // same keys, same NATS, own projection
-	var ids []string
-	for i := 0; i < 12; i++ {
-		h := a
-		if i%2 == 1 {
-			h = b
+	for _, s := range []session{idle, short} {
+		if types := h.history(s.ID); count(types, "session.expired") != 1 || types[len(types)-1] != "session.expired" {
+			t.Fatalf("history of %s: %v", s.ID, types)
 		}
-		s := h.issue(fmt.Sprintf(`{"user_id":"user-%d","policy":{"access_token_ttl":1,"absolute_lifetime":60,"inactivity_timeout":1}}`, i%4))
-		ids = append(ids, s.ID)
-	}
-	poll.For(t, 10*time.Second, func() bool { return count(a.eventTypes(), "session.expired") >= len(ids) },
-		func() string { return fmt.Sprintf("expiries: %v", a.eventTypes()) })
-	time.Sleep(600 * time.Millisecond) // give a duplicate the time to appear
-	if n := count(a.eventTypes(), "session.expired"); n != len(ids) {
-		t.Fatalf("%d expiry events for %d sessions with two instances sweeping", n, len(ids))
 	}
 }
 
@@ -105,8 +101,11 @@ func TestPolicyInput(t *testing.T) {
 		t.Fatalf("mobile: expires_in %v", s.ExpiresIn)
 	}
 	s := h.issue(`{"user_id":"carol","policy":{"access_token_ttl":120,"absolute_lifetime":7200,"inactivity_timeout":0}}`)
-	_, body := h.admin("GET", "/v1/users/carol/sessions", "")
-	pol := body["sessions"].([]any)[0].(map[string]any)["policy"].(map[string]any)
+	carol := h.userSessions("carol")
+	if len(carol) != 1 {
+		t.Fatalf("carol's sessions: %v", carol)
+	}
+	pol := carol[0]["policy"].(map[string]any)
 	if s.ExpiresIn != 120 || pol["name"] != "custom" || pol["absolute_lifetime"] != 7200.0 || pol["inactivity_timeout"] != 0.0 {
 		t.Fatalf("custom policy: expires_in %v, recorded %v", s.ExpiresIn, pol)
 	}
@@ -133,7 +132,8 @@ func TestPolicyInput(t *testing.T) {
 }
 
 func TestGraceWindowOverHTTP(t *testing.T) {
-	h := boot(t, "", func(c *Config) { c.ReuseGrace = time.Second })
+	clock := newTestClock()
+	h := boot(t, "", func(c *Config) { c.ReuseGrace, c.Now = time.Second, clock.Now })
 	reused := subscribe(t, h.nats(), "ledger.*.*.reused")
 	s0 := h.issue(`{"user_id":"alice"}`)
 	s1 := h.mustRefresh(s0.Refresh)
@@ -141,15 +141,23 @@ func TestGraceWindowOverHTTP(t *testing.T) {
 	if retry.Refresh != s1.Refresh || retry.Access == s1.Access {
 		t.Fatal("a retry inside the window must get the same refresh token and a fresh access token")
 	}
-	msg, err := reused.NextMsg(time.Second)
-	if err != nil || !strings.Contains(string(msg.Data), `"outcome":"tolerated"`) {
-		t.Fatalf("tolerated reuse on NATS: %v %s", err, msg.Data)
+	wantReused := func(outcome string) {
+		t.Helper()
+		msg, err := reused.NextMsg(time.Second)
+		if err != nil {
+			t.Fatalf("no %s reuse on NATS: %v", outcome, err)
+		}
+		if !strings.Contains(string(msg.Data), `"outcome":"`+outcome+`"`) {
+			t.Fatalf("reuse on NATS: %s, want outcome %s", msg.Data, outcome)
+		}
 	}
+	wantReused("tolerated")
 	if types := h.history(s0.ID); count(types, "session.revoked") != 0 {
 		t.Fatalf("a tolerated retry revoked: %v", types)
 	}
-	time.Sleep(1100 * time.Millisecond)
-	h.wantInvalidGrant(s0.Refresh) // the window has passed: reuse
+	clock.Advance(time.Second) // the window (1 s from the rotation) has passed
+	h.wantInvalidGrant(s0.Refresh)
+	wantReused("family_revoked")
 	h.wantInvalidGrant(s1.Refresh)
 	if types := h.history(s0.ID); types[len(types)-1] != "session.revoked" {
 		t.Fatalf("history %v", types)

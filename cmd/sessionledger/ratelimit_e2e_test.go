@@ -15,7 +15,10 @@ func TestRateLimitPerClientAddress(t *testing.T) {
 			t.Fatalf("request %d within the burst: %d", i, st)
 		}
 	}
-	req, _ := http.NewRequest("POST", h.url+"/oauth2/token", nil)
+	req, err := http.NewRequest("POST", h.url+"/oauth2/token", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("X-Forwarded-For", "203.0.113.1")
 	resp, err := h.client.Do(req)

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/base64"
 	"encoding/json"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -25,15 +26,15 @@ func TestNoSecretInLogsOrStream(t *testing.T) {
 	s1 := keep(h.mustRefresh(s0.Refresh))
 	keep(h.mustRefresh(s0.Refresh)) // tolerated retry
 	s2 := keep(h.mustRefresh(s1.Refresh))
-	h.refresh(s0.Refresh) // reuse
-	h.refresh(s2.Refresh)
+	h.wantInvalidGrant(s0.Refresh) // reuse
+	h.wantInvalidGrant(s2.Refresh)
 	o := keep(h.issue(`{"user_id":"alice@example.com"}`))
-	h.form("/oauth2/introspect", url.Values{"token": {o.Refresh}}, adminHeader)
-	h.form("/oauth2/revoke", url.Values{"token": {o.Refresh}}, nil)
+	h.mustForm("/oauth2/introspect", url.Values{"token": {o.Refresh}}, adminHeader, http.StatusOK)
+	h.mustForm("/oauth2/revoke", url.Values{"token": {o.Refresh}}, nil, http.StatusOK)
 	keep(h.issue(`{"user_id":"bob"}`))
-	h.admin("DELETE", "/v1/users/bob/sessions", "")
-	h.admin("POST", "/v1/users/bob/deactivate", "")
-	h.refresh("slrt_garbage")
+	h.mustAdmin("DELETE", "/v1/users/bob/sessions", "", http.StatusNoContent)
+	h.mustAdmin("POST", "/v1/users/bob/deactivate", "", http.StatusNoContent)
+	h.wantInvalidGrant("slrt_garbage")
 
 	// Key material: every key in keys.json, raw and encoded.
 	raw, err := os.ReadFile(filepath.Join(h.dataDir, secrets.KeysFile))
@@ -41,7 +42,9 @@ func TestNoSecretInLogsOrStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	var keys map[string]any
-	_ = json.Unmarshal(raw, &keys)
+	if err := json.Unmarshal(raw, &keys); err != nil {
+		t.Fatal(err)
+	}
 	for name, v := range keys {
 		if b64, ok := v.(string); ok && len(b64) > 20 {
 			secretsSeen = append(secretsSeen, b64)

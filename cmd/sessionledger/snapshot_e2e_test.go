@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +22,23 @@ func snapshotAfter(n uint64) func(*Config) {
 	return func(c *Config) { c.SnapshotInterval, c.SnapshotMinEvents = 20*time.Millisecond, n }
 }
 
+// snapshotLookups counts, from now on, the looks at the stored snapshot on h's
+// NATS. The snapshot loop takes one on every tick once the ledger is ready
+// (Snapshots.LatestSeq), and nats.go's object store reads an object's info
+// with a direct get of its meta subject, which a plain subscriber sees too.
+func snapshotLookups(t *testing.T, h *ledgerHarness) func() int {
+	t.Helper()
+	nc := h.nats()
+	var n atomic.Int64
+	if _, err := nc.Subscribe("$JS.API.DIRECT.GET.OBJ_"+eventstore.SnapshotBucket+".>", func(*nats.Msg) { n.Add(1) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return func() int { return int(n.Load()) }
+}
+
 func TestRestartFromSnapshot(t *testing.T) {
 	dir := t.TempDir()
 	h := boot(t, dir, snapshotAfter(6)) // the six events below, and not the seventh
@@ -26,14 +46,21 @@ func TestRestartFromSnapshot(t *testing.T) {
 	a1 := h.mustRefresh(a0.Refresh)
 	a2 := h.mustRefresh(a1.Refresh)
 	revoked := h.issue(`{"user_id":"bob"}`)
-	h.admin("DELETE", "/v1/sessions/"+revoked.ID, "")
-	h.admin("POST", "/v1/users/carol/deactivate", "")
+	h.mustAdmin("DELETE", "/v1/sessions/"+revoked.ID, "", http.StatusNoContent)
+	h.mustAdmin("POST", "/v1/users/carol/deactivate", "", http.StatusNoContent)
 	if covered := h.lastSeq(); covered != 6 {
 		t.Fatalf("%d events before the snapshot, want 6", covered)
 	}
 	poll.For(t, 10*time.Second, func() bool { return h.m.snapshotSeq(t) == 6 }, func() string { return "no snapshot written" })
+	lookups := snapshotLookups(t, h)
 	late := h.issue(`{"user_id":"dave"}`) // after the snapshot: replayed on top of it
-	time.Sleep(100 * time.Millisecond)    // several snapshot ticks: none may cover it
+	// Three more ticks of the snapshot loop, so at least two whole ones after
+	// the late event was applied: none may write a snapshot for one event.
+	since := lookups()
+	poll.For(t, 10*time.Second, func() bool { return lookups() >= since+3 },
+		func() string {
+			return fmt.Sprintf("the snapshot loop looked %d times since the late event", lookups()-since)
+		})
 	if seq := h.m.snapshotSeq(t); seq != 6 {
 		t.Fatalf("snapshot covers %d, want 6", seq)
 	}
@@ -43,9 +70,8 @@ func TestRestartFromSnapshot(t *testing.T) {
 	if !strings.Contains(h2.logs.String(), `"msg":"projection restored from snapshot","seq":6`) {
 		t.Fatalf("not restored from the snapshot:\n%s", h2.logs.String())
 	}
-	if _, body := h2.admin("GET", "/v1/users/alice/sessions", ""); len(body["sessions"].([]any)) != 1 ||
-		body["sessions"].([]any)[0].(map[string]any)["device"].(map[string]any)["name"] != "laptop" {
-		t.Fatalf("alice's session after restore: %v", body)
+	if alice := h2.userSessions("alice"); len(alice) != 1 || alice[0]["device"].(map[string]any)["name"] != "laptop" {
+		t.Fatalf("alice's session after restore: %v", alice)
 	}
 	h2.wantInvalidGrant(revoked.Refresh)
 	if st, _ := h2.admin("POST", "/v1/sessions", `{"user_id":"carol"}`); st != 409 {
@@ -70,7 +96,10 @@ func TestMismatchedSnapshotIsIgnored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	js, _ := jetstream.New(nc)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
 	os, err := js.ObjectStore(context.Background(), eventstore.SnapshotBucket)
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,14 @@ const Interval = 5 * time.Millisecond
 // last error if timeout passes first.
 func Until(tb testing.TB, timeout time.Duration, check func() error) {
 	tb.Helper()
+	Every(tb, Interval, timeout, check)
+}
+
+// Every is Until checking every interval instead of every Interval; 0
+// checks again at once, for a benchmark that measures how soon the condition
+// holds.
+func Every(tb testing.TB, interval, timeout time.Duration, check func() error) {
+	tb.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		err := check()
@@ -25,7 +33,7 @@ func Until(tb testing.TB, timeout time.Duration, check func() error) {
 		if time.Now().After(deadline) {
 			tb.Fatalf("after %v: %v", timeout, err)
 		}
-		time.Sleep(Interval)
+		time.Sleep(interval)
 	}
 }
 
