@@ -2,6 +2,7 @@ package eventstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -56,22 +57,49 @@ func (f *Feed) Follow(ctx context.Context, since time.Time, fn func(domain.Event
 		}
 		return false
 	}
-	err := consumeMsgs(ctx, f.stream, cfg, started, func(msg jetstream.Msg) (bool, error) {
-		e, err := decode(msg)
-		if err != nil {
-			return false, err
+	// A lost consumer (a failover, a reconnect) is replaced after the last
+	// event delivered; only an undecodable event or ctx ends the loop.
+	var last uint64
+	for backoff := minResumePause; ; {
+		from := last
+		if last > 0 {
+			cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverByStartSequencePolicy, last+1, nil
 		}
-		fn(e)
-		if md, err := msg.Metadata(); err == nil && md.NumPending == 0 {
-			signal()
+		err := consumeMsgs(ctx, f.stream, cfg, started, func(msg jetstream.Msg) (bool, error) {
+			e, err := decode(msg)
+			if err != nil {
+				return false, err
+			}
+			fn(e)
+			last = e.Seq
+			if md, err := msg.Metadata(); err == nil && md.NumPending == 0 {
+				signal()
+			}
+			return true, nil
+		})
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, ErrUndecodable):
+			return fmt.Errorf("eventstore: follow revocations: %w", err)
+		case last > from:
+			backoff = minResumePause
 		}
-		return true, nil
-	})
-	if err != nil && ctx.Err() == nil {
-		return fmt.Errorf("eventstore: follow revocations: %w", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, maxResumePause)
 	}
-	return err
 }
+
+// The pause before a follower resumes after losing its consumer: short after
+// progress, doubling while the stream stays unreachable.
+const (
+	minResumePause = 100 * time.Millisecond
+	maxResumePause = 2 * time.Second
+)
 
 // Replay delivers the stored messages matching filters (every message when
 // none) from start (zero: the beginning), in stream order, with their stream

@@ -2,6 +2,7 @@ package eventstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -80,15 +81,45 @@ func consume(ctx context.Context, stream jetstream.Stream, cfg jetstream.Ordered
 // consumeMsgs is consume for callers that need the message metadata too.
 // started, if not nil, learns how many messages matched when the consumer was
 // created, and ends the loop at once by returning true.
+//
+// It reads through an ephemeral pull consumer of its own, not nats.go's
+// ordered consumer: that one recreates itself on a lost heartbeat inside the
+// library, with ten-second requests and backoff, and a stream-leader failover
+// could stall a projection for eleven seconds that way, longer than the reuse
+// grace window. Here every request has requestTimeout and is retried
+// (withRetry), a missed heartbeat (two heartbeats, a second) or a gap in the
+// consumer's sequence ends the read with an error, and the caller resumes
+// after the last message it got.
 func consumeMsgs(ctx context.Context, stream jetstream.Stream, cfg jetstream.OrderedConsumerConfig, started func(pending uint64) (stop bool), fn func(jetstream.Msg) (more bool, err error)) error {
-	cons, err := stream.OrderedConsumer(ctx, cfg)
+	cons, err := withRetry(ctx, func(ctx context.Context) (jetstream.Consumer, error) {
+		return stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
+			FilterSubjects:    cfg.FilterSubjects,
+			DeliverPolicy:     cfg.DeliverPolicy,
+			OptStartSeq:       cfg.OptStartSeq,
+			OptStartTime:      cfg.OptStartTime,
+			AckPolicy:         jetstream.AckNonePolicy,
+			MemoryStorage:     true,
+			Replicas:          1,
+			InactiveThreshold: 10 * time.Second, // cleaned up by the server if the delete below is lost
+		})
+	})
 	if err != nil {
 		return err
 	}
+	defer func() {
+		// In the background: after a failover the request may wait out its
+		// timeout, and the caller should resume at once.
+		go func(name string) {
+			dctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+			defer cancel()
+			_ = stream.DeleteConsumer(dctx, name)
+		}(cons.CachedInfo().Name)
+	}()
 	// Short pulls and heartbeats: a consumer lost with its server (failover)
-	// is noticed and recreated within about a second, not after the defaults'
-	// ten, which matters because clients retry within the reuse grace window.
-	it, err := cons.Messages(jetstream.PullMaxMessages(1024), jetstream.PullExpiry(2*time.Second), jetstream.PullHeartbeat(500*time.Millisecond))
+	// is noticed within about a second, not after the defaults' ten, which
+	// matters because clients retry within the reuse grace window.
+	it, err := cons.Messages(jetstream.PullMaxMessages(1024), jetstream.PullExpiry(2*time.Second),
+		jetstream.PullHeartbeat(500*time.Millisecond), jetstream.WithMessagesErrOnMissingHeartbeat(true))
 	if err != nil {
 		return err
 	}
@@ -98,7 +129,7 @@ func consumeMsgs(ctx context.Context, stream jetstream.Stream, cfg jetstream.Ord
 	if info := cons.CachedInfo(); started != nil && info != nil && started(info.NumPending) {
 		return nil
 	}
-	for {
+	for delivered := uint64(0); ; {
 		msg, err := it.Next()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -106,11 +137,23 @@ func consumeMsgs(ctx context.Context, stream jetstream.Stream, cfg jetstream.Ord
 			}
 			return err
 		}
+		md, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("message metadata: %w", err)
+		}
+		if md.Sequence.Consumer != delivered+1 {
+			return fmt.Errorf("consumer delivered its message %d after %d: %w", md.Sequence.Consumer, delivered, errGap)
+		}
+		delivered++
 		if more, err := fn(msg); err != nil || !more {
 			return err
 		}
 	}
 }
+
+// errGap: the consumer skipped or repeated a message; reading must resume
+// from the last message delivered.
+var errGap = errors.New("gap in the consumer's deliveries")
 
 // decode turns a stream message into an event with its sequence.
 func decode(msg jetstream.Msg) (domain.Event, error) {
