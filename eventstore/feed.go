@@ -65,14 +65,14 @@ func (f *Feed) Follow(ctx context.Context, since time.Time, fn func(domain.Event
 		if last > 0 {
 			cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverByStartSequencePolicy, last+1, nil
 		}
-		err := consumeMsgs(ctx, f.stream, cfg, started, func(msg jetstream.Msg) (bool, error) {
-			e, err := decode(msg)
+		err := consumeMsgs(ctx, f.stream, cfg, started, func(msg jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
+			e, err := decode(msg, md)
 			if err != nil {
 				return false, err
 			}
 			fn(e)
 			last = e.Seq
-			if md, err := msg.Metadata(); err == nil && md.NumPending == 0 {
+			if md.NumPending == 0 {
 				signal()
 			}
 			return true, nil
@@ -117,11 +117,7 @@ func (f *Feed) Replay(ctx context.Context, filters []string, start time.Time, to
 		}
 		return pending == 0
 	}
-	err := consumeMsgs(ctx, f.stream, cfg, started, func(msg jetstream.Msg) (bool, error) {
-		md, err := msg.Metadata()
-		if err != nil {
-			return false, err
-		}
+	err := consumeMsgs(ctx, f.stream, cfg, started, func(msg jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
 		if err := fn(md.Sequence.Stream, msg.Subject(), msg.Data()); err != nil {
 			return false, err
 		}

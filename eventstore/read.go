@@ -69,8 +69,8 @@ func (s *Store) read(ctx context.Context, filter string, startSeq, lastSeq uint6
 // in stream order until fn returns false or an error, or ctx ends. A message
 // that does not decode is an error: nothing is skipped silently.
 func consume(ctx context.Context, stream jetstream.Stream, cfg jetstream.OrderedConsumerConfig, fn func(domain.Event) (more bool, err error)) error {
-	return consumeMsgs(ctx, stream, cfg, nil, func(msg jetstream.Msg) (bool, error) {
-		e, err := decode(msg)
+	return consumeMsgs(ctx, stream, cfg, nil, func(msg jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
+		e, err := decode(msg, md)
 		if err != nil {
 			return false, err
 		}
@@ -90,7 +90,7 @@ func consume(ctx context.Context, stream jetstream.Stream, cfg jetstream.Ordered
 // (withRetry), a missed heartbeat (two heartbeats, a second) or a gap in the
 // consumer's sequence ends the read with an error, and the caller resumes
 // after the last message it got.
-func consumeMsgs(ctx context.Context, stream jetstream.Stream, cfg jetstream.OrderedConsumerConfig, started func(pending uint64) (stop bool), fn func(jetstream.Msg) (more bool, err error)) error {
+func consumeMsgs(ctx context.Context, stream jetstream.Stream, cfg jetstream.OrderedConsumerConfig, started func(pending uint64) (stop bool), fn func(jetstream.Msg, *jetstream.MsgMetadata) (more bool, err error)) error {
 	cons, err := withRetry(ctx, func(ctx context.Context) (jetstream.Consumer, error) {
 		return stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
 			FilterSubjects:    cfg.FilterSubjects,
@@ -145,7 +145,7 @@ func consumeMsgs(ctx context.Context, stream jetstream.Stream, cfg jetstream.Ord
 			return fmt.Errorf("consumer delivered its message %d after %d: %w", md.Sequence.Consumer, delivered, errGap)
 		}
 		delivered++
-		if more, err := fn(msg); err != nil || !more {
+		if more, err := fn(msg, md); err != nil || !more {
 			return err
 		}
 	}
@@ -156,11 +156,7 @@ func consumeMsgs(ctx context.Context, stream jetstream.Stream, cfg jetstream.Ord
 var errGap = errors.New("gap in the consumer's deliveries")
 
 // decode turns a stream message into an event with its sequence.
-func decode(msg jetstream.Msg) (domain.Event, error) {
-	md, err := msg.Metadata()
-	if err != nil {
-		return domain.Event{}, fmt.Errorf("eventstore: message metadata: %w", err)
-	}
+func decode(msg jetstream.Msg, md *jetstream.MsgMetadata) (domain.Event, error) {
 	e, err := domain.DecodeEventWith(msg.Data(), gojson.Unmarshal)
 	if err != nil {
 		return domain.Event{}, fmt.Errorf("eventstore: sequence %d: %w: %w", md.Sequence.Stream, ErrUndecodable, err)
