@@ -108,8 +108,8 @@ type decision struct {
 	event   domain.Payload
 	session string
 	err     error
-	// refresh is a refresh's whole decision: its outcome and the token to
-	// hand out; session is the state it was decided on.
+	// For a refresh: its whole decision (the outcome, the token to hand
+	// out) and the session state it was decided on.
 	refresh domain.RefreshDecision
 	state   domain.Session
 }
