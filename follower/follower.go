@@ -129,13 +129,9 @@ func (f *Follower) Ready() error {
 func (f *Follower) WaitReady(ctx context.Context) error {
 	select {
 	case <-f.ready:
-		return f.Ready()
 	case <-ctx.Done():
-		if err := f.Ready(); err != nil {
-			return err
-		}
-		return nil
 	}
+	return f.Ready()
 }
 
 // Close stops following and waits for everything the follower started,
