@@ -3,6 +3,7 @@ package domain
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"testing"
 	"time"
 )
@@ -88,15 +89,25 @@ func TestSessionHistoryEndsAtTheCutOff(t *testing.T) {
 	for name, tc := range map[string]struct {
 		own, user []Event
 		want      []uint64
+		readsUser bool // only a session its own events leave live needs its user's events
 	}{
-		"ended by deactivation, not followed by the reactivation": {own: []Event{issued, rotated}, user: []Event{cutBefore, deactivated, reactivated, revokeAll}, want: []uint64{2, 4, 7}},
+		"ended by deactivation, not followed by the reactivation": {own: []Event{issued, rotated}, user: []Event{cutBefore, deactivated, reactivated, revokeAll}, want: []uint64{2, 4, 7}, readsUser: true},
 		"ended by its own revoke: no user event":                  {own: []Event{issued, rotated, revoked}, user: []Event{deactivated, reactivated}, want: []uint64{2, 4, 6}},
-		"a cut-off before its issue does not belong":              {own: []Event{issued}, user: []Event{cutBefore}, want: []uint64{2}},
-		"a reactivation alone ends nothing":                       {own: []Event{issued}, user: []Event{reactivated, revokeAll}, want: []uint64{2, 9}},
+		"a cut-off before its issue does not belong":              {own: []Event{issued}, user: []Event{cutBefore}, want: []uint64{2}, readsUser: true},
+		"a reactivation alone ends nothing":                       {own: []Event{issued}, user: []Event{reactivated, revokeAll}, want: []uint64{2, 9}, readsUser: true},
 	} {
-		if got := seqs(SessionHistory(tc.own, tc.user)); !equalSeqs(got, tc.want) {
-			t.Errorf("%s: got %v, want %v", name, got, tc.want)
+		read := false
+		got, err := SessionHistory(tc.own, func() ([]Event, error) { read = true; return tc.user, nil })
+		if err != nil || !equalSeqs(seqs(got), tc.want) {
+			t.Errorf("%s: got %v (%v), want %v", name, seqs(got), err, tc.want)
 		}
+		if read != tc.readsUser {
+			t.Errorf("%s: read the user's events: %v, want %v", name, read, tc.readsUser)
+		}
+	}
+	wantErr := errors.New("stream unreachable")
+	if _, err := SessionHistory([]Event{issued}, func() ([]Event, error) { return nil, wantErr }); !errors.Is(err, wantErr) {
+		t.Errorf("error reading the user's events: got %v, want %v", err, wantErr)
 	}
 }
 

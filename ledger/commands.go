@@ -236,11 +236,9 @@ func (l *Ledger) History(ctx context.Context, sessionID string) ([]domain.Event,
 	if len(own) == 0 {
 		return nil, domain.ErrSessionNotFound
 	}
-	user, err := l.store.UserEvents(ctx, own[0].UserKey, own[0].Seq)
-	if err != nil {
-		return nil, err
-	}
-	return domain.SessionHistory(own, user), nil
+	return domain.SessionHistory(own, func() ([]domain.Event, error) {
+		return l.store.UserEvents(ctx, own[0].UserKey, own[0].Seq)
+	})
 }
 
 // Introspection is the answer to RFC 7662 introspection.

@@ -231,30 +231,33 @@ func (a *auditCmd) history(ctx context.Context, session, user, userKey string) e
 		if !domain.ValidSessionID(session) {
 			return fmt.Errorf("audit history: %q is not a session id", session)
 		}
-		if err := a.replay(ctx, []string{eventstore.SessionFilter(session)}, time.Time{}, collect(func(domain.Event) bool { return true })); err != nil {
-			return err
-		}
-		if len(rows) == 0 {
-			return fmt.Errorf("audit history: no events of session %s", session)
-		}
 		// The session's history is its own events and the user event that
 		// ended it, if one did: the rule the history endpoint follows too.
-		own := rows
-		rows = nil
-		if err := a.replay(ctx, []string{eventstore.UserEventsFilter(own[0].e.UserKey)}, time.Time{}, collect(func(e domain.Event) bool { return e.Seq > own[0].e.Seq })); err != nil {
+		data := map[uint64][]byte{}
+		events := func(filter string, after uint64) ([]domain.Event, error) {
+			rows = nil
+			err := a.replay(ctx, []string{filter}, time.Time{}, collect(func(e domain.Event) bool { return e.Seq > after }))
+			var out []domain.Event
+			for _, r := range rows {
+				out, data[r.e.Seq] = append(out, r.e), r.data
+			}
+			return out, err
+		}
+		own, err := events(eventstore.SessionFilter(session), 0)
+		if err != nil {
 			return err
 		}
-		user := rows
-		data := map[uint64][]byte{}
-		var ownEvents, userEvents []domain.Event
-		for _, r := range own {
-			ownEvents, data[r.e.Seq] = append(ownEvents, r.e), r.data
+		if len(own) == 0 {
+			return fmt.Errorf("audit history: no events of session %s", session)
 		}
-		for _, r := range user {
-			userEvents, data[r.e.Seq] = append(userEvents, r.e), r.data
+		hist, err := domain.SessionHistory(own, func() ([]domain.Event, error) {
+			return events(eventstore.UserEventsFilter(own[0].UserKey), own[0].Seq)
+		})
+		if err != nil {
+			return err
 		}
 		rows = nil
-		for _, e := range domain.SessionHistory(ownEvents, userEvents) {
+		for _, e := range hist {
 			rows = append(rows, row{e, data[e.Seq]})
 		}
 	case userKey != "":

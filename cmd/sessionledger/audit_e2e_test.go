@@ -289,3 +289,42 @@ func TestAuditVerifyNamesTheDamage(t *testing.T) {
 		t.Fatalf("an exact copy fails: %v\n%s", err, out)
 	}
 }
+
+// TestAuditTimelineAndHistoryEndpointAgree: the auditors' timeline of a
+// session ended by a deactivation ends there, as the history endpoint does;
+// the user's later reactivation and revoke-all are not the session's.
+func TestAuditTimelineAndHistoryEndpointAgree(t *testing.T) {
+	h := boot(t, "", nil)
+	s := h.issue(`{"user_id":"erin"}`)
+	h.mustRefresh(s.Refresh)
+	for _, step := range []struct{ method, path string }{
+		{"POST", "/v1/users/erin/deactivate"},
+		{"POST", "/v1/users/erin/reactivate"},
+		{"DELETE", "/v1/users/erin/sessions"},
+	} {
+		h.mustAdmin(step.method, step.path, "", http.StatusNoContent)
+	}
+	out, err := auditRun(t, h.m.NATSURL(), "history", "--session", s.ID, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var timeline []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var rec struct {
+			Event struct {
+				Type string `json:"type"`
+			} `json:"event"`
+		}
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("history --json line %q: %v", line, err)
+		}
+		timeline = append(timeline, rec.Event.Type)
+	}
+	want := "session.issued session.rotated user.deactivated"
+	if got := strings.Join(timeline, " "); got != want {
+		t.Errorf("audit timeline %q, want %q", got, want)
+	}
+	if got := strings.Join(h.history(s.ID), " "); got != want {
+		t.Errorf("history endpoint %q, want %q", got, want)
+	}
+}
