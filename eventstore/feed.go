@@ -40,10 +40,6 @@ func (f *Feed) Connected() bool { return f.nc.IsConnected() }
 // until ctx ends. caughtUp, if not nil, is called once, when the events that
 // were in the stream at the start have all been delivered.
 func (f *Feed) Follow(ctx context.Context, since time.Time, fn func(domain.Event), caughtUp func()) error {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: RevocationSubjects, DeliverPolicy: jetstream.DeliverAllPolicy}
-	if !since.IsZero() {
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
-	}
 	signalled := caughtUp == nil
 	signal := func() {
 		if !signalled {
@@ -62,10 +58,7 @@ func (f *Feed) Follow(ctx context.Context, since time.Time, fn func(domain.Event
 	var last uint64
 	for backoff := minResumePause; ; {
 		from := last
-		if last > 0 {
-			cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverByStartSequencePolicy, last+1, nil
-		}
-		err := consumeMsgs(ctx, f.stream, cfg, started, func(msg jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
+		err := consumeMsgs(ctx, f.stream, RevocationSubjects, position{afterSeq: last, since: since}, started, func(msg jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
 			e, err := decode(msg, md)
 			if err != nil {
 				return false, err
@@ -107,17 +100,13 @@ const (
 // last of the messages that matched when it began. total, if not nil, first
 // learns how many those are.
 func (f *Feed) Replay(ctx context.Context, filters []string, start time.Time, total func(uint64), fn func(seq uint64, subject string, data []byte) error) error {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters, DeliverPolicy: jetstream.DeliverAllPolicy}
-	if !start.IsZero() {
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
-	}
 	started := func(pending uint64) bool {
 		if total != nil {
 			total(pending)
 		}
 		return pending == 0
 	}
-	err := consumeMsgs(ctx, f.stream, cfg, started, func(msg jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
+	err := consumeMsgs(ctx, f.stream, filters, position{since: start}, started, func(msg jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
 		if err := fn(md.Sequence.Stream, msg.Subject(), msg.Data()); err != nil {
 			return false, err
 		}

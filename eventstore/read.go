@@ -36,40 +36,55 @@ func (s *Store) events(ctx context.Context, filter string, startSeq uint64) ([]d
 	if err != nil || last < startSeq {
 		return nil, err
 	}
-	var events []domain.Event
-	err = s.read(ctx, filter, startSeq, last, func(e domain.Event) bool {
-		events = append(events, e)
-		return true
-	})
-	return events, err
-}
-
-// read delivers the events matching filter from startSeq up to lastSeq, in
-// order, until fn returns false.
-func (s *Store) read(ctx context.Context, filter string, startSeq, lastSeq uint64, fn func(domain.Event) bool) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	err := consume(ctx, s.stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{filter},
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    startSeq,
-	}, func(e domain.Event) (bool, error) {
-		return fn(e) && e.Seq < lastSeq, nil
+	var events []domain.Event
+	err = consume(ctx, s.stream, []string{filter}, position{afterSeq: startSeq - 1}, func(e domain.Event) (bool, error) {
+		events = append(events, e)
+		return e.Seq < last, nil
 	})
 	switch {
 	case err == nil:
-		return nil
+		return events, nil
 	case ctx.Err() != nil:
-		return fmt.Errorf("eventstore: read %s: %w (%v)", filter, domain.ErrUnavailable, err)
+		return nil, fmt.Errorf("eventstore: read %s: %w (%v)", filter, domain.ErrUnavailable, err)
 	}
-	return fmt.Errorf("eventstore: read %s: %w", filter, err)
+	return nil, fmt.Errorf("eventstore: read %s: %w", filter, err)
 }
 
-// consume runs an ordered consumer on stream with cfg and delivers its events
-// in stream order until fn returns false or an error, or ctx ends. A message
-// that does not decode is an error: nothing is skipped silently.
-func consume(ctx context.Context, stream jetstream.Stream, cfg jetstream.OrderedConsumerConfig, fn func(domain.Event) (more bool, err error)) error {
-	return consumeMsgs(ctx, stream, cfg, nil, func(msg jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
+// position is where a read starts: after a stream sequence, at a time, or
+// (both zero) at the beginning.
+type position struct {
+	afterSeq uint64
+	since    time.Time
+}
+
+// consumer is the configuration of a read's consumer: matching filters (every
+// message when none), from p, delivered without acks.
+func (p position) consumer(filters []string) jetstream.ConsumerConfig {
+	cfg := jetstream.ConsumerConfig{
+		FilterSubjects:    filters,
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		AckPolicy:         jetstream.AckNonePolicy,
+		MemoryStorage:     true,
+		Replicas:          1,
+		InactiveThreshold: 10 * time.Second, // cleaned up by the server if the delete is lost
+	}
+	switch {
+	case p.afterSeq > 0:
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, p.afterSeq+1
+	case !p.since.IsZero():
+		since := p.since
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
+	}
+	return cfg
+}
+
+// consume reads the events matching filters from p in stream order until fn
+// returns false or an error, or ctx ends. A message that does not decode is
+// an error: nothing is skipped silently.
+func consume(ctx context.Context, stream jetstream.Stream, filters []string, p position, fn func(domain.Event) (more bool, err error)) error {
+	return consumeMsgs(ctx, stream, filters, p, nil, func(msg jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
 		e, err := decode(msg, md)
 		if err != nil {
 			return false, err
@@ -90,18 +105,10 @@ func consume(ctx context.Context, stream jetstream.Stream, cfg jetstream.Ordered
 // (withRetry), a missed heartbeat (two heartbeats, a second) or a gap in the
 // consumer's sequence ends the read with an error, and the caller resumes
 // after the last message it got.
-func consumeMsgs(ctx context.Context, stream jetstream.Stream, cfg jetstream.OrderedConsumerConfig, started func(pending uint64) (stop bool), fn func(jetstream.Msg, *jetstream.MsgMetadata) (more bool, err error)) error {
+func consumeMsgs(ctx context.Context, stream jetstream.Stream, filters []string, p position, started func(pending uint64) (stop bool), fn func(jetstream.Msg, *jetstream.MsgMetadata) (more bool, err error)) error {
+	cfg := p.consumer(filters)
 	cons, err := withRetry(ctx, func(ctx context.Context) (jetstream.Consumer, error) {
-		return stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
-			FilterSubjects:    cfg.FilterSubjects,
-			DeliverPolicy:     cfg.DeliverPolicy,
-			OptStartSeq:       cfg.OptStartSeq,
-			OptStartTime:      cfg.OptStartTime,
-			AckPolicy:         jetstream.AckNonePolicy,
-			MemoryStorage:     true,
-			Replicas:          1,
-			InactiveThreshold: 10 * time.Second, // cleaned up by the server if the delete below is lost
-		})
+		return stream.CreateConsumer(ctx, cfg)
 	})
 	if err != nil {
 		return err
@@ -169,11 +176,7 @@ func decode(msg jetstream.Msg, md *jetstream.MsgMetadata) (domain.Event, error) 
 // keeps following new ones until ctx ends or apply fails. A message that does
 // not decode stops it with an error: nothing is skipped silently.
 func (s *Store) Follow(ctx context.Context, afterSeq uint64, apply func(domain.Event) error) error {
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
-	if afterSeq > 0 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, afterSeq+1
-	}
-	err := consume(ctx, s.stream, cfg, func(e domain.Event) (bool, error) { return true, apply(e) })
+	err := consume(ctx, s.stream, nil, position{afterSeq: afterSeq}, func(e domain.Event) (bool, error) { return true, apply(e) })
 	if err != nil && ctx.Err() == nil {
 		return fmt.Errorf("eventstore: follow: %w", err)
 	}
