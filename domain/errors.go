@@ -19,9 +19,15 @@ var (
 	ErrConflict         = errors.New("concurrent write to the same user's events")
 	ErrUnavailable      = errors.New("ledger is unavailable")
 	ErrProjectionFailed = errors.New("projection stopped")
-	// ErrUndecodable marks a stored message that is not a known event: a
-	// projection must stop there, since skipping it would lose state silently.
+	// ErrUndecodable marks a stored message that the ledger wrote (its tag
+	// is valid) but this version cannot decode, written by a newer version: a
+	// projection must stop there, since skipping it would lose state
+	// silently. A message without a valid tag is refused instead (Record).
 	ErrUndecodable = errors.New("undecodable event in the stream")
+	// ErrHistoryLost: the stream has vanished, was replaced, or lost events
+	// that this instance, its snapshots or its data dir know existed. The
+	// ledger refuses to serve rather than start again from nothing.
+	ErrHistoryLost = errors.New("the ledger's history is gone or was replaced")
 )
 
 // ValidationError says which input field is wrong and why. It matches

@@ -10,9 +10,11 @@ type EventStore interface {
 	// the new event's sequence, or an error matching ErrConflict when another
 	// write came first.
 	Append(ctx context.Context, e Event, expectedUserSeq uint64) (uint64, error)
-	// LastUserEvent returns the sequence and chain digest of the user's last
-	// event; sequence 0 if there is none.
-	LastUserEvent(ctx context.Context, userKey string) (seq uint64, digest [32]byte, err error)
+	// LastUserSeq returns the sequence of the last message stored under the
+	// user's subjects (what Append expects), 0 if there is none. It may be a
+	// message the ledger refused (see Record); the chain digest to continue
+	// from is the projection's.
+	LastUserSeq(ctx context.Context, userKey string) (uint64, error)
 	// LastSessionSeq returns the sequence of the session's last own event, 0 if none.
 	LastSessionSeq(ctx context.Context, sessionID string) (uint64, error)
 	// SessionEvents returns the session's own events in stream order (none
@@ -21,4 +23,31 @@ type EventStore interface {
 	// UserEvents returns the user's user events (not its sessions' events)
 	// after stream sequence afterSeq, in stream order.
 	UserEvents(ctx context.Context, userKey string, afterSeq uint64) ([]Event, error)
+}
+
+// RecordKind says what a stored message is.
+type RecordKind uint8
+
+// Record kinds.
+const (
+	RecordEvent      RecordKind = iota + 1 // an event the ledger wrote
+	RecordCheckpoint                       // a checkpoint the ledger wrote
+	RecordRejected                         // anything else: never applied
+)
+
+// Record is one stored message of the stream as an instance reads it back,
+// after checking that the ledger wrote it.
+type Record struct {
+	Kind    RecordKind
+	Seq     uint64
+	Digest  [32]byte // SHA-256 of the stored bytes
+	UserKey string   // the user key its subject names, "" if none
+	Event   Event    // RecordEvent
+	Covers  uint64   // RecordCheckpoint: the sequence it commits to
+	Err     error    // RecordRejected: why
+}
+
+// EventRecord is the record of an event the ledger wrote.
+func EventRecord(e Event) Record {
+	return Record{Kind: RecordEvent, Seq: e.Seq, Digest: e.Digest, UserKey: e.UserKey, Event: e}
 }

@@ -167,6 +167,11 @@ func (s *Session) EndByUser(cutoff uint64, reason string) bool {
 type User struct {
 	Key         string
 	Deactivated bool
-	LastSeq     uint64   // sequence of the user's last event of any kind (session or user)
-	LastDigest  [32]byte // chain digest of that event: the next one's Prev
+	// LastSeq is the sequence of the last message stored under the user's
+	// subjects, refused ones included: what the user's next append expects.
+	LastSeq uint64
+	// ChainSeq is the sequence of the user's last applied event (session or
+	// user event), LastDigest its digest: the next event's Prev.
+	ChainSeq   uint64
+	LastDigest [32]byte
 }

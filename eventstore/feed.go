@@ -19,17 +19,32 @@ type Feed struct {
 	stream jetstream.Stream
 }
 
-// NewFeed opens the ledger's stream on nc for reading.
+// NewFeed opens the ledger's stream on nc for reading: through the read-only
+// imports of the ledger's NATS accounts (ReaderAPIPrefix) when nc is a
+// reader there, else directly (a NATS without those accounts, or the
+// ledger's own identity).
 func NewFeed(ctx context.Context, nc *nats.Conn) (*Feed, error) {
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, fmt.Errorf("eventstore: %w", err)
+	stream, err := openStream(ctx, nc, ReaderAPIPrefix)
+	if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, nats.ErrNoResponders) {
+		stream, err = openStream(ctx, nc, "")
 	}
-	stream, err := js.Stream(ctx, StreamName)
 	if err != nil {
 		return nil, fmt.Errorf("eventstore: stream %s: %w", StreamName, err)
 	}
 	return &Feed{nc: nc, stream: stream}, nil
+}
+
+// openStream looks the stream up under the JetStream API prefix (the default
+// one when empty).
+func openStream(ctx context.Context, nc *nats.Conn, prefix string) (jetstream.Stream, error) {
+	js, err := jetstream.New(nc)
+	if prefix != "" {
+		js, err = jetstream.NewWithAPIPrefix(nc, prefix)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return js.Stream(ctx, StreamName)
 }
 
 // Connected reports whether the NATS connection is up.
@@ -37,9 +52,12 @@ func (f *Feed) Connected() bool { return f.nc.IsConnected() }
 
 // Follow delivers the revocation events recorded since since (all of them
 // when since is zero), in stream order, then every new one as it is recorded,
-// until ctx ends. caughtUp, if not nil, is called once, when the events that
-// were in the stream at the start have all been delivered.
-func (f *Feed) Follow(ctx context.Context, since time.Time, fn func(domain.Event), caughtUp func()) error {
+// until ctx ends. A message it cannot decode (not an event, or from a newer
+// ledger) is skipped and reported to skip, if not nil: a reader without the
+// ledger's keys cannot tell junk from a newer event, and stopping would leave
+// every later revocation unheard. caughtUp, if not nil, is called once, when
+// the events that were in the stream at the start have all been delivered.
+func (f *Feed) Follow(ctx context.Context, since time.Time, fn func(domain.Event), skip func(seq uint64, err error), caughtUp func()) error {
 	signalled := caughtUp == nil
 	signal := func() {
 		if !signalled {
@@ -54,17 +72,20 @@ func (f *Feed) Follow(ctx context.Context, since time.Time, fn func(domain.Event
 		return false
 	}
 	// A lost consumer (a failover, a reconnect) is replaced after the last
-	// event delivered; only an undecodable event or ctx ends the loop.
+	// message delivered; only ctx ends the loop.
 	var last uint64
 	for backoff := minResumePause; ; {
 		from := last
-		err := consumeMsgs(ctx, f.stream, RevocationSubjects, position{afterSeq: last, since: since}, started, func(msg jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
-			e, err := decode(msg, md)
-			if err != nil {
-				return false, err
+		// Its error only says that the consumer was lost: resume.
+		_ = consumeMsgs(ctx, f.stream, RevocationSubjects, position{afterSeq: last, since: since}, started, func(msg jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
+			last = md.Sequence.Stream
+			if e, err := decode(msg, md); err != nil {
+				if skip != nil {
+					skip(last, err)
+				}
+			} else {
+				fn(e)
 			}
-			fn(e)
-			last = e.Seq
 			if md.NumPending == 0 {
 				signal()
 			}
@@ -73,8 +94,6 @@ func (f *Feed) Follow(ctx context.Context, since time.Time, fn func(domain.Event
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case errors.Is(err, ErrUndecodable):
-			return fmt.Errorf("eventstore: follow revocations: %w", err)
 		case last > from:
 			backoff = minResumePause
 		}

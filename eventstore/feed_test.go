@@ -32,7 +32,7 @@ func TestFeedResumesAfterItsConsumerIsLost(t *testing.T) {
 			mu.Lock()
 			got = append(got, e.ID)
 			mu.Unlock()
-		}, nil)
+		}, nil, nil)
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -2,14 +2,17 @@ package eventstore
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	gojson "github.com/goccy/go-json"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sessionledger/sessionledger/domain"
+	"github.com/sessionledger/sessionledger/integrity"
 )
 
 // ErrUndecodable marks a stream message that is not a known event
@@ -29,8 +32,9 @@ func (s *Store) UserEvents(ctx context.Context, userKey string, afterSeq uint64)
 	return s.events(ctx, UserEventsFilter(userKey), afterSeq+1)
 }
 
-// events returns the events matching filter from startSeq on, up to the last
-// one stored when it began.
+// events returns the ledger's events matching filter from startSeq on, up to
+// the last message stored when it began. Messages the ledger did not write
+// are left out.
 func (s *Store) events(ctx context.Context, filter string, startSeq uint64) ([]domain.Event, error) {
 	last, err := s.lastSeqFor(ctx, filter)
 	if err != nil || last < startSeq {
@@ -39,9 +43,16 @@ func (s *Store) events(ctx context.Context, filter string, startSeq uint64) ([]d
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var events []domain.Event
-	err = consume(ctx, s.stream, []string{filter}, position{afterSeq: startSeq - 1}, func(e domain.Event) (bool, error) {
-		events = append(events, e)
-		return e.Seq < last, nil
+	rd := s.reader()
+	err = consumeMsgs(ctx, s.stream, []string{filter}, position{afterSeq: startSeq - 1}, nil, func(msg jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
+		r, err := rd.record(msg, md)
+		if err != nil {
+			return false, err
+		}
+		if r.Kind == domain.RecordEvent {
+			events = append(events, r.Event)
+		}
+		return md.Sequence.Stream < last, nil
 	})
 	switch {
 	case err == nil:
@@ -172,11 +183,105 @@ func decode(msg jetstream.Msg, md *jetstream.MsgMetadata) (domain.Event, error) 
 	return e, nil
 }
 
-// Follow delivers every event after afterSeq to apply, in stream order, and
-// keeps following new ones until ctx ends or apply fails. A message that does
-// not decode stops it with an error: nothing is skipped silently.
-func (s *Store) Follow(ctx context.Context, afterSeq uint64, apply func(domain.Event) error) error {
-	err := consume(ctx, s.stream, nil, position{afterSeq: afterSeq}, func(e domain.Event) (bool, error) { return true, apply(e) })
+// reader turns stream messages into records, checking tags; one per read
+// (it is not safe for concurrent use).
+type reader struct {
+	cfg     Config
+	checker *integrity.Checker
+}
+
+func (s *Store) reader() *reader {
+	r := &reader{cfg: s.cfg}
+	if s.cfg.Tags != nil {
+		r.checker = s.cfg.Tags.Checker()
+	}
+	return r
+}
+
+// record reads one stored message. A message is the ledger's when its tag
+// is valid (or it is old enough to be trusted untagged), it decodes, and its
+// subject is the one its content belongs under; anything else is a
+// RecordRejected, never an error, so that nobody can stop a projection with
+// junk. Only a message with a valid tag that this version cannot decode (a
+// newer version wrote it) is an error matching ErrUndecodable.
+func (rd *reader) record(msg jetstream.Msg, md *jetstream.MsgMetadata) (domain.Record, error) {
+	seq, subject, data := md.Sequence.Stream, msg.Subject(), msg.Data()
+	r := domain.Record{Seq: seq, UserKey: userKeyOf(subject)}
+	reject := func(format string, args ...any) (domain.Record, error) {
+		r.Kind, r.Err = domain.RecordRejected, fmt.Errorf(format, args...)
+		return r, nil
+	}
+	tag := ""
+	if rd.checker != nil {
+		if tag = msg.Headers().Get(integrity.TagHeader); tag == "" && seq > rd.cfg.TrustUntaggedThrough {
+			r.Digest = sha256.Sum256(data)
+			return reject("not written by the ledger: %w", integrity.ErrNoTag)
+		}
+	}
+	checkTag := func(digest [32]byte) error {
+		if rd.checker == nil || tag == "" {
+			return nil
+		}
+		return rd.checker.Check(tag, digest)
+	}
+	if subject == integrity.CheckpointSubject {
+		r.Digest = sha256.Sum256(data)
+		if err := checkTag(r.Digest); err != nil {
+			return reject("checkpoint not written by the ledger: %w", err)
+		}
+		c, err := integrity.DecodeCheckpoint(data)
+		if err != nil {
+			return r, fmt.Errorf("eventstore: sequence %d: %w: %w", seq, ErrUndecodable, err)
+		}
+		r.Kind, r.Covers = domain.RecordCheckpoint, c.Covers
+		return r, nil
+	}
+	e, err := domain.DecodeEventWith(data, gojson.Unmarshal)
+	if err != nil {
+		r.Digest = sha256.Sum256(data)
+		if rd.checker == nil || checkTag(r.Digest) == nil {
+			return r, fmt.Errorf("eventstore: sequence %d: %w (written by the ledger, but not by this version of it: upgrade): %w", seq, ErrUndecodable, err)
+		}
+		return reject("not written by the ledger: %w", integrity.ErrBadTag)
+	}
+	r.Digest = e.Digest
+	if err := checkTag(e.Digest); err != nil {
+		return reject("not written by the ledger: %w", err)
+	}
+	if want := SessionSubject(e); subject != want {
+		return reject("event %s stored under %q, but it belongs under %q", e.ID, subject, want)
+	}
+	e.Seq = seq
+	r.Kind, r.Event, r.UserKey = domain.RecordEvent, e, e.UserKey
+	return r, nil
+}
+
+// userKeyOf returns the user key a subject names (ledger.<key>.…), "" if none.
+func userKeyOf(subject string) string {
+	rest, ok := strings.CutPrefix(subject, SubjectPrefix+".")
+	if !ok {
+		return ""
+	}
+	key, tail, ok := strings.Cut(rest, ".")
+	if !ok || !strings.Contains(tail, ".") || key == "" {
+		return ""
+	}
+	return key
+}
+
+// Follow delivers every stored message after afterSeq to apply as a record,
+// in stream order, and keeps following new ones until ctx ends or apply
+// fails. Messages the ledger did not write come as RecordRejected; only one
+// that it wrote but this version cannot decode stops it (ErrUndecodable).
+func (s *Store) Follow(ctx context.Context, afterSeq uint64, apply func(domain.Record) error) error {
+	rd := s.reader()
+	err := consumeMsgs(ctx, s.stream, nil, position{afterSeq: afterSeq}, nil, func(msg jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
+		r, err := rd.record(msg, md)
+		if err != nil {
+			return false, err
+		}
+		return true, apply(r)
+	})
 	if err != nil && ctx.Err() == nil {
 		return fmt.Errorf("eventstore: follow: %w", err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sessionledger/sessionledger/domain"
+	"github.com/sessionledger/sessionledger/integrity"
 )
 
 // JetStream API error codes the store handles.
@@ -30,6 +31,17 @@ const (
 // Config is the stream configuration the ledger creates or expects.
 type Config struct {
 	Replicas int // 1 for the embedded server, 3 recommended in a cluster
+	// Tags tag every appended message, and only messages with a valid tag
+	// are read back as the ledger's (see Record). Nil: no tagging and no
+	// checks, for tests of the store alone.
+	Tags *integrity.TagKeys
+	// TrustUntaggedThrough accepts messages without a tag up to this stream
+	// sequence: the history a ledger older than tags wrote, which an operator
+	// vouches for once (--trust-untagged-through).
+	TrustUntaggedThrough uint64
+	// MustExist refuses to create the stream (domain.ErrHistoryLost): the
+	// caller knows that it existed.
+	MustExist bool
 }
 
 func (c Config) stream() jetstream.StreamConfig {
@@ -58,6 +70,7 @@ func (c Config) stream() jetstream.StreamConfig {
 type Store struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
+	cfg    Config
 	// OnRetry, if set before use, is called for each publish sent again.
 	OnRetry func()
 }
@@ -73,6 +86,9 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	}
 	want := cfg.stream()
 	stream, err := js.Stream(ctx, StreamName)
+	if errors.Is(err, jetstream.ErrStreamNotFound) && cfg.MustExist {
+		return nil, fmt.Errorf("eventstore: %w: the stream %s does not exist, but it did", domain.ErrHistoryLost, StreamName)
+	}
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		stream, err = js.CreateStream(ctx, want)
 	}
@@ -82,7 +98,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if err := checkConfig(stream.CachedInfo().Config, want); err != nil {
 		return nil, err
 	}
-	return &Store{js: js, stream: stream}, nil
+	return &Store{js: js, stream: stream, cfg: cfg}, nil
 }
 
 // checkConfig reports how an existing stream differs from what the ledger needs.
@@ -162,7 +178,7 @@ func (s *Store) Append(ctx context.Context, e domain.Event, expectedUserSeq uint
 		return 0, fmt.Errorf("eventstore: append %s: %w", e.ID, err)
 	}
 	filter := UserFilter(e.UserKey)
-	msg := &nats.Msg{Subject: SessionSubject(e), Data: data, Header: nats.Header{}}
+	msg := s.tagged(SessionSubject(e), data)
 	opts := []jetstream.PublishOpt{
 		jetstream.WithMsgID(e.ID),
 		jetstream.WithExpectStream(StreamName),
@@ -226,13 +242,36 @@ func (s *Store) landed(ctx context.Context, filter, id string) (uint64, bool) {
 	return m.Sequence, true
 }
 
-// LastUserEvent implements domain.EventStore.
-func (s *Store) LastUserEvent(ctx context.Context, userKey string) (uint64, [32]byte, error) {
-	m, err := s.lastMsg(ctx, UserFilter(userKey))
-	if err != nil || m == nil {
-		return 0, [32]byte{}, err
+// tagged returns a message for subject with data, tagged as the ledger's.
+func (s *Store) tagged(subject string, data []byte) *nats.Msg {
+	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	if s.cfg.Tags != nil {
+		msg.Header.Set(integrity.TagHeader, s.cfg.Tags.Tag(sha256.Sum256(data)))
 	}
-	return m.Sequence, sha256.Sum256(m.Data), nil
+	return msg
+}
+
+// AppendCheckpoint stores a signed checkpoint. Checkpoints of one covered
+// sequence written by several instances at once are stored once (the
+// message id names the sequence).
+func (s *Store) AppendCheckpoint(ctx context.Context, c *integrity.Checkpoint) (uint64, error) {
+	data, err := c.Encode()
+	if err != nil {
+		return 0, err
+	}
+	ack, err := withRetry(ctx, func(ctx context.Context) (*jetstream.PubAck, error) {
+		return s.js.PublishMsg(ctx, s.tagged(integrity.CheckpointSubject, data),
+			jetstream.WithMsgID(fmt.Sprintf("checkpoint-%d", c.Covers)), jetstream.WithExpectStream(StreamName))
+	})
+	if err != nil {
+		return 0, fmt.Errorf("eventstore: append checkpoint: %w", err)
+	}
+	return ack.Sequence, nil
+}
+
+// LastUserSeq implements domain.EventStore.
+func (s *Store) LastUserSeq(ctx context.Context, userKey string) (uint64, error) {
+	return s.lastSeqFor(ctx, UserFilter(userKey))
 }
 
 // LastSessionSeq implements domain.EventStore.
@@ -263,6 +302,32 @@ func (s *Store) lastMsg(ctx context.Context, filter string) (*jetstream.RawStrea
 		return nil, fmt.Errorf("eventstore: last message: %w (%v)", domain.ErrUnavailable, err)
 	}
 	return m, nil
+}
+
+// Created is when the stream this store opened was created: it names that
+// stream, so that one created again in its place can be told apart.
+func (s *Store) Created() time.Time { return s.stream.CachedInfo().Created }
+
+// Check implements follower.Stream: the stream must still be the one opened,
+// hold every message up to applied, and have lost none.
+func (s *Store) Check(ctx context.Context, applied uint64) error {
+	info, err := withRetry(ctx, func(ctx context.Context) (*jetstream.StreamInfo, error) { return s.stream.Info(ctx) })
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("eventstore: %w: the stream %s was deleted", domain.ErrHistoryLost, StreamName)
+	}
+	if err != nil {
+		return fmt.Errorf("eventstore: stream info: %w (%v)", domain.ErrUnavailable, err)
+	}
+	st := info.State
+	switch {
+	case !info.Created.Equal(s.Created()):
+		return fmt.Errorf("eventstore: %w: the stream %s was replaced (created %s; this instance opened the one created %s)", domain.ErrHistoryLost, StreamName, info.Created.UTC().Format(time.RFC3339Nano), s.Created().UTC().Format(time.RFC3339Nano))
+	case st.LastSeq < applied:
+		return fmt.Errorf("eventstore: %w: the stream ends at sequence %d, but this instance applied up to %d", domain.ErrHistoryLost, st.LastSeq, applied)
+	case st.NumDeleted > 0 || (st.Msgs > 0 && st.FirstSeq > 1) || (st.Msgs == 0 && st.LastSeq > 0):
+		return fmt.Errorf("eventstore: %w: messages were removed from the stream (first sequence %d, %d messages up to %d)", domain.ErrHistoryLost, st.FirstSeq, st.Msgs, st.LastSeq)
+	}
+	return nil
 }
 
 // LastSeq returns the stream's last sequence.

@@ -63,11 +63,11 @@ func TestAppendOptimisticConcurrency(t *testing.T) {
 	if err != nil || seq3 != 3 {
 		t.Fatalf("append after catching up: seq %d err %v", seq3, err)
 	}
-	if last, digest, err := st.LastUserEvent(ctx, "uk1"); err != nil || last != 3 || digest == ([32]byte{}) {
-		t.Fatalf("LastUserEvent = %d, %x, %v; want 3 and a digest", last, digest, err)
+	if last, err := st.LastUserSeq(ctx, "uk1"); err != nil || last != 3 {
+		t.Fatalf("LastUserSeq = %d, %v; want 3", last, err)
 	}
-	if last, _, err := st.LastUserEvent(ctx, "nobody"); err != nil || last != 0 {
-		t.Fatalf("LastUserEvent(unknown) = %d, %v; want 0", last, err)
+	if last, err := st.LastUserSeq(ctx, "nobody"); err != nil || last != 0 {
+		t.Fatalf("LastUserSeq(unknown) = %d, %v; want 0", last, err)
 	}
 }
 
@@ -166,10 +166,10 @@ func TestFollowAndHistory(t *testing.T) {
 	fctx, cancel := context.WithCancel(ctx)
 	done := make(chan error)
 	go func() {
-		done <- st.Follow(fctx, 1, func(e domain.Event) error {
+		done <- st.Follow(fctx, 1, func(r domain.Record) error {
 			mu.Lock()
 			defer mu.Unlock()
-			got = append(got, e)
+			got = append(got, r.Event)
 			return nil
 		})
 	}()
@@ -236,7 +236,7 @@ func TestFollowStopsOnUndecodableEvent(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	err := st.Follow(ctx, 0, func(domain.Event) error { return nil })
+	err := st.Follow(ctx, 0, func(domain.Record) error { return nil })
 	if !errors.Is(err, domain.ErrUnknownEventType) {
 		t.Fatalf("Follow error = %v, want ErrUnknownEventType", err)
 	}
@@ -244,7 +244,7 @@ func TestFollowStopsOnUndecodableEvent(t *testing.T) {
 
 func TestReplicatedStream(t *testing.T) {
 	c := natstest.StartCluster(t, 3)
-	nc, err := nats.Connect(c.URLs())
+	nc, err := nats.Connect(c.URLs(), nats.UserInfo(natstest.LedgerAuth.User, natstest.LedgerAuth.Password))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,10 @@ const (
 	// DuplicateWindow is how long JetStream remembers a Nats-Msg-Id, which
 	// bounds how long a publish whose ack was lost can be retried safely.
 	DuplicateWindow = 2 * time.Minute
+	// ReaderAPIPrefix is the JetStream API prefix under which readers of the
+	// ledger's NATS accounts reach the stream, read-only
+	// (eventstore/embedded/accounts.conf).
+	ReaderAPIPrefix = "JS.LEDGER.API"
 )
 
 // SessionSubject is the subject of an event:

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sessionledger/sessionledger/domain"
+	"github.com/sessionledger/sessionledger/integrity"
 	"github.com/sessionledger/sessionledger/projections"
 )
 
@@ -22,11 +23,24 @@ import (
 type Stream interface {
 	// LastSeq returns the stream's last sequence.
 	LastSeq(ctx context.Context) (uint64, error)
-	// Follow delivers every event after afterSeq in stream order, and new
-	// ones as they come, until ctx ends or apply fails. An error matching
-	// domain.ErrUndecodable stops the projection for good; others are
-	// retried.
-	Follow(ctx context.Context, afterSeq uint64, apply func(domain.Event) error) error
+	// Follow delivers every stored message after afterSeq in stream order,
+	// as records, and new ones as they come, until ctx ends or apply fails.
+	// An error matching domain.ErrUndecodable stops the projection for good;
+	// others are retried.
+	Follow(ctx context.Context, afterSeq uint64, apply func(domain.Record) error) error
+	// Check returns an error matching domain.ErrHistoryLost when the stream
+	// no longer holds what was applied up to applied: deleted, replaced or
+	// truncated.
+	Check(ctx context.Context, applied uint64) error
+}
+
+// Checkpoints configures the checkpoint writer.
+type Checkpoints struct {
+	// Interval is how often a checkpoint is written while there are new
+	// messages since the last one (0: never).
+	Interval time.Duration
+	Key      integrity.CheckpointKey
+	Append   func(ctx context.Context, c *integrity.Checkpoint) (uint64, error)
 }
 
 // Snapshots stores projection snapshots (eventstore.Snapshots implements it).
@@ -45,6 +59,13 @@ type Config struct {
 	Snapshots         Snapshots
 	SnapshotInterval  time.Duration
 	SnapshotMinEvents uint64
+	// Sealer seals the snapshots written and opens the ones restored
+	// (required with Snapshots).
+	Sealer      projections.Sealer
+	Checkpoints Checkpoints
+	// CheckInterval is how often the stream is checked for lost history
+	// (default 2 s).
+	CheckInterval time.Duration
 	// CaughtUp, if set, runs once in its own goroutine when the projection
 	// has applied every event that was in the stream at start, with a
 	// context that ends on Close (the ledger records owed revocations and
@@ -77,6 +98,12 @@ func New(ctx context.Context, cfg Config) (*Follower, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Snapshots != nil && cfg.Sealer == nil {
+		return nil, errors.New("follower: snapshots need a sealer")
+	}
+	if cfg.CheckInterval <= 0 {
+		cfg.CheckInterval = 2 * time.Second
+	}
 	f := &Follower{cfg: cfg, log: log, ready: make(chan struct{})}
 	// The snapshot first, the stream's last sequence after: a snapshot saved
 	// by another instance in between then still covers no more than the
@@ -86,7 +113,9 @@ func New(ctx context.Context, cfg Config) (*Follower, error) {
 	if f.replayTo, err = cfg.Stream.LastSeq(ctx); err != nil {
 		return nil, err
 	}
-	f.proj = f.restore(data)
+	if f.proj, err = f.restore(data); err != nil {
+		return nil, err
+	}
 	return f, nil
 }
 
@@ -100,6 +129,12 @@ func (f *Follower) Start() {
 		f.wg.Add(1)
 		go f.snapshotLoop(runCtx)
 	}
+	if f.cfg.Checkpoints.Interval > 0 {
+		f.wg.Add(1)
+		go f.checkpointLoop(runCtx)
+	}
+	f.wg.Add(1)
+	go f.watch(runCtx)
 }
 
 // Projection is the projection the follower keeps.
@@ -148,11 +183,11 @@ func (f *Follower) Close() {
 // reconnect); only an undecodable event stops it, and the projection with it.
 func (f *Follower) follow(ctx context.Context) {
 	defer f.wg.Done()
-	apply := func(e domain.Event) error {
-		if err := f.proj.Apply(e); err != nil {
+	apply := func(r domain.Record) error {
+		if err := f.proj.ApplyRecord(r); err != nil {
 			return err
 		}
-		if e.Seq == f.replayTo {
+		if r.Seq == f.replayTo {
 			f.caughtUp(ctx)
 		}
 		return nil
@@ -167,10 +202,15 @@ func (f *Follower) follow(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if f.proj.Err() != nil {
+			return
+		}
 		if errors.Is(err, domain.ErrUndecodable) {
-			f.log.Error("projection stopped: the ledger cannot answer until the stream is repaired and it is restarted", "seq", f.proj.Applied()+1, "err", err)
-			f.proj.Fail(err)
-			close(f.readyOnce())
+			f.stop("projection stopped: an event the ledger wrote that this version cannot decode; upgrade this instance", err)
+			return
+		}
+		if lost := f.cfg.Stream.Check(ctx, f.proj.Applied()); errors.Is(lost, domain.ErrHistoryLost) {
+			f.stop("projection stopped: the stream lost history this instance applied", lost)
 			return
 		}
 		if f.proj.Applied() > from {
@@ -183,6 +223,65 @@ func (f *Follower) follow(ctx context.Context) {
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// stop stops the projection for good: the instance answers 503 until an
+// operator acts.
+func (f *Follower) stop(msg string, err error) {
+	f.log.Error(msg, "applied_seq", f.proj.Applied(), "err", err)
+	f.proj.Fail(err)
+	close(f.readyOnce())
+}
+
+// watch checks now and then that the stream still holds the history applied:
+// a stream deleted, replaced or truncated while the instance runs stops it
+// (the consumer may keep quiet about it).
+func (f *Follower) watch(ctx context.Context) {
+	defer f.wg.Done()
+	t := time.NewTicker(f.cfg.CheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if f.proj.Err() != nil {
+			return
+		}
+		if err := f.cfg.Stream.Check(ctx, f.proj.Applied()); errors.Is(err, domain.ErrHistoryLost) {
+			f.stop("projection stopped: the stream lost history this instance applied", err)
+			return
+		}
+	}
+}
+
+// checkpointLoop appends a signed checkpoint every interval while the
+// stream has messages the last checkpoint does not cover.
+func (f *Follower) checkpointLoop(ctx context.Context) {
+	defer f.wg.Done()
+	cp := f.cfg.Checkpoints
+	t := time.NewTicker(cp.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if f.Ready() != nil {
+			continue
+		}
+		c, pending := f.proj.NextCheckpoint()
+		if !pending {
+			continue
+		}
+		c.Time = time.Now().UTC()
+		cp.Key.Sign(&c)
+		if _, err := cp.Append(ctx, &c); err != nil && ctx.Err() == nil {
+			f.log.Warn("checkpoint not written", "covers_seq", c.Covers, "err", err)
+		}
 	}
 }
 
@@ -226,24 +325,24 @@ func (f *Follower) loadSnapshot(ctx context.Context) []byte {
 }
 
 // restore returns the projection from snapshot data when it is usable, or an
-// empty projection to replay the stream into.
-func (f *Follower) restore(data []byte) *projections.Sessions {
+// empty projection to replay the stream into. A genuine snapshot that covers
+// more than the stream holds means the stream lost history: an error.
+func (f *Follower) restore(data []byte) (*projections.Sessions, error) {
 	log := f.log
 	if data == nil {
-		return projections.NewSessions(log)
+		return projections.NewSessions(log), nil
 	}
 	start := time.Now()
-	p, err := projections.RestoreSessions(data, log)
+	p, err := projections.RestoreSessions(data, f.cfg.Sealer, log)
 	switch {
 	case err != nil:
 		log.Warn("snapshot ignored; replaying the stream from the start", "err", err)
-		return projections.NewSessions(log)
+		return projections.NewSessions(log), nil
 	case p.Applied() > f.replayTo:
-		log.Warn("snapshot ignored: it covers more events than the stream holds; replaying from the start", "snapshot_seq", p.Applied(), "stream_seq", f.replayTo)
-		return projections.NewSessions(log)
+		return nil, fmt.Errorf("follower: %w: the ledger's own snapshot covers the stream up to sequence %d, but the stream ends at %d (deleted and created again, or replaced); restore the stream, or remove the snapshot bucket and the data dir's stream record to start a new ledger on purpose", domain.ErrHistoryLost, p.Applied(), f.replayTo)
 	}
 	log.Info("projection restored from snapshot", "seq", p.Applied(), "live_sessions", p.LiveSessions(), "bytes", len(data), "duration_ms", time.Since(start).Milliseconds())
-	return p
+	return p, nil
 }
 
 // snapshotLoop writes a snapshot when enough events were applied since the
@@ -266,7 +365,7 @@ func (f *Follower) snapshotLoop(ctx context.Context) {
 			continue
 		}
 		start := time.Now()
-		data, seq := f.proj.Snapshot()
+		data, seq := f.proj.Snapshot(f.cfg.Sealer)
 		encoded := time.Since(start)
 		if err := f.cfg.Snapshots.Save(ctx, seq, data); err != nil {
 			f.log.Warn("snapshot not saved", "err", err)

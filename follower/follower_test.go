@@ -1,6 +1,7 @@
 package follower_test
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -14,11 +15,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sessionledger/sessionledger/domain"
 	"github.com/sessionledger/sessionledger/eventstore"
 	"github.com/sessionledger/sessionledger/follower"
+	"github.com/sessionledger/sessionledger/integrity"
+	"github.com/sessionledger/sessionledger/internal/ledgertest"
 	"github.com/sessionledger/sessionledger/internal/natstest"
 	"github.com/sessionledger/sessionledger/internal/poll"
 	"github.com/sessionledger/sessionledger/projections"
@@ -37,7 +41,8 @@ type ledger struct {
 	st   *eventstore.Store
 	js   jetstream.JetStream
 	mu   sync.Mutex
-	last map[string]uint64 // user key → sequence of the user's last event
+	last map[string]uint64   // user key → sequence of the user's last event
+	head map[string][32]byte // user key → digest of that event
 	ids  int
 }
 
@@ -45,7 +50,7 @@ func newLedger(t *testing.T) *ledger {
 	t.Helper()
 	srv := natstest.Start(t, "")
 	nc := srv.Connect(t)
-	st, err := eventstore.Open(context.Background(), nc, eventstore.Config{})
+	st, err := eventstore.Open(context.Background(), nc, eventstore.Config{Tags: ledgertest.TagKeys})
 	if err != nil {
 		t.Fatalf("eventstore.Open: %v", err)
 	}
@@ -53,7 +58,7 @@ func newLedger(t *testing.T) *ledger {
 	if err != nil {
 		t.Fatalf("jetstream.New: %v", err)
 	}
-	return &ledger{srv: srv, st: st, js: js, last: map[string]uint64{}}
+	return &ledger{srv: srv, st: st, js: js, last: map[string]uint64{}, head: map[string][32]byte{}}
 }
 
 func (l *ledger) snapshots(t *testing.T) *eventstore.Snapshots {
@@ -73,11 +78,18 @@ func (l *ledger) append(t *testing.T, user, session string, p domain.Payload) ui
 	defer l.mu.Unlock()
 	l.ids++
 	e := domain.Event{ID: fmt.Sprintf("EV%06d", l.ids), Time: t0, SessionID: session, UserKey: user, Data: p}
+	if head, ok := l.head[user]; ok { // continue the user's chain, as the ledger does
+		e.Prev = head[:]
+	}
 	seq, err := l.st.Append(context.Background(), e, l.last[user])
 	if err != nil {
 		t.Fatalf("append %s: %v", p.EventType(), err)
 	}
-	l.last[user] = seq
+	data, err := domain.EncodeEvent(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.last[user], l.head[user] = seq, sha256.Sum256(data)
 	return seq
 }
 
@@ -109,13 +121,26 @@ func (l *ledger) issueN(t *testing.T, n int) uint64 {
 	return seq
 }
 
-// publishJunk stores a message that is not an event on a subject the stream
-// takes, and returns its sequence.
-func (l *ledger) publishJunk(t *testing.T) uint64 {
+// publishFromNewerVersion stores a message tagged with the ledger's key that
+// this version cannot decode (an event type it does not know), as a newer
+// version of the ledger would write, and returns its sequence.
+func (l *ledger) publishFromNewerVersion(t *testing.T) uint64 {
 	t.Helper()
-	ack, err := l.js.Publish(context.Background(), "ledger.x.y.revoked", []byte("hello"))
+	data := []byte(`{"specversion":"1.0","id":"X","type":"session.teleported","source":"urn:sessionledger","subject":"s","time":"2026-01-01T00:00:00Z","userkey":"x","data":{}}`)
+	return l.publish(t, "ledger.x.y.teleported", data, ledgertest.TagKeys.Tag(sha256.Sum256(data)))
+}
+
+// publish stores data under subject with tag ("": none) as anyone with
+// write access to the stream could, and returns its sequence.
+func (l *ledger) publish(t *testing.T, subject string, data []byte, tag string) uint64 {
+	t.Helper()
+	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	if tag != "" {
+		msg.Header.Set(integrity.TagHeader, tag)
+	}
+	ack, err := l.js.PublishMsg(context.Background(), msg)
 	if err != nil {
-		t.Fatalf("publish junk: %v", err)
+		t.Fatalf("publish: %v", err)
 	}
 	return ack.Sequence
 }
@@ -134,6 +159,9 @@ func (l *ledger) lastSeq(t *testing.T) uint64 {
 // hanging it.
 func newFollower(t *testing.T, cfg follower.Config) *follower.Follower {
 	t.Helper()
+	if cfg.Snapshots != nil && cfg.Sealer == nil {
+		cfg.Sealer = ledgertest.TagKeys
+	}
 	f, err := follower.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("follower.New: %v", err)
@@ -263,6 +291,10 @@ func TestReadiness(t *testing.T) {
 	}
 }
 
+// TestUndecodableEventStopsTheProjection: an event the ledger wrote (its tag
+// is valid) that this version cannot decode stops the projection, since
+// skipping it would lose state. Messages without a valid tag never do (see
+// TestForeignMessagesAreRefused).
 func TestUndecodableEventStopsTheProjection(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -274,13 +306,13 @@ func TestUndecodableEventStopsTheProjection(t *testing.T) {
 	}{
 		{
 			name:   "junk first",
-			before: func(t *testing.T, l *ledger) uint64 { l.publishJunk(t); l.issueN(t, 2); return 0 },
+			before: func(t *testing.T, l *ledger) uint64 { l.publishFromNewerVersion(t); l.issueN(t, 2); return 0 },
 		},
 		{
 			name: "junk between events during replay",
 			before: func(t *testing.T, l *ledger) uint64 {
 				seq := l.issueN(t, 3)
-				l.publishJunk(t)
+				l.publishFromNewerVersion(t)
 				l.issueN(t, 2) // valid events after the junk must not be applied
 				return seq
 			},
@@ -302,7 +334,7 @@ func TestUndecodableEventStopsTheProjection(t *testing.T) {
 				if err, early := waitReady(t, f); err != nil || !early {
 					t.Fatalf("WaitReady before the junk = %v (returned before its deadline: %v), want nil", err, early)
 				}
-				l.publishJunk(t)
+				l.publishFromNewerVersion(t)
 				poll.Until(t, wait, func() error {
 					if err := f.Ready(); !errors.Is(err, domain.ErrProjectionFailed) {
 						return fmt.Errorf("Ready() after junk = %v, want ErrProjectionFailed", err)
@@ -468,15 +500,16 @@ func TestUnusableSnapshotIsIgnored(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	longerData, longerSeq := longer.Snapshot()
+	longerData, longerSeq := longer.Snapshot(ledgertest.TagKeys)
+	forged, _ := longer.Snapshot(otherKeys)
 
 	for _, tc := range []struct {
 		name string
 		save func(context.Context, *eventstore.Snapshots) error // nil: no snapshot stored
 	}{
 		{"no snapshot", nil},
-		{"covers more events than the stream holds", func(ctx context.Context, s *eventstore.Snapshots) error {
-			return s.Save(ctx, longerSeq, longerData)
+		{"sealed by someone without the ledger's key", func(ctx context.Context, s *eventstore.Snapshots) error {
+			return s.Save(ctx, longerSeq, forged)
 		}},
 		{"not a snapshot", func(ctx context.Context, s *eventstore.Snapshots) error {
 			return s.Save(ctx, 1, []byte("not a snapshot"))
@@ -520,6 +553,39 @@ func TestUnusableSnapshotIsIgnored(t *testing.T) {
 	}
 }
 
+// TestSnapshotBeyondTheStreamRefusesToStart: the ledger's own snapshot covers
+// more than the stream holds, so the stream lost history (deleted and created
+// again, or replaced). Starting empty would forget every session: New refuses.
+func TestSnapshotBeyondTheStreamRefusesToStart(t *testing.T) {
+	longer := projections.NewSessions(nil)
+	for seq := uint64(1); seq <= 50; seq++ {
+		id := fmt.Sprintf("01JD3Z9V6Q4Q4WJ5X7K8M9Z%03d", seq)
+		if err := longer.Apply(domain.Event{ID: id, Seq: seq, Time: t0, SessionID: id, UserKey: fmt.Sprintf("ghost%d", seq), Data: issuedPayload(id)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data, seq := longer.Snapshot(ledgertest.TagKeys)
+	l := newLedger(t)
+	snaps := l.snapshots(t)
+	l.issueN(t, 4)
+	if err := snaps.Save(context.Background(), seq, data); err != nil {
+		t.Fatal(err)
+	}
+	_, err := follower.New(context.Background(), follower.Config{Stream: l.st, Snapshots: snaps, Sealer: ledgertest.TagKeys})
+	if !errors.Is(err, domain.ErrHistoryLost) {
+		t.Fatalf("New = %v, want ErrHistoryLost", err)
+	}
+}
+
+// otherKeys are someone else's: what they seal, the ledger does not trust.
+var otherKeys = func() *integrity.TagKeys {
+	k, err := integrity.NewTagKeys("t1", map[string][]byte{"t1": bytes.Repeat([]byte{9}, 32)})
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
+
 // flakyStream is the real store, except that its first Follow loses the
 // consumer after delivering lose events, as a failover would.
 type flakyStream struct {
@@ -532,7 +598,7 @@ type flakyStream struct {
 
 var errConsumerLost = errors.New("consumer lost")
 
-func (s *flakyStream) Follow(ctx context.Context, afterSeq uint64, apply func(domain.Event) error) error {
+func (s *flakyStream) Follow(ctx context.Context, afterSeq uint64, apply func(domain.Record) error) error {
 	s.mu.Lock()
 	s.calls = append(s.calls, afterSeq)
 	first := len(s.calls) == 1
@@ -541,7 +607,7 @@ func (s *flakyStream) Follow(ctx context.Context, afterSeq uint64, apply func(do
 		return s.Store.Follow(ctx, afterSeq, apply)
 	}
 	n := 0
-	return s.Store.Follow(ctx, afterSeq, func(e domain.Event) error {
+	return s.Store.Follow(ctx, afterSeq, func(e domain.Record) error {
 		if n == s.lose {
 			return errConsumerLost
 		}
@@ -669,9 +735,9 @@ func TestCloseEndsAndWaitsForCaughtUp(t *testing.T) {
 // whose leader keeps moving would.
 type oneAtATime struct{ *eventstore.Store }
 
-func (s oneAtATime) Follow(ctx context.Context, afterSeq uint64, apply func(domain.Event) error) error {
+func (s oneAtATime) Follow(ctx context.Context, afterSeq uint64, apply func(domain.Record) error) error {
 	delivered := false
-	return s.Store.Follow(ctx, afterSeq, func(e domain.Event) error {
+	return s.Store.Follow(ctx, afterSeq, func(e domain.Record) error {
 		if delivered {
 			return errConsumerLost
 		}

@@ -160,7 +160,7 @@ func (l *Ledger) write(ctx context.Context, userKey string, decide func(now time
 			continue
 		}
 		e := domain.Event{ID: ulid.Make().String(), Time: now, SessionID: d.session, UserKey: userKey, Data: d.event}
-		if last.LastSeq > 0 {
+		if last.ChainSeq > 0 {
 			e.Prev = append([]byte(nil), last.LastDigest[:]...)
 		}
 		seq, err := l.store.Append(ctx, e, last.LastSeq)
@@ -207,14 +207,22 @@ func (l *Ledger) session(ctx context.Context, sessionID string) (domain.Session,
 	return s, ok, nil
 }
 
-// catchUp waits until the projection has applied the user's last stored event
-// and returns that event's sequence and digest.
+// catchUp waits until the projection has applied the last message stored
+// under the user's subjects and returns the user's state then: that
+// message's sequence is what the next append expects (even when it was a
+// message the projection refused), and the user's chain head what it
+// continues.
 func (l *Ledger) catchUp(ctx context.Context, userKey string) (domain.User, error) {
-	seq, digest, err := l.store.LastUserEvent(ctx, userKey)
+	seq, err := l.store.LastUserSeq(ctx, userKey)
 	if err != nil {
 		return domain.User{}, err
 	}
-	return domain.User{Key: userKey, LastSeq: seq, LastDigest: digest}, l.proj.WaitApplied(ctx, seq)
+	if err := l.proj.WaitApplied(ctx, seq); err != nil {
+		return domain.User{}, err
+	}
+	u, _ := l.proj.User(userKey)
+	u.Key, u.LastSeq = userKey, max(u.LastSeq, seq)
+	return u, nil
 }
 
 // Issue opens a session for a user and returns its first token pair.

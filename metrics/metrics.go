@@ -26,6 +26,9 @@ type Metrics struct {
 type State struct {
 	LiveSessions  func() int
 	ProjectionLag func() (uint64, error) // events in the stream not yet applied
+	// Refused counts the stream messages the projection refused: not the
+	// ledger's (no valid tag, wrong subject) or out of place.
+	Refused func() uint64
 }
 
 // New registers the metrics.
@@ -73,6 +76,12 @@ func New(state State) *Metrics {
 			}
 			return float64(lag)
 		}))
+	}
+	if state.Refused != nil {
+		r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sessionledger_refused_messages_total",
+			Help: "Stream messages this instance's projection refused to apply since it started: not written by the ledger (no valid tag, a subject that does not match the event) or out of place (not continuing the user's chain, an impossible transition). Any is worth an alert.",
+		}, func() float64 { return float64(state.Refused()) }))
 	}
 	// Every outcome appears from the start, at zero.
 	for _, o := range []string{"rotated", "tolerated", "reused", "expired", "invalid", "error"} {

@@ -58,13 +58,13 @@ func BenchmarkSnapshot(b *testing.B) {
 	var data []byte
 	b.Run("encode/sessions=200000", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
-			data, _ = p.Snapshot()
+			data, _ = p.Snapshot(testSealer)
 		}
 		b.ReportMetric(float64(len(data)), "bytes")
 	})
 	b.Run("restore/sessions=200000", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
-			if _, err := RestoreSessions(data, nil); err != nil {
+			if _, err := RestoreSessions(data, testSealer, nil); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -97,7 +97,7 @@ func BenchmarkSnapshotWriterStall(b *testing.B) {
 		}
 	}()
 	for i := 0; i < b.N; i++ {
-		p.Snapshot()
+		p.Snapshot(testSealer)
 	}
 	close(stop)
 	b.ReportMetric(float64((<-worst).Microseconds())/1000, "max-apply-wait-ms")

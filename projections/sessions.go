@@ -3,9 +3,11 @@
 package projections
 
 import (
+	"bytes"
 	"cmp"
 	"container/heap"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sessionledger/sessionledger/domain"
+	"github.com/sessionledger/sessionledger/integrity"
 )
 
 // Sessions is the live-session projection: every live session and the users
@@ -32,8 +35,22 @@ type Sessions struct {
 
 	applied atomic.Uint64 // last applied stream sequence
 	// fuzzyUntil is the end sequence of the snapshot this projection was
-	// restored from: up to it, events may find state that already has them.
-	fuzzyUntil uint64
+	// restored from: up to it, events may find state that already has them,
+	// and fuzzyRefused are the sequences up to it that were refused.
+	fuzzyUntil   uint64
+	fuzzyRefused []uint64
+
+	// chain is the running hash of every record applied (integrity.Chain);
+	// checkpointCovers the sequence the last checkpoint in the stream
+	// covers; refused the sequences refused after it.
+	chain            integrity.Chain
+	checkpointCovers uint64
+	refused          []uint64
+	historySeq       uint64 // the last record that is not a checkpoint
+	rejectedCount    atomic.Uint64
+	// While a snapshot is encoded, refusals are noted for it too.
+	snapshotting bool
+	snapRefused  []uint64
 
 	wmu     sync.Mutex
 	waiters []waiter
@@ -91,46 +108,142 @@ var reducers = map[domain.EventType]func(*Sessions, *userEntry, domain.Event) er
 	domain.TypeUserReactivated:     (*Sessions).onReactivated,
 }
 
-// Apply folds e into the projection. Events at or below the last applied
-// sequence are ignored. An event that contradicts the state (which the
-// ledger's optimistic concurrency prevents) is logged and otherwise ignored;
-// it still advances the applied sequence.
-func (p *Sessions) Apply(e domain.Event) error {
-	if e.Seq <= p.applied.Load() {
+// Apply folds one of the ledger's events into the projection (see
+// ApplyRecord).
+func (p *Sessions) Apply(e domain.Event) error { return p.ApplyRecord(domain.EventRecord(e)) }
+
+// ApplyRecord folds the stored message r into the projection, in stream
+// order; records at or below the last applied sequence are ignored. Every
+// record goes into the running hash (Chain). An event is applied only when it
+// continues its user's chain (its prevdigest is the digest of the user's last
+// applied event) and is a possible transition (not a session issued twice,
+// nothing after a session's end); otherwise, like a record the ledger did not
+// write, it is refused: logged, counted, listed in the next checkpoint, and
+// it changes nothing but the sequence the user's next write must expect, so
+// that nobody can lock a user out with a stray message.
+func (p *Sessions) ApplyRecord(r domain.Record) error {
+	if r.Seq <= p.applied.Load() {
 		return nil
 	}
+	p.mu.Lock()
+	p.chain = p.chain.Next(r.Seq, r.Digest)
+	var refused error
+	switch r.Kind {
+	case domain.RecordEvent:
+		refused = p.applyEvent(r.Event)
+		p.historySeq = r.Seq
+	case domain.RecordCheckpoint:
+		p.checkpointed(r.Covers)
+	default:
+		p.historySeq = r.Seq
+		refused = r.Err
+		if refused == nil {
+			refused = fmt.Errorf("record of kind %d", r.Kind)
+		}
+	}
+	if refused != nil {
+		p.refuse(r)
+	}
+	p.mu.Unlock()
+	p.applied.Store(r.Seq)
+	p.wake(r.Seq)
+	if refused != nil {
+		p.rejectedCount.Add(1)
+		p.log.Warn("projection: refused a message that is not the ledger's history", "seq", r.Seq, "user_key", r.UserKey, "reason", refused)
+	}
+	return nil
+}
+
+// applyEvent applies e, or says why it is refused. Called with mu held.
+func (p *Sessions) applyEvent(e domain.Event) error {
 	reduce, ok := reducers[e.Type()]
 	if !ok {
-		return fmt.Errorf("projections: %w %q at sequence %d", domain.ErrUnknownEventType, e.Type(), e.Seq)
+		return fmt.Errorf("%w %q", domain.ErrUnknownEventType, e.Type())
 	}
-	p.mu.Lock()
 	u := p.users[e.UserKey]
+	fuzzy := e.Seq <= p.fuzzyUntil
+	if fuzzy && u != nil && e.Seq <= u.LastSeq {
+		// Replaying over a fuzzy snapshot whose user record already
+		// reflects this sequence: refuse what was refused then, apply
+		// (idempotently) what was applied.
+		if slices.Contains(p.fuzzyRefused, e.Seq) {
+			return errors.New("refused before the snapshot")
+		}
+	} else if want := p.chainHead(u); !bytes.Equal(e.Prev, want) {
+		return fmt.Errorf("event %s does not continue user %s's chain (a genuine event replayed out of place, or not the ledger's)", e.ID, e.UserKey)
+	}
 	if u == nil {
 		u = &userEntry{User: domain.User{Key: e.UserKey}}
-		p.users[e.UserKey] = u
-	}
-	if e.Seq > u.LastSeq {
-		u.LastSeq, u.LastDigest = e.Seq, e.Digest
 	}
 	var err error
 	if s := p.sessions[e.SessionID]; e.SessionID == "" || s == nil || e.Seq > s.LastSeq {
 		err = reduce(p, u, e)
 	}
-	if len(u.sessions) == 0 && !u.Deactivated {
-		delete(p.users, u.Key)
+	if err != nil && !fuzzy {
+		return fmt.Errorf("impossible transition: %w", err)
 	}
-	p.mu.Unlock()
-	p.applied.Store(e.Seq)
-	p.wake(e.Seq)
-	switch {
-	case err != nil && e.Seq <= p.fuzzyUntil:
-		// Replaying over a fuzzy snapshot: the state may already be past it.
+	if err != nil {
 		p.log.Debug("projection: event already reflected by the snapshot", "seq", e.Seq, "event", e.Type(), "session_id", e.SessionID, "err", err)
-	case err != nil:
-		p.log.Error("projection: event does not apply to the state", "seq", e.Seq, "event", e.Type(), "session_id", e.SessionID, "err", err)
+	}
+	p.users[e.UserKey] = u
+	if e.Seq > u.LastSeq {
+		u.LastSeq = e.Seq
+	}
+	if e.Seq > u.ChainSeq {
+		u.ChainSeq, u.LastDigest = e.Seq, e.Digest
 	}
 	return nil
 }
+
+// chainHead is what the user's next event must carry as its prevdigest: the
+// digest of its last applied event, nil before its first.
+func (p *Sessions) chainHead(u *userEntry) []byte {
+	if u == nil || u.ChainSeq == 0 {
+		return nil
+	}
+	return u.LastDigest[:]
+}
+
+// refuse records a refused message: the user its subject names must expect
+// it on the next write, and the next checkpoint lists it. Called with mu held.
+func (p *Sessions) refuse(r domain.Record) {
+	if u := p.users[r.UserKey]; u != nil && r.Seq > u.LastSeq {
+		u.LastSeq = r.Seq
+	}
+	p.refused = append(p.refused, r.Seq)
+	if p.snapshotting {
+		p.snapRefused = append(p.snapRefused, r.Seq)
+	}
+}
+
+// checkpointed notes a checkpoint found in the stream: refusals it covers
+// need not be listed again. Called with mu held.
+func (p *Sessions) checkpointed(covers uint64) {
+	if covers <= p.checkpointCovers {
+		return
+	}
+	p.checkpointCovers = covers
+	p.refused = slices.DeleteFunc(p.refused, func(seq uint64) bool { return seq <= covers })
+}
+
+// NextCheckpoint is the checkpoint to write now, unsigned: from the sequence
+// the last checkpoint in the stream covers to the last applied one, with the
+// running hash there and the refusals in between. pending is false when
+// nothing but checkpoints was stored since the last one.
+func (p *Sessions) NextCheckpoint() (c integrity.Checkpoint, pending bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	c = integrity.Checkpoint{From: p.checkpointCovers, Covers: p.applied.Load(), Chain: p.chain}
+	c.Rejected = p.refused
+	if n := len(c.Rejected); n > integrity.MaxRejectedListed {
+		c.Rejected, c.RejectedOmitted = c.Rejected[:integrity.MaxRejectedListed], uint64(n-integrity.MaxRejectedListed)
+	}
+	c.Rejected = slices.Clone(c.Rejected)
+	return c, p.historySeq > p.checkpointCovers
+}
+
+// Refused returns how many messages the projection has refused since it started.
+func (p *Sessions) Refused() uint64 { return p.rejectedCount.Load() }
 
 func (p *Sessions) onIssued(u *userEntry, e domain.Event) error {
 	if _, dup := p.sessions[e.SessionID]; dup {
@@ -255,8 +368,9 @@ func (p *Sessions) Session(id string) (domain.Session, bool) {
 	return s.Session, true
 }
 
-// User returns a copy of the user's state, if the projection holds one (a
-// user with live sessions or deactivated).
+// User returns a copy of the user's state, if the projection holds one: every
+// user with an applied event is kept (its chain head is what refuses a
+// genuine event replayed out of place), at about 150 bytes each.
 func (p *Sessions) User(key string) (domain.User, bool) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sessionledger/sessionledger/domain"
+	"github.com/sessionledger/sessionledger/integrity"
 )
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -23,7 +25,7 @@ const (
 
 func apply(t *testing.T, p *Sessions, seq uint64, session string, data domain.Payload) {
 	t.Helper()
-	if err := p.Apply(domain.Event{ID: "E", Seq: seq, Time: t0, SessionID: session, UserKey: "u1", Data: data}); err != nil {
+	if err := applyLinked(p, domain.Event{ID: "E", Seq: seq, Time: t0, SessionID: session, UserKey: "u1", Data: data}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -32,7 +34,7 @@ func issued() domain.SessionIssued {
 	return domain.SessionIssued{UserID: "alice", Policy: domain.Policy{AccessTokenTTL: 60, AbsoluteLifetime: 3600}}
 }
 
-func TestCutOffEndsOnlyEarlierSessionsAndPrunes(t *testing.T) {
+func TestCutOffEndsOnlyEarlierSessions(t *testing.T) {
 	p := NewSessions(nil)
 	apply(t, p, 1, s1, issued())
 	apply(t, p, 2, "", domain.UserSessionsRevoked{UserID: "alice"})
@@ -50,8 +52,10 @@ func TestCutOffEndsOnlyEarlierSessionsAndPrunes(t *testing.T) {
 	if p.LiveSessions() != 0 {
 		t.Fatal("revoked session still held")
 	}
-	if _, ok := p.User("u1"); ok {
-		t.Fatal("a user with no sessions and not deactivated is still held")
+	// The user stays, with its chain head: a genuine event replayed later
+	// is refused by it, however long ago the user's sessions ended.
+	if u, ok := p.User("u1"); !ok || u.ChainSeq != 4 || u.Deactivated {
+		t.Fatalf("a user with no sessions must keep its chain head: %+v held=%v", u, ok)
 	}
 }
 
@@ -77,8 +81,8 @@ func TestDeactivatedUserIsKept(t *testing.T) {
 		t.Fatalf("after deactivation: user %+v held=%v live=%d", u, ok, p.LiveSessions())
 	}
 	apply(t, p, 3, "", domain.UserReactivated{UserID: "alice"})
-	if _, ok := p.User("u1"); ok {
-		t.Fatal("reactivated user without sessions still held")
+	if u, ok := p.User("u1"); !ok || u.Deactivated || u.ChainSeq != 3 {
+		t.Fatalf("reactivated user: %+v held=%v", u, ok)
 	}
 }
 
@@ -152,7 +156,7 @@ func TestDueFollowsDeadlines(t *testing.T) {
 		t.Fatalf("limit not honoured: %v", got)
 	}
 	// A rotation at 15 s moves session 2's inactivity deadline to 25 s.
-	if err := p.Apply(domain.Event{Seq: 5, Time: t0.Add(15 * time.Second), SessionID: ids[1], UserKey: "u1",
+	if err := applyLinked(p, domain.Event{Seq: 5, Time: t0.Add(15 * time.Second), SessionID: ids[1], UserKey: "u1",
 		Data: domain.SessionRotated{Generation: 1}}); err != nil {
 		t.Fatal(err)
 	}
@@ -177,14 +181,14 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	apply(t, p, 2, s1, domain.SessionRotated{Generation: 1, RefreshToken: domain.Digest{KeyID: "d1", Value: [32]byte{4, 5}}})
 	apply(t, p, 3, s2, issued())
 	apply(t, p, 4, s2, domain.SessionReused{Outcome: domain.ReuseFamilyRevoked})
-	if err := p.Apply(domain.Event{Seq: 5, Time: t0, UserKey: "u2", Data: domain.UserDeactivated{UserID: "bob"}}); err != nil {
+	if err := applyLinked(p, domain.Event{Seq: 5, Time: t0, UserKey: "u2", Data: domain.UserDeactivated{UserID: "bob"}}); err != nil {
 		t.Fatal(err)
 	}
-	data, seq := p.Snapshot()
+	data, seq := p.Snapshot(testSealer)
 	if seq != 5 {
 		t.Fatalf("snapshot covers %d, want 5", seq)
 	}
-	q, err := RestoreSessions(data, nil)
+	q, err := RestoreSessions(data, testSealer, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,18 +212,20 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		t.Fatalf("deadline heap not rebuilt: %v", due)
 	}
 	// It keeps working as a projection.
-	if err := q.Apply(domain.Event{Seq: 6, Time: t0, SessionID: s1, UserKey: "u1", Data: domain.SessionRevoked{}}); err != nil || q.LiveSessions() != 0 {
+	if err := applyLinked(q, domain.Event{Seq: 6, Time: t0, SessionID: s1, UserKey: "u1", Data: domain.SessionRevoked{}}); err != nil || q.LiveSessions() != 0 {
 		t.Fatalf("apply after restore: %v, live %d", err, q.LiveSessions())
 	}
 
 	for name, bad := range map[string][]byte{
-		"flipped byte":  flip(data, len(data)/2),
-		"truncated":     data[:len(data)-40],
-		"empty":         nil,
-		"other version": resum(bytes.Replace(data[:len(data)-32], []byte("SLSNAP\x04"), []byte("SLSNAP\x05"), 1)),
-		"garbage body":  resum([]byte("SLSNAP\x04\x05\xff\xff\xff\xff\x0f")),
+		"flipped byte":                    flip(data, len(data)/2),
+		"truncated":                       data[:len(data)-40],
+		"empty":                           nil,
+		"other version":                   reseal(t, bytes.Replace(unseal(t, data), []byte("SLSNAP\x05"), []byte("SLSNAP\x06"), 1)),
+		"garbage body":                    reseal(t, []byte("SLSNAP\x05\x05\xff\xff\xff\xff\x0f")),
+		"forged: sealed with another key": otherSealer.Seal(unseal(t, data)),
+		"forged: unkeyed checksum":        resum(unseal(t, data)),
 	} {
-		if _, err := RestoreSessions(bad, nil); !errors.Is(err, ErrSnapshotMismatch) {
+		if _, err := RestoreSessions(bad, testSealer, nil); !errors.Is(err, ErrSnapshotMismatch) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
@@ -231,7 +237,43 @@ func flip(b []byte, i int) []byte {
 	return c
 }
 
-// resum appends a valid checksum, so only the content is wrong.
+// The keys the test snapshots are sealed with, and keys of someone else.
+var testSealer, otherSealer = tagKeys(1), tagKeys(2)
+
+func tagKeys(b byte) *integrity.TagKeys {
+	k, err := integrity.NewTagKeys("t", map[string][]byte{"t": bytes.Repeat([]byte{b}, 32)})
+	if err != nil {
+		panic(err)
+	}
+	return k
+}
+
+func unseal(t *testing.T, data []byte) []byte {
+	t.Helper()
+	b, err := testSealer.Open(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// reseal seals body properly, so only the content is wrong.
+func reseal(t *testing.T, body []byte) []byte { return testSealer.Seal(append([]byte(nil), body...)) }
+
+// link makes e continue its user's chain in p, as the ledger's writes do,
+// and gives it a digest of its own.
+func link(p *Sessions, e domain.Event) domain.Event {
+	if u, ok := p.User(e.UserKey); ok && u.ChainSeq > 0 {
+		e.Prev = append([]byte(nil), u.LastDigest[:]...)
+	}
+	e.Digest = sha256.Sum256(binary.AppendUvarint([]byte(e.UserKey), e.Seq))
+	return e
+}
+
+func applyLinked(p *Sessions, e domain.Event) error { return p.Apply(link(p, e)) }
+
+// resum appends an unkeyed checksum (what snapshots carried before they
+// were sealed).
 func resum(body []byte) []byte {
 	sum := sha256.Sum256(body)
 	return append(append([]byte(nil), body...), sum[:]...)
@@ -246,7 +288,7 @@ func TestFuzzySnapshotConverges(t *testing.T) {
 	seq := uint64(0)
 	emit := func(sid, ukey string, d domain.Payload) {
 		seq++
-		e := domain.Event{Seq: seq, Time: t0.Add(time.Duration(seq) * time.Millisecond), SessionID: sid, UserKey: ukey, Data: d}
+		e := link(p, domain.Event{Seq: seq, Time: t0.Add(time.Duration(seq) * time.Millisecond), SessionID: sid, UserKey: ukey, Data: d})
 		log = append(log, e)
 		if err := p.Apply(e); err != nil {
 			t.Fatal(err)
@@ -277,7 +319,7 @@ func TestFuzzySnapshotConverges(t *testing.T) {
 				return
 			default:
 			}
-			d, s := p.Snapshot()
+			d, s := p.Snapshot(testSealer)
 			snaps <- snap{d, s}
 			if len(snaps) == cap(snaps) {
 				return
@@ -319,7 +361,7 @@ func TestFuzzySnapshotConverges(t *testing.T) {
 	n := 0
 	for sn := range snaps {
 		n++
-		q, err := RestoreSessions(sn.data, nil)
+		q, err := RestoreSessions(sn.data, testSealer, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,9 +1,7 @@
 package projections
 
 import (
-	"bytes"
 	"container/heap"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -13,9 +11,13 @@ import (
 )
 
 // Snapshot format: "SLSNAP" | version (uvarint) | start sequence (uvarint) |
-// records, each 'U' user or 'S' session | 'E' | end sequence (uvarint) |
-// SHA-256 of everything before it. Strings and byte slices are uvarint
-// length-prefixed; times are Unix nanoseconds (varint, 0 for none).
+// running hash at the start (32 bytes) | sequence the last checkpoint covers
+// (uvarint) | refused sequences after it (list) | records, each 'U' user or
+// 'S' session | 'E' | end sequence (uvarint) | sequences refused while it
+// was encoded (list) | the seal (integrity.TagKeys.Seal: key id and an
+// HMAC under the ledger's tag key, so that nobody without that key can
+// forge one). Strings, byte slices and lists are uvarint length-prefixed;
+// times are Unix nanoseconds (varint, 0 for none).
 //
 // A snapshot is fuzzy: it is encoded in chunks, releasing the lock between
 // them, so it reflects every event up to the start sequence and some after
@@ -24,18 +26,25 @@ import (
 // and user events are idempotent when applied in order.
 const (
 	snapshotMagic   = "SLSNAP"
-	SnapshotVersion = 4    // 2: users carry their last chain digest; 3: fixed-size token digests; 4: no user id
+	SnapshotVersion = 5    // 2: users carry their last chain digest; 3: fixed-size token digests; 4: no user id; 5: sealed, running hash, refusals, every user
 	snapshotChunk   = 4096 // records encoded per hold of the read lock
 )
 
 // ErrSnapshotMismatch is returned for a snapshot this version cannot use: a
-// different format version, a bad checksum, or truncated data.
+// different format version, a seal that does not verify (not written by this
+// ledger), or truncated data.
 var ErrSnapshotMismatch = errors.New("snapshot does not match")
+
+// Sealer authenticates snapshots (integrity.TagKeys).
+type Sealer interface {
+	Seal(data []byte) []byte
+	Open(sealed []byte) ([]byte, error)
+}
 
 // Snapshot encodes the projection's state and returns it with the sequence
 // from which a restored projection must replay. Writers wait at most for one
 // chunk of snapshotChunk records.
-func (p *Sessions) Snapshot() (data []byte, startSeq uint64) {
+func (p *Sessions) Snapshot(sealer Sealer) (data []byte, startSeq uint64) {
 	// Allocate (and so zero and fault in) a generous buffer before taking the
 	// lock: growing it under the lock made writers wait ten times longer.
 	p.mu.RLock()
@@ -45,9 +54,15 @@ func (p *Sessions) Snapshot() (data []byte, startSeq uint64) {
 	b = append(b, snapshotMagic...)
 	b = binary.AppendUvarint(b, SnapshotVersion)
 
-	p.mu.RLock()
+	p.mu.Lock()
+	p.snapshotting, p.snapRefused = true, nil
 	startSeq = p.applied.Load()
 	b = binary.AppendUvarint(b, startSeq)
+	b = append(b, p.chain[:]...)
+	b = binary.AppendUvarint(b, p.checkpointCovers)
+	b = appendSeqs(b, p.refused)
+	p.mu.Unlock()
+	p.mu.RLock()
 	n := 0
 	breathe := func() {
 		if n++; n%snapshotChunk == 0 {
@@ -60,6 +75,7 @@ func (p *Sessions) Snapshot() (data []byte, startSeq uint64) {
 		b = appendString(b, u.Key)
 		b = appendBool(b, u.Deactivated)
 		b = binary.AppendUvarint(b, u.LastSeq)
+		b = binary.AppendUvarint(b, u.ChainSeq)
 		b = append(b, u.LastDigest[:]...)
 		breathe()
 	}
@@ -68,12 +84,24 @@ func (p *Sessions) Snapshot() (data []byte, startSeq uint64) {
 		b = appendSession(b, &s.Session)
 		breathe()
 	}
-	endSeq := p.applied.Load()
 	p.mu.RUnlock()
+	p.mu.Lock()
+	endSeq := p.applied.Load()
+	refused := p.snapRefused
+	p.snapshotting, p.snapRefused = false, nil
+	p.mu.Unlock()
 	b = append(b, 'E')
 	b = binary.AppendUvarint(b, endSeq)
-	sum := sha256.Sum256(b)
-	return append(b, sum[:]...), startSeq
+	b = appendSeqs(b, refused)
+	return sealer.Seal(b), startSeq
+}
+
+func appendSeqs(b []byte, seqs []uint64) []byte {
+	b = binary.AppendUvarint(b, uint64(len(seqs)))
+	for _, s := range seqs {
+		b = binary.AppendUvarint(b, s)
+	}
+	return b
 }
 
 // encodedSessionBytes estimates the encoded size of the sessions from a sample.
@@ -126,32 +154,34 @@ func appendBool(b []byte, v bool) []byte {
 }
 
 // RestoreSessions builds a projection from a snapshot. It returns
-// ErrSnapshotMismatch for a snapshot it cannot trust; the caller then replays
-// the stream from the start.
-func RestoreSessions(data []byte, log *slog.Logger) (*Sessions, error) {
-	if len(data) < len(snapshotMagic)+sha256.Size || string(data[:len(snapshotMagic)]) != snapshotMagic {
+// ErrSnapshotMismatch for a snapshot it cannot trust (sealer does not open
+// it: another version, damage, or a forgery); the caller then replays the
+// stream from the start.
+func RestoreSessions(data []byte, sealer Sealer, log *slog.Logger) (*Sessions, error) {
+	if len(data) < len(snapshotMagic) || string(data[:len(snapshotMagic)]) != snapshotMagic {
 		return nil, fmt.Errorf("%w: not a sessionledger snapshot", ErrSnapshotMismatch)
 	}
-	body, sum := data[:len(data)-sha256.Size], data[len(data)-sha256.Size:]
-	if want := sha256.Sum256(body); !bytes.Equal(sum, want[:]) {
-		return nil, fmt.Errorf("%w: checksum", ErrSnapshotMismatch)
-	}
-	r := &reader{b: body[len(snapshotMagic):]}
+	r := &reader{b: data[len(snapshotMagic):]}
 	if v := r.uvarint(); v != SnapshotVersion {
 		return nil, fmt.Errorf("%w: version %d, this ledger reads version %d", ErrSnapshotMismatch, v, SnapshotVersion)
 	}
+	body, err := sealer.Open(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: seal: %v", ErrSnapshotMismatch, err)
+	}
+	r = &reader{b: body[len(snapshotMagic):]}
+	r.uvarint()
 	p := NewSessions(log)
 	start := r.uvarint()
+	r.digest((*[32]byte)(&p.chain))
+	p.checkpointCovers = r.uvarint()
+	p.refused = r.seqs()
 	for r.err == nil && len(r.b) > 0 && r.b[0] == 'U' {
 		r.b = r.b[1:]
 		u := &userEntry{}
-		u.Key, u.Deactivated, u.LastSeq = r.string(), r.bool(), r.uvarint()
+		u.Key, u.Deactivated, u.LastSeq, u.ChainSeq = r.string(), r.bool(), r.uvarint(), r.uvarint()
 		r.digest(&u.LastDigest)
-		// A user pruned and created again while the snapshot was taken may
-		// appear twice: keep the later state.
-		if prev, dup := p.users[u.Key]; !dup || u.LastSeq > prev.LastSeq {
-			p.users[u.Key] = u
-		}
+		p.users[u.Key] = u
 	}
 	for r.err == nil && len(r.b) > 0 && r.b[0] == 'S' {
 		r.b = r.b[1:]
@@ -161,8 +191,7 @@ func RestoreSessions(data []byte, log *slog.Logger) (*Sessions, error) {
 			break
 		}
 		u := p.users[e.UserKey]
-		if u == nil { // its user record was pruned before being reached; the
-			// replay from the start sequence brings its last sequence and digest
+		if u == nil { // its user's first event came after its record was encoded
 			u = &userEntry{User: domain.User{Key: e.UserKey}}
 			p.users[e.UserKey] = u
 		}
@@ -182,11 +211,13 @@ func RestoreSessions(data []byte, log *slog.Logger) (*Sessions, error) {
 	}
 	r.b = r.b[1:]
 	end := r.uvarint()
+	p.fuzzyRefused = r.seqs()
 	if r.err != nil || len(r.b) != 0 || end < start {
 		return nil, fmt.Errorf("%w: malformed data", ErrSnapshotMismatch)
 	}
 	heap.Init(&p.deadlines)
 	p.applied.Store(start)
+	p.historySeq = start // conservatively: the next checkpoint is owed
 	p.fuzzyUntil = end
 	return p, nil
 }
@@ -238,6 +269,19 @@ func (r *reader) digest(d *[32]byte) {
 }
 
 func (r *reader) string() string { return string(r.bytes()) }
+
+func (r *reader) seqs() []uint64 {
+	n := r.uvarint()
+	if n > uint64(len(r.b)) {
+		r.fail()
+		return nil
+	}
+	out := make([]uint64, 0, n)
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		out = append(out, r.uvarint())
+	}
+	return out
+}
 
 func (r *reader) bool() bool {
 	if len(r.b) == 0 {

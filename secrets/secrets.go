@@ -5,7 +5,9 @@ package secrets
 
 import (
 	"crypto/ed25519"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -32,6 +34,14 @@ type Set struct {
 	DigestKey    []byte             // keyed digests of refresh tokens
 	SuccessorKey []byte             // derives refresh-token successors
 	SubjectKey   []byte             // keyed digest of user ids in subjects
+	// TagKeyID names TagKey, which tags every appended event and seals
+	// snapshots (integrity.TagKeys).
+	TagKeyID string
+	TagKey   []byte
+	// CheckpointKeyID names CheckpointKey, which signs checkpoints; its
+	// public half is published for auditors.
+	CheckpointKeyID string
+	CheckpointKey   ed25519.PrivateKey
 }
 
 type keysFile struct {
@@ -41,6 +51,12 @@ type keysFile struct {
 	DigestKey    []byte `json:"digest_key"`
 	SuccessorKey []byte `json:"successor_key"`
 	SubjectKey   []byte `json:"subject_key"`
+	// Since version 2. A version 1 file gets them derived from its digest
+	// key (deriveV1), so that instances sharing it agree without rewriting it.
+	TagKeyID        string `json:"tag_key_id,omitempty"`
+	TagKey          []byte `json:"tag_key,omitempty"`
+	CheckpointKeyID string `json:"checkpoint_key_id,omitempty"`
+	CheckpointSeed  []byte `json:"ed25519_checkpoint_seed,omitempty"`
 }
 
 // Parse reads keys in the form of keys.json, for instances that get their keys
@@ -50,16 +66,18 @@ func Parse(b []byte) (*Set, error) { return parse(b, "SESSIONLEDGER_KEYS") }
 // LoadOrCreate reads the keys in dir, generating them first if there are none.
 func LoadOrCreate(dir string) (*Set, error) {
 	b, err := readOrCreate(dir, KeysFile, func() ([]byte, error) {
-		kid := make([]byte, 6)
 		f := keysFile{
-			Version:      1,
-			SigningSeed:  random(ed25519.SeedSize),
-			DigestKey:    random(32),
-			SuccessorKey: random(32),
-			SubjectKey:   random(32),
+			Version:         2,
+			SigningSeed:     random(ed25519.SeedSize),
+			DigestKeyID:     keyID("d"),
+			DigestKey:       random(32),
+			SuccessorKey:    random(32),
+			SubjectKey:      random(32),
+			TagKeyID:        keyID("t"),
+			TagKey:          random(32),
+			CheckpointKeyID: keyID("c"),
+			CheckpointSeed:  random(ed25519.SeedSize),
 		}
-		_, _ = rand.Read(kid)
-		f.DigestKeyID = "d" + base64.RawURLEncoding.EncodeToString(kid)
 		return json.MarshalIndent(f, "", "  ")
 	})
 	if err != nil {
@@ -73,17 +91,44 @@ func parse(b []byte, source string) (*Set, error) {
 	if err := json.Unmarshal(b, &f); err != nil {
 		return nil, fmt.Errorf("secrets: %s is not valid keys JSON", source)
 	}
-	if f.Version != 1 || len(f.SigningSeed) != ed25519.SeedSize || f.DigestKeyID == "" ||
-		len(f.DigestKey) < 32 || len(f.SuccessorKey) < 32 || len(f.SubjectKey) < 32 {
+	if f.Version == 1 && f.TagKey == nil && f.CheckpointSeed == nil {
+		f.deriveV1()
+	}
+	if (f.Version != 1 && f.Version != 2) || len(f.SigningSeed) != ed25519.SeedSize || f.DigestKeyID == "" ||
+		len(f.DigestKey) < 32 || len(f.SuccessorKey) < 32 || len(f.SubjectKey) < 32 ||
+		f.TagKeyID == "" || len(f.TagKey) < 32 || f.CheckpointKeyID == "" || len(f.CheckpointSeed) != ed25519.SeedSize {
 		return nil, fmt.Errorf("secrets: %s is incomplete or of an unknown version", source)
 	}
 	return &Set{
-		SigningKey:   ed25519.NewKeyFromSeed(f.SigningSeed),
-		DigestKeyID:  f.DigestKeyID,
-		DigestKey:    f.DigestKey,
-		SuccessorKey: f.SuccessorKey,
-		SubjectKey:   f.SubjectKey,
+		SigningKey:      ed25519.NewKeyFromSeed(f.SigningSeed),
+		DigestKeyID:     f.DigestKeyID,
+		DigestKey:       f.DigestKey,
+		SuccessorKey:    f.SuccessorKey,
+		SubjectKey:      f.SubjectKey,
+		TagKeyID:        f.TagKeyID,
+		TagKey:          f.TagKey,
+		CheckpointKeyID: f.CheckpointKeyID,
+		CheckpointKey:   ed25519.NewKeyFromSeed(f.CheckpointSeed),
 	}, nil
+}
+
+// deriveV1 gives a version 1 file (written before events were tagged) its
+// tag and checkpoint keys, derived from its digest key with HMAC-SHA256 under
+// labels of their own: every instance sharing the file derives the same keys,
+// and the file is not rewritten.
+func (f *keysFile) deriveV1() {
+	derive := func(label string) []byte {
+		m := hmac.New(sha256.New, f.DigestKey)
+		m.Write([]byte("sessionledger derived key v1\x00" + label))
+		return m.Sum(nil)
+	}
+	f.TagKeyID, f.TagKey = "t"+f.DigestKeyID, derive("event tag")
+	f.CheckpointKeyID, f.CheckpointSeed = "c"+f.DigestKeyID, derive("checkpoint signing seed")
+}
+
+// keyID returns a fresh key id: prefix and 8 random base64url characters.
+func keyID(prefix string) string {
+	return prefix + base64.RawURLEncoding.EncodeToString(random(6))
 }
 
 // AdminToken reads the admin token from dir, generating one first if there is

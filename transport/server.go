@@ -25,6 +25,7 @@ import (
 
 	"github.com/sessionledger/sessionledger/accesstoken"
 	"github.com/sessionledger/sessionledger/domain"
+	"github.com/sessionledger/sessionledger/integrity"
 	"github.com/sessionledger/sessionledger/ledger"
 	"github.com/sessionledger/sessionledger/metrics"
 )
@@ -50,7 +51,13 @@ type Config struct {
 	TrustedProxyHeader string
 	// Metrics, when set, records requests and refresh outcomes and is served at /metrics.
 	Metrics *metrics.Metrics
+	// CheckpointKeys are the public keys that verify the stream's
+	// checkpoints, served at CheckpointKeysPath for auditors.
+	CheckpointKeys integrity.PublicKeys
 }
+
+// CheckpointKeysPath is where the checkpoint keys are served (a JWK Set).
+const CheckpointKeysPath = "/.well-known/ledger-checkpoint-keys.json"
 
 // Server is the HTTP API.
 type Server struct {
@@ -103,6 +110,7 @@ func New(l *ledger.Ledger, signer *accesstoken.Signer, cfg Config) (*Server, err
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 	e.GET("/.well-known/jwks.json", s.jwks)
+	e.GET(CheckpointKeysPath, s.checkpointKeys)
 	e.GET("/.well-known/oauth-authorization-server", s.serverMetadata)
 	limit := s.rateLimiter()
 	e.POST("/oauth2/token", s.token, limit, s.requireReady)
@@ -275,6 +283,18 @@ func (s *Server) readyz(c echo.Context) error {
 func (s *Server) jwks(c echo.Context) error {
 	c.Response().Header().Set("Cache-Control", "public, max-age=300")
 	return c.Blob(http.StatusOK, "application/jwk-set+json", s.signer.JWKS())
+}
+
+func (s *Server) checkpointKeys(c echo.Context) error {
+	if len(s.cfg.CheckpointKeys) == 0 {
+		return writeProblem(c, http.StatusNotFound, "No checkpoint keys", "this ledger signs no checkpoints")
+	}
+	b, err := json.Marshal(s.cfg.CheckpointKeys)
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set("Cache-Control", "public, max-age=300")
+	return c.Blob(http.StatusOK, "application/jwk-set+json", b)
 }
 
 func metadata(issuer string) map[string]any {

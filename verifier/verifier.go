@@ -35,13 +35,19 @@ var (
 	ErrInvalid     = accesstoken.ErrInvalid
 	ErrRevoked     = errors.New("the token's session has been revoked")
 	ErrFeedOffline = errors.New("revocation feed is not connected and the verifier fails closed")
+	// ErrSkippedMessages: the feed carried messages the verifier could not
+	// decode and skipped (junk, or events of a newer ledger). Revocations
+	// are still applied; Health reports it so an operator can look, and
+	// Verify does not refuse tokens because of it.
+	ErrSkippedMessages = errors.New("revocation feed: skipped messages it could not decode")
 )
 
 // Feed follows the ledger's revocation events (eventstore.Feed implements it).
 type Feed interface {
 	// Follow delivers the revocation events recorded since since, then new
-	// ones, until ctx ends; caughtUp is called once the replay is done.
-	Follow(ctx context.Context, since time.Time, fn func(domain.Event), caughtUp func()) error
+	// ones, until ctx ends; messages it cannot decode go to skip, and it goes
+	// on; caughtUp is called once the replay is done.
+	Follow(ctx context.Context, since time.Time, fn func(domain.Event), skip func(seq uint64, err error), caughtUp func()) error
 	// Connected reports whether the feed's connection is up.
 	Connected() bool
 }
@@ -129,8 +135,15 @@ type Verifier struct {
 
 	caughtUp  atomic.Bool
 	followErr atomic.Pointer[error]
+	skipped   atomic.Uint64
+	lastSkip  atomic.Pointer[skip]
 	cancel    context.CancelFunc
 	done      chan struct{}
+}
+
+type skip struct {
+	seq uint64
+	err error
 }
 
 type cutoff struct {
@@ -176,7 +189,7 @@ func (v *Verifier) follow(ctx context.Context, since time.Time) {
 			}
 		}
 	}()
-	err := v.feed.Follow(ctx, since, v.apply, func() { v.caughtUp.Store(true) })
+	err := v.feed.Follow(ctx, since, v.apply, v.skip, func() { v.caughtUp.Store(true) })
 	if err != nil && ctx.Err() == nil {
 		v.followErr.Store(&err)
 		v.cfg.Logger.Error("verifier: revocation feed stopped", "err", err)
@@ -198,9 +211,33 @@ func (v *Verifier) WaitReady(ctx context.Context) error {
 	return nil
 }
 
+// skip notes a message of the feed that does not decode; following goes on.
+func (v *Verifier) skip(seq uint64, err error) {
+	v.skipped.Add(1)
+	v.lastSkip.Store(&skip{seq: seq, err: err})
+	v.cfg.Logger.Warn("verifier: skipped a message of the revocation feed that it cannot decode (not the ledger's, or from a newer ledger); revocations are still applied", "seq", seq, "err", err)
+}
+
 // Health is nil while revocations are being followed and caught up; otherwise
-// it says why a revoked session might still be accepted.
+// it says why a revoked session might still be accepted. It also reports
+// (ErrSkippedMessages) messages the feed carried that could not be decoded
+// and were skipped; that alone does not make Verify refuse tokens.
 func (v *Verifier) Health() error {
+	if err := v.feedHealth(); err != nil {
+		return err
+	}
+	if n := v.skipped.Load(); n > 0 {
+		last := v.lastSkip.Load()
+		return fmt.Errorf("%w: %d, the last at sequence %d (%v); revocations are still applied", ErrSkippedMessages, n, last.seq, last.err)
+	}
+	return nil
+}
+
+// Skipped returns how many messages of the feed were skipped.
+func (v *Verifier) Skipped() uint64 { return v.skipped.Load() }
+
+// feedHealth is nil while revocations are being followed and caught up.
+func (v *Verifier) feedHealth() error {
 	switch {
 	case v.followErr.Load() != nil:
 		return fmt.Errorf("verifier: revocation feed stopped: %v", *v.followErr.Load())
@@ -293,7 +330,7 @@ func (v *Verifier) revoked(c *Claims) bool {
 func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	now := v.cfg.Now()
 	if v.cfg.FailClosed {
-		if err := v.Health(); err != nil {
+		if err := v.feedHealth(); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrFeedOffline, err)
 		}
 	}

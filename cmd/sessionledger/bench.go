@@ -25,7 +25,7 @@ func benchCmd(ctx context.Context, args []string, lookupEnv func(string) (string
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.URL, "url", "", "the ledger to drive (default: start one in-process on a temporary data dir)")
 	fs.StringVar(&cfg.AdminToken, "admin-token", "", "admin token of --url (default $SESSIONLEDGER_ADMIN_TOKEN)")
-	addNATSFlags(fs, &cfg.NATSURL, &cfg.NATSAuth, "", "NATS of --url, for the bare-append reference (default: the in-process ledger's)")
+	addNATSFlags(fs, &cfg.NATSURL, &cfg.NATSAuth, "", "NATS of --url, for the bare-append reference, with the ledger's credentials (default: the in-process ledger's)")
 	fs.IntVar(&cfg.Clients, "clients", 64, "concurrent clients")
 	fs.IntVar(&cfg.Sessions, "sessions", 1, "sessions per client")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to refresh (and to run each reference)")
@@ -82,6 +82,6 @@ func startBenchLedger(ctx context.Context, cfg *bench.Config, natsSync string) (
 		stop()
 		return nil, err
 	}
-	cfg.URL, cfg.AdminToken, cfg.NATSURL = m.HTTPURL(), c.AdminToken, m.NATSURL()
+	cfg.URL, cfg.AdminToken, cfg.Dial = m.HTTPURL(), c.AdminToken, m.embedded.Connect
 	return stop, nil
 }

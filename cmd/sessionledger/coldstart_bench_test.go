@@ -13,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sessionledger/sessionledger/integrity"
 	"github.com/sessionledger/sessionledger/internal/poll"
+	"github.com/sessionledger/sessionledger/secrets"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -50,12 +52,17 @@ func seedStream(tb testing.TB, dataDir string, n int) {
 	if _, err := conn.Store(context.Background(), eventstore.Config{}); err != nil {
 		tb.Fatal(err)
 	}
-	nc, err := nats.Connect("", nats.InProcessServer(srv.Server))
+	// Tagged with the data dir's keys, as the ledger that starts on it
+	// will check.
+	keys, err := secrets.LoadOrCreate(dataDir)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer nc.Close()
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	tags, err := integrity.NewTagKeys(keys.TagKeyID, map[string][]byte{keys.TagKeyID: keys.TagKey})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	js, err := jetstream.New(conn.NATS(), jetstream.WithPublishAsyncMaxPending(4096))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -84,7 +91,8 @@ func seedStream(tb testing.TB, dataDir string, n int) {
 			}
 			sum := sha256.Sum256(b)
 			prev[i] = sum[:]
-			if _, err := js.PublishAsync(eventstore.SessionSubject(e), b); err != nil {
+			msg := &nats.Msg{Subject: eventstore.SessionSubject(e), Data: b, Header: nats.Header{integrity.TagHeader: {tags.Tag(sum)}}}
+			if _, err := js.PublishMsgAsync(msg); err != nil {
 				tb.Fatal(err)
 			}
 			written++

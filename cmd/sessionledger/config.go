@@ -44,7 +44,13 @@ type Config struct {
 	RateBurst          int
 	TrustedProxyHeader string
 	Replicas           int
-	LogLevel           slog.Level
+	// CheckpointInterval is how often a signed checkpoint is appended while
+	// there are new events (0: never).
+	CheckpointInterval time.Duration
+	// TrustUntaggedThrough accepts events without an integrity tag up to
+	// this stream sequence (written by a ledger older than tags).
+	TrustUntaggedThrough uint64
+	LogLevel             slog.Level
 	// Now is the ledger's clock (tests set one; nil: time.Now). Decisions
 	// (expiry, the grace window) and token times read it.
 	Now func() time.Time
@@ -53,16 +59,17 @@ type Config struct {
 // DefaultConfig returns the defaults: everything local, embedded NATS.
 func DefaultConfig() Config {
 	return Config{
-		HTTPAddr:          ":8080",
-		DataDir:           "./data",
-		NATSListen:        "127.0.0.1:4222",
-		ReuseGrace:        ledger.DefaultReuseGrace,
-		DefaultPolicy:     domain.PolicyConsumer,
-		SweepInterval:     ledger.DefaultSweepInterval,
-		SnapshotInterval:  5 * time.Minute,
-		SnapshotMinEvents: 100_000,
-		Replicas:          1,
-		LogLevel:          slog.LevelInfo,
+		HTTPAddr:           ":8080",
+		DataDir:            "./data",
+		NATSListen:         "127.0.0.1:4222",
+		ReuseGrace:         ledger.DefaultReuseGrace,
+		DefaultPolicy:      domain.PolicyConsumer,
+		SweepInterval:      ledger.DefaultSweepInterval,
+		SnapshotInterval:   5 * time.Minute,
+		SnapshotMinEvents:  100_000,
+		Replicas:           1,
+		CheckpointInterval: time.Second,
+		LogLevel:           slog.LevelInfo,
 	}
 }
 
@@ -89,6 +96,9 @@ func (c *Config) complete() error {
 	}
 	if c.RateLimit < 0 || c.RateBurst < 0 {
 		return errors.New("--rate-limit and --rate-burst must not be negative")
+	}
+	if c.CheckpointInterval < 0 {
+		return errors.New("--checkpoint-interval must not be negative")
 	}
 	if c.DataDir == "" {
 		return errors.New("--data-dir must not be empty")

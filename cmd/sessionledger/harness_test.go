@@ -18,7 +18,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sessionledger/sessionledger/eventstore"
+	"github.com/sessionledger/sessionledger/integrity"
 	"github.com/sessionledger/sessionledger/internal/poll"
+	"github.com/sessionledger/sessionledger/secrets"
 )
 
 const testAdminToken = "test-admin-token-0123456789abcdef"
@@ -89,6 +91,10 @@ func boot(t testing.TB, dataDir string, mutate func(*Config)) *ledgerHarness {
 	cfg.DataDir = dataDir
 	cfg.AdminToken = testAdminToken
 	cfg.Issuer = "http://ledger.test"
+	// Checkpoints interleave with events at their own pace; tests that count
+	// sequences would have to step around them. The tests of checkpoints,
+	// of attacks and of clusters turn them on.
+	cfg.CheckpointInterval = 0
 	if mutate != nil {
 		mutate(&cfg)
 	}
@@ -333,11 +339,48 @@ func (h *ledgerHarness) nats() *nats.Conn {
 	return nc
 }
 
-// streamMessages returns every message in the stream.
+// insider connects to the ledger's embedded NATS with the ledger's own
+// credentials: what an attacker who stole them, or an operator, could do.
+func (h *ledgerHarness) insider() jetstream.JetStream {
+	h.t.Helper()
+	js, err := jetstream.New(h.insiderConn())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return js
+}
+
+// insiderConn is insider's NATS connection.
+func (h *ledgerHarness) insiderConn() *nats.Conn {
+	h.t.Helper()
+	conn, err := h.m.embedded.Connect()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn.NATS()
+}
+
+// tagKeys are the ledger's event tag keys, from its data dir.
+func (h *ledgerHarness) tagKeys() *integrity.TagKeys {
+	h.t.Helper()
+	keys, err := secrets.LoadOrCreate(h.dataDir)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	tk, err := integrity.NewTagKeys(keys.TagKeyID, map[string][]byte{keys.TagKeyID: keys.TagKey})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return tk
+}
+
+// streamMessages returns every message in the stream (read as any reader
+// may), checkpoints included.
 func (h *ledgerHarness) streamMessages() []*jetstream.RawStreamMsg {
 	h.t.Helper()
 	ctx := context.Background()
-	js, err := jetstream.New(h.nats())
+	js, err := jetstream.NewWithAPIPrefix(h.nats(), eventstore.ReaderAPIPrefix)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -388,6 +431,9 @@ func (m *Main) snapshotSeq(tb testing.TB) uint64 {
 func (h *ledgerHarness) eventTypes() []string {
 	var types []string
 	for _, m := range h.streamMessages() {
+		if m.Subject == integrity.CheckpointSubject {
+			continue
+		}
 		var env struct {
 			Type string `json:"type"`
 		}

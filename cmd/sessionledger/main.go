@@ -114,6 +114,8 @@ func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stder
 	fs.IntVar(&cfg.RateBurst, "rate-burst", 0, "burst allowed above --rate-limit (default: the rate, at least 1)")
 	fs.StringVar(&cfg.TrustedProxyHeader, "trusted-proxy-header", "", "header with the client address set by a trusted proxy, e.g. X-Forwarded-For (its last entry)")
 	fs.IntVar(&cfg.Replicas, "replicas", cfg.Replicas, "replicas of the stream when the ledger creates it")
+	fs.DurationVar(&cfg.CheckpointInterval, "checkpoint-interval", cfg.CheckpointInterval, "how often a signed checkpoint is appended while there are new events (0: never)")
+	fs.Uint64Var(&cfg.TrustUntaggedThrough, "trust-untagged-through", 0, "accept events without an integrity tag up to this stream sequence: a stream written by a ledger older than tags, which you vouch for")
 	fs.TextVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn, error")
 
 	if err := parseFlags(fs, args, lookupEnv); err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -11,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
+	"github.com/nats-io/nats.go"
+	"github.com/sessionledger/sessionledger/integrity"
 	"github.com/sessionledger/sessionledger/internal/poll"
 )
 
@@ -57,8 +58,9 @@ func TestNotReadyWhileReplaying(t *testing.T) {
 	}
 }
 
-// TestUndecodableEventStopsTheLedger puts bytes that are no event into the
-// stream of a running ledger: its projection stops, and /readyz, the OAuth
+// TestUndecodableEventStopsTheLedger puts an event the ledger tagged but this
+// version cannot decode (as a newer version would write) into the stream of a
+// running ledger: its projection stops, and /readyz, the OAuth
 // endpoints and the admin API answer 503 saying the ledger has stopped and an
 // operator must act (not that it is starting), while /healthz still says the
 // process is up; nothing more is recorded.
@@ -68,11 +70,9 @@ func TestUndecodableEventStopsTheLedger(t *testing.T) {
 	h.wantGet("/readyz", http.StatusOK, `{"status":"ready"}`)
 	h.wantGet("/healthz", http.StatusOK, `{"status":"ok"}`)
 
-	js, err := jetstream.New(h.nats())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ack, err := js.Publish(context.Background(), "ledger.x.y.revoked", []byte("hello"))
+	data := []byte(`{"specversion":"1.0","id":"X","type":"session.teleported","source":"urn:sessionledger","subject":"s","time":"2026-01-01T00:00:00Z","userkey":"x","data":{}}`)
+	msg := &nats.Msg{Subject: "ledger.x.y.teleported", Data: data, Header: nats.Header{integrity.TagHeader: {h.tagKeys().Tag(sha256.Sum256(data))}}}
+	ack, err := h.insider().PublishMsg(context.Background(), msg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestUndecodableEventStopsTheLedger(t *testing.T) {
 	if last := h.lastSeq(); last != ack.Sequence {
 		t.Fatalf("a stopped ledger recorded %d events after the undecodable one", last-ack.Sequence)
 	}
-	want := fmt.Sprintf(`"msg":"projection stopped: the ledger cannot answer until the stream is repaired and it is restarted","seq":%d`, ack.Sequence)
+	want := fmt.Sprintf(`"msg":"projection stopped: an event the ledger wrote that this version cannot decode; upgrade this instance","applied_seq":%d`, ack.Sequence-1)
 	if !strings.Contains(h.logs.String(), want) {
 		t.Fatalf("no log line %s:\n%s", want, h.logs.String())
 	}

@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -16,6 +20,7 @@ import (
 	"github.com/sessionledger/sessionledger/eventstore"
 	"github.com/sessionledger/sessionledger/eventstore/embedded"
 	"github.com/sessionledger/sessionledger/follower"
+	"github.com/sessionledger/sessionledger/integrity"
 	"github.com/sessionledger/sessionledger/ledger"
 	"github.com/sessionledger/sessionledger/metrics"
 	"github.com/sessionledger/sessionledger/secrets"
@@ -94,11 +99,27 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
+	tags, err := integrity.NewTagKeys(keys.TagKeyID, map[string][]byte{keys.TagKeyID: keys.TagKey})
+	if err != nil {
+		return err
+	}
+	checkpointKey := integrity.CheckpointKey{ID: keys.CheckpointKeyID, Private: keys.CheckpointKey}
+	record, err := readStreamRecord(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+
 	if err := m.connect(); err != nil {
 		return err
 	}
-	streamCfg := eventstore.Config{Replicas: cfg.Replicas}
+	streamCfg := eventstore.Config{Replicas: cfg.Replicas, Tags: tags, TrustUntaggedThrough: cfg.TrustUntaggedThrough, MustExist: record != nil}
 	if m.store, err = m.conn.Store(ctx, streamCfg); err != nil {
+		if errors.Is(err, domain.ErrHistoryLost) {
+			return fmt.Errorf("%w (%s records the stream created at %s); restore the stream, or remove that file to start a new, empty ledger on purpose", err, streamRecordPath(cfg.DataDir), record.Created.Format(time.RFC3339Nano))
+		}
+		return err
+	}
+	if err := checkStreamRecord(cfg.DataDir, record, m.store.Created()); err != nil {
 		return err
 	}
 	snapshots, err := m.store.Snapshots(ctx, streamCfg)
@@ -107,6 +128,8 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	fcfg := follower.Config{
 		Stream: m.store, SnapshotInterval: cfg.SnapshotInterval, SnapshotMinEvents: cfg.SnapshotMinEvents, Logger: log,
+		Sealer:      tags,
+		Checkpoints: follower.Checkpoints{Interval: cfg.CheckpointInterval, Key: checkpointKey, Append: m.store.AppendCheckpoint},
 		CaughtUp: func(ctx context.Context) {
 			m.ledger.CompletePendingRevocations(ctx)
 			m.ledger.Sweep(ctx, cfg.SweepInterval)
@@ -121,6 +144,7 @@ func (m *Main) Run(ctx context.Context) error {
 	proj := m.follower.Projection()
 	mets := metrics.New(metrics.State{
 		LiveSessions: proj.LiveSessions,
+		Refused:      proj.Refused,
 		ProjectionLag: func() (uint64, error) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
@@ -142,7 +166,7 @@ func (m *Main) Run(ctx context.Context) error {
 	m.api, err = transport.New(m.ledger, signer, transport.Config{
 		AdminToken: adminToken, Issuer: cfg.Issuer, Logger: log, Ready: m.follower.Ready,
 		RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst, TrustedProxyHeader: cfg.TrustedProxyHeader,
-		Metrics: mets,
+		Metrics: mets, CheckpointKeys: integrity.PublicKeys{checkpointKey.ID: checkpointKey.Private.Public().(ed25519.PublicKey)},
 	})
 	if err != nil {
 		return err
@@ -220,5 +244,67 @@ func (m *Main) Close() error {
 			m.embedded.Shutdown()
 		}
 	})
+	return nil
+}
+
+// The data dir records which stream the ledger's history is in, so that a
+// ledger whose stream has vanished or been replaced refuses to start instead
+// of starting empty.
+const streamRecordFile = "stream.json"
+
+type streamRecord struct {
+	Stream  string    `json:"stream"`
+	Created time.Time `json:"created"`
+}
+
+func streamRecordPath(dir string) string { return filepath.Join(dir, streamRecordFile) }
+
+// readStreamRecord returns the data dir's record, nil if there is none.
+func readStreamRecord(dir string) (*streamRecord, error) {
+	b, err := os.ReadFile(streamRecordPath(dir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var r streamRecord
+	if err := json.Unmarshal(b, &r); err != nil || r.Created.IsZero() {
+		return nil, fmt.Errorf("%s is not a stream record; remove it only if this data dir is to start a new ledger", streamRecordPath(dir))
+	}
+	return &r, nil
+}
+
+// checkStreamRecord compares the opened stream with the record, writing one
+// if there is none yet.
+func checkStreamRecord(dir string, r *streamRecord, created time.Time) error {
+	if r != nil {
+		if !r.Created.Equal(created) {
+			return fmt.Errorf("%w: the stream %s was created %s, but %s records the one created %s: this is another stream (replaced, or another NATS); restore the original, or remove that file to use this one on purpose",
+				domain.ErrHistoryLost, eventstore.StreamName, created.Format(time.RFC3339Nano), streamRecordPath(dir), r.Created.Format(time.RFC3339Nano))
+		}
+		return nil
+	}
+	b, _ := json.Marshal(streamRecord{Stream: eventstore.StreamName, Created: created})
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, ".stream.*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	// A link fails if another instance sharing the dir wrote it first; both
+	// opened the same stream then.
+	if err := os.Link(tmp.Name(), streamRecordPath(dir)); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
 	return nil
 }

@@ -12,7 +12,6 @@ import (
 	"github.com/sessionledger/sessionledger/internal/poll"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sessionledger/sessionledger/eventstore"
 )
@@ -28,7 +27,7 @@ func snapshotAfter(n uint64) func(*Config) {
 // with a direct get of its meta subject, which a plain subscriber sees too.
 func snapshotLookups(t *testing.T, h *ledgerHarness) func() int {
 	t.Helper()
-	nc := h.nats()
+	nc := h.insiderConn() // the ledger's own requests, in its own account
 	var n atomic.Int64
 	if _, err := nc.Subscribe("$JS.API.DIRECT.GET.OBJ_"+eventstore.SnapshotBucket+".>", func(*nats.Msg) { n.Add(1) }); err != nil {
 		t.Fatal(err)
@@ -92,14 +91,7 @@ func TestMismatchedSnapshotIsIgnored(t *testing.T) {
 	h := boot(t, dir, nil)
 	s := h.issue(`{"user_id":"alice"}`)
 	// Something else (another version, a damaged copy) sits where the snapshot goes.
-	nc, err := nats.Connect(h.m.NATSURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := h.insider() // only the ledger's identity may write the bucket
 	os, err := js.ObjectStore(context.Background(), eventstore.SnapshotBucket)
 	if err != nil {
 		t.Fatal(err)
@@ -107,7 +99,6 @@ func TestMismatchedSnapshotIsIgnored(t *testing.T) {
 	if _, err := os.PutBytes(context.Background(), "projection", []byte("SLSNAP\x09not what this version writes")); err != nil {
 		t.Fatal(err)
 	}
-	nc.Close()
 	h.close()
 
 	h2 := boot(t, dir, nil)

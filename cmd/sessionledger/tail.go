@@ -54,6 +54,8 @@ func tail(ctx context.Context, args []string, lookupEnv func(string) (string, bo
 		}
 		fmt.Fprintf(stdout, "%-24s %-22s %-26s %-32s %s\n", e.Time.UTC().Format("2006-01-02T15:04:05.000Z"),
 			e.Type(), orDash(e.SessionID), e.UserKey, detail(e))
+	}, func(seq uint64, err error) {
+		fmt.Fprintf(stderr, "skipped sequence %d: %v\n", seq, err)
 	}, nil)
 	if errors.Is(err, context.Canceled) {
 		return nil

@@ -4,6 +4,9 @@
 package embedded
 
 import (
+	"crypto/rand"
+	_ "embed"
+	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"net"
@@ -31,16 +34,48 @@ type Config struct {
 // Embedded is a running in-process nats-server with JetStream.
 type Embedded struct {
 	Server *server.Server
+	// password is the ledger user's, made up for this run and never stored:
+	// only this process can write the stream.
+	password string
+}
+
+// AccountsConf is the NATS accounts configuration the ledger runs with (see
+// the file for what each identity may do). deploy/nats-accounts.conf is the
+// same file for clusters.
+//
+//go:embed accounts.conf
+var AccountsConf string
+
+// Identities in AccountsConf.
+const (
+	LedgerUser    = "ledger"
+	LedgerAccount = "LEDGER"
+	ReaderAccount = "READ"
+	// PasswordVariable names the ledger user's password in AccountsConf.
+	PasswordVariable = "LEDGER_NATS_PASSWORD"
+)
+
+// Options returns nats-server options with AccountsConf and the ledger's
+// password.
+func Options(ledgerPassword string) (*server.Options, error) {
+	opts := &server.Options{}
+	conf := fmt.Sprintf("%s: %q\n%s", PasswordVariable, ledgerPassword, AccountsConf)
+	if err := opts.ProcessConfigString(conf); err != nil {
+		return nil, fmt.Errorf("embedded: accounts configuration: %w", err)
+	}
+	return opts, nil
 }
 
 // Start starts a nats-server with JetStream on cfg.StoreDir.
 func Start(cfg Config) (*Embedded, error) {
-	opts := &server.Options{
-		ServerName: "sessionledger",
-		JetStream:  true,
-		StoreDir:   cfg.StoreDir,
-		NoSigs:     true,
+	pw := make([]byte, 32)
+	_, _ = rand.Read(pw)
+	password := base64.RawURLEncoding.EncodeToString(pw)
+	opts, err := Options(password)
+	if err != nil {
+		return nil, err
 	}
+	opts.ServerName, opts.JetStream, opts.StoreDir, opts.NoSigs = "sessionledger", true, cfg.StoreDir, true
 	switch cfg.Sync {
 	case "":
 	case "always":
@@ -77,7 +112,7 @@ func Start(cfg Config) (*Embedded, error) {
 		ns.Shutdown()
 		return nil, fmt.Errorf("embedded: embedded nats-server did not start (is %s in use?)", cfg.Listen)
 	}
-	return &Embedded{Server: ns}, nil
+	return &Embedded{Server: ns, password: password}, nil
 }
 
 // ClientURL is the address other processes connect to ("" without a listener).
@@ -88,9 +123,11 @@ func (e *Embedded) ClientURL() string {
 	return e.Server.ClientURL()
 }
 
-// Connect connects to the server in-process.
+// Connect connects to the server in-process as the ledger, the one identity
+// that writes the stream.
 func (e *Embedded) Connect() (*eventstore.Conn, error) {
-	nc, err := nats.Connect("", nats.InProcessServer(e.Server), nats.Name("sessionledger"), nats.MaxReconnects(-1))
+	nc, err := nats.Connect("", nats.InProcessServer(e.Server), nats.Name("sessionledger"), nats.MaxReconnects(-1),
+		nats.UserInfo(LedgerUser, e.password))
 	if err != nil {
 		return nil, fmt.Errorf("embedded: connect in-process: %w", err)
 	}

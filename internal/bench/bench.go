@@ -27,9 +27,13 @@ import (
 
 // Config says what to drive and how hard.
 type Config struct {
-	URL, AdminToken   string // the ledger and its admin token
-	NATSURL           string // the ledger's NATS, for the bare-append reference
+	URL, AdminToken string // the ledger and its admin token
+	// The ledger's NATS, for the bare-append reference, with the ledger's
+	// credentials (the reference writes a stream of its own there); Dial, if
+	// set, connects instead (the in-process ledger's embedded server).
+	NATSURL           string
 	NATSAuth          eventstore.Auth
+	Dial              func() (*eventstore.Conn, error)
 	Clients, Sessions int // concurrent clients, sessions per client
 	Duration          time.Duration
 }
@@ -143,7 +147,13 @@ func Run(ctx context.Context, cfg Config, log io.Writer) (Result, error) {
 
 	// Reference 1: the bare JetStream append a refresh makes.
 	fmt.Fprintf(log, "reference: bare JetStream appends for %v\n", cfg.Duration)
-	conn, err := eventstore.Connect(cfg.NATSURL, cfg.NATSAuth, "sessionledger-bench")
+	dial := cfg.Dial
+	if dial == nil {
+		dial = func() (*eventstore.Conn, error) {
+			return eventstore.Connect(cfg.NATSURL, cfg.NATSAuth, "sessionledger-bench")
+		}
+	}
+	conn, err := dial()
 	if err != nil {
 		return r, err
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/sessionledger/sessionledger/domain"
 	"github.com/sessionledger/sessionledger/eventstore"
 	"github.com/sessionledger/sessionledger/follower"
+	"github.com/sessionledger/sessionledger/integrity"
 	"github.com/sessionledger/sessionledger/internal/natstest"
 	"github.com/sessionledger/sessionledger/ledger"
 	"github.com/sessionledger/sessionledger/projections"
@@ -27,6 +28,15 @@ var Keys = ledger.Keys{
 	SubjectKey: bytes.Repeat([]byte{3}, 32),
 }
 
+// TagKeys tag the test ledgers' events and seal their snapshots.
+var TagKeys = func() *integrity.TagKeys {
+	k, err := integrity.NewTagKeys("t1", map[string][]byte{"t1": bytes.Repeat([]byte{4}, 32)})
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
+
 // Ledger is a ledger with the parts a test may look at.
 type Ledger struct {
 	*ledger.Ledger
@@ -40,7 +50,7 @@ type Ledger struct {
 // the stream until the test ends.
 func New(tb testing.TB, srv *natstest.Server, issuer, audience string, cfg ledger.Config) *Ledger {
 	tb.Helper()
-	st, err := eventstore.Open(context.Background(), srv.Connect(tb), eventstore.Config{})
+	st, err := eventstore.Open(context.Background(), srv.Connect(tb), eventstore.Config{Tags: TagKeys})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sessionledger/sessionledger/eventstore"
+	"github.com/sessionledger/sessionledger/eventstore/embedded"
 	"github.com/sessionledger/sessionledger/internal/poll"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -14,6 +16,13 @@ import (
 
 // ClusterName is the name of the test cluster, as in deploy/nats-*.conf.
 const ClusterName = "ledger"
+
+// ClusterPassword is the ledger user's password in the test cluster.
+const ClusterPassword = "test-cluster-ledger-password"
+
+// LedgerAuth is how a ledger connects to the test cluster: the one identity
+// that may write the stream.
+var LedgerAuth = eventstore.Auth{User: embedded.LedgerUser, Password: ClusterPassword}
 
 // Cluster is a JetStream cluster of in-process nats-servers, routed over
 // loopback, each with its own store directory.
@@ -52,17 +61,18 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 	}
 	c := &Cluster{Servers: make([]*Server, n)}
 	for i := 0; i < n; i++ {
-		o := &server.Options{
-			ServerName: fmt.Sprintf("n%d", i+1),
-			Host:       "127.0.0.1",
-			Port:       ports[i],
-			JetStream:  true,
-			StoreDir:   tb.TempDir(),
-			NoLog:      true,
-			NoSigs:     true,
-			Cluster:    server.ClusterOpts{Name: ClusterName, Host: "127.0.0.1", Port: ports[n+i]},
-			Routes:     server.RoutesFromStr(strings.Join(routes, ",")),
+		// The accounts every deployment runs with: the ledger writes,
+		// everyone else reads (deploy/nats-accounts.conf).
+		o, err := embedded.Options(ClusterPassword)
+		if err != nil {
+			tb.Fatal(err)
 		}
+		o.ServerName = fmt.Sprintf("n%d", i+1)
+		o.Host, o.Port = "127.0.0.1", ports[i]
+		o.JetStream, o.StoreDir = true, tb.TempDir()
+		o.NoLog, o.NoSigs = true, true
+		o.Cluster = server.ClusterOpts{Name: ClusterName, Host: "127.0.0.1", Port: ports[n+i]}
+		o.Routes = server.RoutesFromStr(strings.Join(routes, ","))
 		c.opts = append(c.opts, o)
 	}
 	for i := range c.opts {
@@ -110,7 +120,7 @@ func (c *Cluster) URLs() string {
 // StreamLeader returns the index of the server leading stream, or -1.
 func (c *Cluster) StreamLeader(stream string) int {
 	for i, s := range c.Servers {
-		if s != nil && s.JetStreamIsStreamLeader(server.DEFAULT_GLOBAL_ACCOUNT, stream) {
+		if s != nil && s.JetStreamIsStreamLeader(embedded.LedgerAccount, stream) {
 			return i
 		}
 	}

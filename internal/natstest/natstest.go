@@ -7,6 +7,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/sessionledger/sessionledger/eventstore/embedded"
 )
 
 // Server is a running nats-server with JetStream.
@@ -32,6 +34,29 @@ func Start(tb testing.TB, storeDir string) *Server {
 		tb.Fatal("nats-server did not start")
 	}
 	s := &Server{Server: ns, StoreDir: storeDir}
+	tb.Cleanup(s.Stop)
+	return s
+}
+
+// StartAccounts runs a nats-server with the ledger's accounts
+// (embedded.AccountsConf, LedgerAuth writes, anyone else reads) on a loopback
+// port and a fresh store. It shuts down when the test ends.
+func StartAccounts(tb testing.TB) *Server {
+	tb.Helper()
+	opts, err := embedded.Options(ClusterPassword)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	opts.Host, opts.Port, opts.JetStream, opts.StoreDir, opts.NoLog, opts.NoSigs = "127.0.0.1", -1, true, tb.TempDir(), true, true
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		tb.Fatalf("nats-server: %v", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		tb.Fatal("nats-server did not start")
+	}
+	s := &Server{Server: ns, StoreDir: opts.StoreDir}
 	tb.Cleanup(s.Stop)
 	return s
 }

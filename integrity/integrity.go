@@ -1,0 +1,190 @@
+// Package integrity is how anyone can tell the ledger's history from
+// something else in its stream. It imports only the standard library.
+//
+//   - Every event the ledger appends carries a tag: an HMAC-SHA256 under a key
+//     only the ledger's instances hold (TagKeys), over the SHA-256 of the
+//     event's stored bytes. Instances apply an event only when its tag is
+//     valid; projection snapshots are sealed with the same keys.
+//   - Every message in the stream, whoever wrote it, is folded in stream
+//     order into a running hash (Chain). Now and then the ledger appends a
+//     signed Checkpoint that commits to the running hash up to a sequence and
+//     names the messages in its range that the ledger refused. An auditor
+//     with the public key alone recomputes the hash and checks the
+//     signature: a forged, dropped, reordered or edited message, or a stream
+//     rewritten from the start, no longer matches.
+package integrity
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"strings"
+)
+
+// Errors.
+var (
+	ErrNoTag      = errors.New("no integrity tag")
+	ErrBadTag     = errors.New("integrity tag does not match")
+	ErrUnknownKey = errors.New("integrity tag names a key this ledger does not have")
+)
+
+// TagHeader is the NATS header that carries an event's tag.
+const TagHeader = "Ledger-Tag"
+
+// Domain separation for the MACs.
+const (
+	tagContext      = "sessionledger event tag v1\x00"
+	snapshotContext = "sessionledger snapshot v1\x00"
+)
+
+// TagKeys are the keys that tag events and seal snapshots: the current one,
+// which tags new events, and older ones, which still verify what they tagged.
+// The zero value has no keys. It is safe for concurrent use.
+type TagKeys struct {
+	current string
+	keys    map[string][]byte
+}
+
+// NewTagKeys returns the keys; current names the one that tags. Key ids are
+// short and contain no '.'.
+func NewTagKeys(current string, keys map[string][]byte) (*TagKeys, error) {
+	if _, ok := keys[current]; !ok {
+		return nil, fmt.Errorf("integrity: current tag key %q is not among the keys", current)
+	}
+	for id, k := range keys {
+		if id == "" || strings.ContainsAny(id, ". ") || len(k) < 32 {
+			return nil, fmt.Errorf("integrity: tag key %q: ids must be non-empty without '.' or spaces, keys at least 32 bytes", id)
+		}
+	}
+	return &TagKeys{current: current, keys: keys}, nil
+}
+
+// Current is the id of the key that tags new events.
+func (k *TagKeys) Current() string { return k.current }
+
+func mac(key []byte, context string, parts ...[]byte) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(context))
+	for _, p := range parts {
+		m.Write(p)
+	}
+	return m.Sum(nil)
+}
+
+// Tag returns the tag for stored bytes whose SHA-256 is digest:
+// "<key id>.<base64url HMAC>".
+func (k *TagKeys) Tag(digest [32]byte) string {
+	return k.current + "." + base64.RawURLEncoding.EncodeToString(mac(k.keys[k.current], tagContext, digest[:]))
+}
+
+// Checker checks tags; it keeps a MAC per key so that checking costs no
+// allocation. It is not safe for concurrent use: one per goroutine.
+type Checker struct {
+	keys *TagKeys
+	macs map[string]hash.Hash
+	sum  []byte
+	dec  [sha256.Size]byte
+}
+
+// Checker returns a new Checker for k.
+func (k *TagKeys) Checker() *Checker {
+	return &Checker{keys: k, macs: map[string]hash.Hash{}, sum: make([]byte, 0, sha256.Size)}
+}
+
+// Check reports whether tag is the ledger's tag for stored bytes whose
+// SHA-256 is digest. The comparison takes constant time.
+func (c *Checker) Check(tag string, digest [32]byte) error {
+	if tag == "" {
+		return ErrNoTag
+	}
+	id, enc, ok := strings.Cut(tag, ".")
+	if !ok || base64.RawURLEncoding.DecodedLen(len(enc)) != sha256.Size {
+		return ErrBadTag
+	}
+	m := c.macs[id]
+	if m == nil {
+		key, known := c.keys.keys[id]
+		if !known {
+			return ErrUnknownKey
+		}
+		m = hmac.New(sha256.New, key)
+		c.macs[id] = m
+	}
+	if _, err := base64.RawURLEncoding.Decode(c.dec[:], []byte(enc)); err != nil {
+		return ErrBadTag
+	}
+	m.Reset()
+	m.Write([]byte(tagContext))
+	m.Write(digest[:])
+	c.sum = m.Sum(c.sum[:0])
+	if subtle.ConstantTimeCompare(c.sum, c.dec[:]) != 1 {
+		return ErrBadTag
+	}
+	return nil
+}
+
+// Seal appends to data a trailer that authenticates it under the current
+// key: the key id (length-prefixed) and an HMAC over data and the id.
+func (k *TagKeys) Seal(data []byte) []byte {
+	id := []byte(k.current)
+	sum := mac(k.keys[k.current], snapshotContext, data, id)
+	data = append(data, id...)
+	data = append(data, byte(len(id)))
+	return append(data, sum...)
+}
+
+// Open checks a sealed blob and returns the data without its trailer.
+func (k *TagKeys) Open(sealed []byte) ([]byte, error) {
+	n := len(sealed) - sha256.Size - 1
+	if n < 0 {
+		return nil, ErrBadTag
+	}
+	idLen := int(sealed[n])
+	if idLen == 0 || idLen > n {
+		return nil, ErrBadTag
+	}
+	data, id, sum := sealed[:n-idLen:n-idLen], sealed[n-idLen:n], sealed[n+1:]
+	key, ok := k.keys[string(id)]
+	if !ok {
+		return nil, ErrUnknownKey
+	}
+	if !hmac.Equal(sum, mac(key, snapshotContext, data, id)) {
+		return nil, ErrBadTag
+	}
+	return data, nil
+}
+
+// Chain is the running hash of a stream: every message, in stream order,
+// folded as SHA-256(previous || big-endian sequence || SHA-256 of the stored
+// bytes). The zero value is the hash before the first message.
+type Chain [32]byte
+
+// Next folds the message at seq, whose stored bytes hash to digest.
+func (c Chain) Next(seq uint64, digest [32]byte) Chain {
+	var b [32 + 8 + 32]byte
+	copy(b[:32], c[:])
+	binary.BigEndian.PutUint64(b[32:40], seq)
+	copy(b[40:], digest[:])
+	return sha256.Sum256(b[:])
+}
+
+// String is the hash in base64url.
+func (c Chain) String() string { return base64.RawURLEncoding.EncodeToString(c[:]) }
+
+// MarshalText writes the hash in base64url.
+func (c Chain) MarshalText() ([]byte, error) { return []byte(c.String()), nil }
+
+// UnmarshalText reads what MarshalText writes.
+func (c *Chain) UnmarshalText(b []byte) error {
+	var v [32]byte
+	if n, err := base64.RawURLEncoding.Decode(v[:], b); err != nil || n != len(v) || base64.RawURLEncoding.EncodedLen(len(v)) != len(b) {
+		return errors.New("integrity: chain hash is not 32 bytes of base64url")
+	}
+	*c = v
+	return nil
+}
