@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sessionledger/sessionledger/domain"
+	"github.com/sessionledger/sessionledger/integrity"
 )
 
 // Record is one stored message of the stream.
@@ -24,8 +25,10 @@ type Record struct {
 
 // Problem is one integrity finding, at a stream sequence.
 type Problem struct {
-	Seq    uint64 `json:"seq"`
-	Kind   string `json:"kind"` // missing, undecodable, subject, chain, transition
+	Seq uint64 `json:"seq"`
+	// missing, undecodable, subject, chain, transition; with checkpoints:
+	// refused, checkpoint, tampered, truncated, rolled back
+	Kind   string `json:"kind"`
 	Detail string `json:"detail"`
 }
 
@@ -34,6 +37,7 @@ func (p Problem) String() string { return fmt.Sprintf("seq %d: %s: %s", p.Seq, p
 // Verifier checks a stream fed to it record by record, in stream order.
 type Verifier struct {
 	subjectOf func(domain.Event) string
+	refused   func(seq uint64) (checkpointSeq uint64, refused bool)
 	lastSeq   uint64
 	users     map[string]link // user key → the user's last event
 	sessions  map[string]*sessionState
@@ -52,21 +56,32 @@ type sessionState struct {
 }
 
 // NewVerifier returns a verifier; subjectOf gives the subject an event must
-// be stored under (eventstore.SessionSubject).
-func NewVerifier(subjectOf func(domain.Event) string) *Verifier {
-	return &Verifier{subjectOf: subjectOf, users: map[string]link{}, sessions: map[string]*sessionState{}}
+// be stored under (eventstore.SessionSubject). refused, if not nil, tells the
+// messages a checkpoint names as refused by the ledger (Checkpoints.Refused):
+// they are reported as such and kept out of the histories.
+func NewVerifier(subjectOf func(domain.Event) string, refused func(seq uint64) (uint64, bool)) *Verifier {
+	return &Verifier{subjectOf: subjectOf, refused: refused, users: map[string]link{}, sessions: map[string]*sessionState{}}
 }
 
 func (v *Verifier) report(seq uint64, kind, format string, args ...any) {
 	v.problems = append(v.problems, Problem{Seq: seq, Kind: kind, Detail: fmt.Sprintf(format, args...)})
 }
 
-// Add checks one record.
+// Add checks one record (checkpoints are left to Checkpoints).
 func (v *Verifier) Add(r Record) {
 	if r.Seq != v.lastSeq+1 {
 		v.report(r.Seq, "missing", "sequences %d to %d are not in the stream", v.lastSeq+1, r.Seq-1)
 	}
 	v.lastSeq = r.Seq
+	if r.Subject == integrity.CheckpointSubject {
+		return // Checkpoints checks them
+	}
+	if v.refused != nil {
+		if at, ok := v.refused(r.Seq); ok {
+			v.report(r.Seq, "refused", "not written by the ledger, or replayed out of place: the ledger refused it (checkpoint at sequence %d); someone with write access to the stream put it there", at)
+			return
+		}
+	}
 	e, err := domain.DecodeEvent(r.Data)
 	if err != nil {
 		v.report(r.Seq, "undecodable", "%v", err)

@@ -52,7 +52,7 @@ func TestTransitionsAreChecked(t *testing.T) {
 		{"issued twice", []domain.Event{ev(sid, issued), ev(sid, issued)}, "issued a second time"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v := NewVerifier(subject)
+			v := NewVerifier(subject, nil)
 			for _, r := range chained(t, tc.events) {
 				v.Add(r)
 			}
@@ -72,7 +72,7 @@ func TestTransitionsAreChecked(t *testing.T) {
 		rs := chained(t, []domain.Event{ev(sid, issued), ev(sid, domain.SessionRotated{Generation: 1})})
 		rs[1].Seq = 5
 		rs[1].Subject = "s.other"
-		v := NewVerifier(subject)
+		v := NewVerifier(subject, nil)
 		for _, r := range rs {
 			v.Add(r)
 		}

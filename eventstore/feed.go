@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sessionledger/sessionledger/domain"
+	"github.com/sessionledger/sessionledger/integrity"
 )
 
 // Feed follows the ledger's revocation events, for verifiers and operators.
@@ -135,4 +136,19 @@ func (f *Feed) Replay(ctx context.Context, filters []string, start time.Time, to
 		return fmt.Errorf("eventstore: replay: %w", err)
 	}
 	return nil
+}
+
+// LastCheckpoint returns the newest checkpoint in the stream and the
+// sequence it is stored at.
+func (f *Feed) LastCheckpoint(ctx context.Context) (uint64, []byte, error) {
+	m, err := withRetry(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+		return f.stream.GetLastMsgForSubject(ctx, integrity.CheckpointSubject)
+	})
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil, errors.New("eventstore: the stream holds no checkpoint yet")
+	}
+	if err != nil {
+		return 0, nil, fmt.Errorf("eventstore: last checkpoint: %w", err)
+	}
+	return m.Sequence, m.Data, nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/sessionledger/sessionledger/audit"
 	"github.com/sessionledger/sessionledger/domain"
 	"github.com/sessionledger/sessionledger/eventstore"
+	"github.com/sessionledger/sessionledger/integrity"
 )
 
 const auditUsage = `usage: sessionledger audit <command> [flags]
@@ -26,7 +29,14 @@ Reads the ledger's stream; needs nothing but read access to NATS.
 commands:
   verify    check the whole stream: every event decodes, each user's digest chain
             is unbroken (nothing removed, reordered or altered), every session's
-            history is a valid sequence of transitions
+            history is a valid sequence of transitions; with --checkpoint-keys
+            (the ledger's /.well-known/ledger-checkpoint-keys.json, saved), every
+            signed checkpoint matches the stream, so a forged, dropped,
+            reordered or edited event, or a stream rewritten from the start,
+            is found; with --checkpoint (a file audit checkpoint wrote earlier),
+            a truncated or rolled-back stream too
+  checkpoint  print the newest checkpoint in the stream (JSON), to keep for a
+            later verify --checkpoint
   history   a session's or a user's timeline (--session ID | --user ID | --user-key KEY)
   at        the state as of an instant (--time RFC3339 [--user ID])
   export    the stream, or a filter of it, as CloudEvents JSON lines
@@ -82,7 +92,12 @@ func runAudit(ctx context.Context, args []string, lookupEnv func(string) (string
 	var run func(context.Context) error
 	switch args[0] {
 	case "verify":
-		run = a.verify
+		keys := a.fs.String("checkpoint-keys", "", "file with the ledger's checkpoint keys (JWK Set from /.well-known/ledger-checkpoint-keys.json)")
+		trusted := a.fs.String("checkpoint", "", "file with a checkpoint kept from earlier (audit checkpoint)")
+		run = func(ctx context.Context) error { return a.verify(ctx, *keys, *trusted) }
+	case "checkpoint":
+		keys := a.fs.String("checkpoint-keys", "", "verify it with these keys first (JWK Set file)")
+		run = func(ctx context.Context) error { return a.checkpoint(ctx, *keys) }
 	case "history":
 		session := a.fs.String("session", "", "a session id")
 		user := a.fs.String("user", "", "a user id (scans the whole stream)")
@@ -118,7 +133,8 @@ func runAudit(ctx context.Context, args []string, lookupEnv func(string) (string
 	return run(ctx)
 }
 
-// replay feeds fn every stored message matching filters, with progress on stderr.
+// replay feeds fn every stored message matching filters, with progress on
+// stderr. Only verify looks at checkpoints; the other commands read events.
 func (a *auditCmd) replay(ctx context.Context, filters []string, start time.Time, fn func(seq uint64, subject string, data []byte) error) error {
 	p := newProgress(a.stderr)
 	err := a.feed.Replay(ctx, filters, start, p.setTotal, func(seq uint64, subject string, data []byte) error {
@@ -129,16 +145,50 @@ func (a *auditCmd) replay(ctx context.Context, filters []string, start time.Time
 	return err
 }
 
-func (a *auditCmd) verify(ctx context.Context) error {
-	v := audit.NewVerifier(eventstore.SessionSubject)
-	err := a.replay(ctx, nil, time.Time{}, func(seq uint64, subject string, data []byte) error {
-		v.Add(audit.Record{Seq: seq, Subject: subject, Data: data})
+// replayEvents is replay without the checkpoints: the messages that are
+// meant to be events.
+func (a *auditCmd) replayEvents(ctx context.Context, filters []string, start time.Time, fn func(seq uint64, subject string, data []byte) error) error {
+	return a.replay(ctx, filters, start, func(seq uint64, subject string, data []byte) error {
+		if subject == integrity.CheckpointSubject {
+			return nil
+		}
+		return fn(seq, subject, data)
+	})
+}
+
+func (a *auditCmd) verify(ctx context.Context, keysFile, trustedFile string) error {
+	keys, trusted, err := readCheckpointFiles(keysFile, trustedFile)
+	if err != nil {
+		return err
+	}
+	// With keys, a first pass checks the checkpoints and learns which
+	// messages the ledger refused, so that the second can keep them out of
+	// the histories it checks.
+	cps := audit.NewCheckpoints(keys, trusted)
+	var refused func(uint64) (uint64, bool)
+	if keys != nil {
+		if err := a.replay(ctx, nil, time.Time{}, func(seq uint64, subject string, data []byte) error {
+			cps.Scan(audit.Record{Seq: seq, Subject: subject, Data: data})
+			return nil
+		}); err != nil {
+			return err
+		}
+		refused = cps.Refused
+	}
+	v := audit.NewVerifier(eventstore.SessionSubject, refused)
+	err = a.replay(ctx, nil, time.Time{}, func(seq uint64, subject string, data []byte) error {
+		r := audit.Record{Seq: seq, Subject: subject, Data: data}
+		if keys == nil {
+			cps.Scan(r)
+		}
+		v.Add(r)
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	problems := v.Problems()
+	problems := append(v.Problems(), cps.Finish()...)
+	slices.SortStableFunc(problems, func(x, y audit.Problem) int { return cmp.Compare(x.Seq, y.Seq) })
 	for _, p := range problems {
 		if a.asJSON {
 			b, _ := json.Marshal(p)
@@ -147,14 +197,76 @@ func (a *auditCmd) verify(ctx context.Context) error {
 			fmt.Fprintln(a.stdout, p)
 		}
 	}
+	summary := cps.Summary()
 	if len(problems) > 0 {
-		fmt.Fprintf(a.stderr, "%d problems in %d events\n", len(problems), v.Events())
+		fmt.Fprintf(a.stderr, "%d problems in %d events; %s\n", len(problems), v.Events(), summary)
 		return fmt.Errorf("%w: %d problems", errIntegrity, len(problems))
 	}
 	if !a.asJSON {
-		fmt.Fprintf(a.stdout, "ok: %d events of %d sessions; every event decodes, every user's chain is unbroken, every history is valid\n", v.Events(), v.Sessions())
+		fmt.Fprintf(a.stdout, "ok: %d events of %d sessions; every event decodes, every user's chain is unbroken, every history is valid; %s\n", v.Events(), v.Sessions(), summary)
+	} else {
+		fmt.Fprintf(a.stderr, "%s\n", summary)
 	}
 	return nil
+}
+
+// readCheckpointFiles reads the checkpoint keys and the kept checkpoint
+// (either file name may be empty).
+func readCheckpointFiles(keysFile, trustedFile string) (integrity.PublicKeys, *integrity.Checkpoint, error) {
+	var keys integrity.PublicKeys
+	if keysFile != "" {
+		b, err := os.ReadFile(keysFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--checkpoint-keys: %w", err)
+		}
+		if keys, err = integrity.ParsePublicKeys(b); err != nil {
+			return nil, nil, fmt.Errorf("--checkpoint-keys %s: %w", keysFile, err)
+		}
+	}
+	if trustedFile == "" {
+		return keys, nil, nil
+	}
+	if keys == nil {
+		return nil, nil, errors.New("--checkpoint needs --checkpoint-keys to be checked")
+	}
+	b, err := os.ReadFile(trustedFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--checkpoint: %w", err)
+	}
+	c, err := integrity.DecodeCheckpoint(b)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--checkpoint %s: %w", trustedFile, err)
+	}
+	return keys, &c, nil
+}
+
+// checkpoint prints the newest checkpoint in the stream, with the sequence
+// it is stored at.
+func (a *auditCmd) checkpoint(ctx context.Context, keysFile string) error {
+	keys, _, err := readCheckpointFiles(keysFile, "")
+	if err != nil {
+		return err
+	}
+	seq, data, err := a.feed.LastCheckpoint(ctx)
+	if err != nil {
+		return err
+	}
+	c, err := integrity.DecodeCheckpoint(data)
+	if err != nil {
+		return fmt.Errorf("audit checkpoint: sequence %d: %w", seq, err)
+	}
+	if keys != nil {
+		if err := keys.Verify(&c); err != nil {
+			return fmt.Errorf("audit checkpoint: sequence %d: %w", seq, err)
+		}
+	}
+	c.Seq = seq
+	b, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(a.stdout, "%s\n", b)
+	return err
 }
 
 // timeline prints events as a table or as JSON lines.
@@ -236,7 +348,7 @@ func (a *auditCmd) history(ctx context.Context, session, user, userKey string) e
 		data := map[uint64][]byte{}
 		events := func(filter string, after uint64) ([]domain.Event, error) {
 			rows = nil
-			err := a.replay(ctx, []string{filter}, time.Time{}, collect(func(e domain.Event) bool { return e.Seq > after }))
+			err := a.replayEvents(ctx, []string{filter}, time.Time{}, collect(func(e domain.Event) bool { return e.Seq > after }))
 			var out []domain.Event
 			for _, r := range rows {
 				out, data[r.e.Seq] = append(out, r.e), r.data
@@ -261,12 +373,12 @@ func (a *auditCmd) history(ctx context.Context, session, user, userKey string) e
 			rows = append(rows, row{e, data[e.Seq]})
 		}
 	case userKey != "":
-		if err := a.replay(ctx, []string{eventstore.UserFilter(userKey)}, time.Time{}, collect(func(domain.Event) bool { return true })); err != nil {
+		if err := a.replayEvents(ctx, []string{eventstore.UserFilter(userKey)}, time.Time{}, collect(func(domain.Event) bool { return true })); err != nil {
 			return err
 		}
 	default: // a user id is not in subjects: find its user keys on the way
 		keys := map[string]bool{}
-		err := a.replay(ctx, nil, time.Time{}, collect(func(e domain.Event) bool {
+		err := a.replayEvents(ctx, nil, time.Time{}, collect(func(e domain.Event) bool {
 			if audit.UserID(e) == user {
 				keys[e.UserKey] = true
 			}
@@ -304,7 +416,7 @@ func (a *auditCmd) at(ctx context.Context, when, user string) error {
 		return err
 	}
 	asOf := audit.NewAsOf(at)
-	err = a.replay(ctx, nil, time.Time{}, func(seq uint64, _ string, data []byte) error {
+	err = a.replayEvents(ctx, nil, time.Time{}, func(seq uint64, _ string, data []byte) error {
 		e, err := decodeAt(seq, data)
 		if err != nil {
 			return err
@@ -376,7 +488,7 @@ func (a *auditCmd) export(ctx context.Context, session, userKey, since, until st
 	if !from.IsZero() {
 		start = from.Add(-audit.Skew)
 	}
-	err = a.replay(ctx, filters, start, func(seq uint64, _ string, data []byte) error {
+	err = a.replayEvents(ctx, filters, start, func(seq uint64, _ string, data []byte) error {
 		e, err := decodeAt(seq, data)
 		if err != nil {
 			return err

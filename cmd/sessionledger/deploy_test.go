@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"gopkg.in/yaml.v3"
 
+	"github.com/sessionledger/sessionledger/eventstore/embedded"
 	"github.com/sessionledger/sessionledger/internal/natstest"
 )
 
@@ -23,9 +24,10 @@ func TestComposeMatchesTestedTopology(t *testing.T) {
 	root := filepath.Join("..", "..")
 	var compose struct {
 		Services map[string]struct {
-			Image   string   `yaml:"image"`
-			Command []string `yaml:"command"`
-			Volumes []string `yaml:"volumes"`
+			Image       string            `yaml:"image"`
+			Command     []string          `yaml:"command"`
+			Volumes     []string          `yaml:"volumes"`
+			Environment map[string]string `yaml:"environment"`
 		} `yaml:"services"`
 		Volumes map[string]any `yaml:"volumes"`
 	}
@@ -36,6 +38,17 @@ func TestComposeMatchesTestedTopology(t *testing.T) {
 	if err := yaml.Unmarshal(raw, &compose); err != nil {
 		t.Fatal(err)
 	}
+	// One accounts file for every deployment: compose's nodes include
+	// deploy/nats-accounts.conf, the embedded server and the in-process test
+	// cluster load embedded.AccountsConf. They must be the same file.
+	deployAccounts, err := os.ReadFile(filepath.Join(root, "deploy", "nats-accounts.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(deployAccounts) != embedded.AccountsConf {
+		t.Fatal("deploy/nats-accounts.conf differs from eventstore/embedded/accounts.conf: copy one over the other")
+	}
+	t.Setenv(embedded.PasswordVariable, "compose-test-password")
 	nodes := []string{"nats-1", "nats-2", "nats-3"}
 	for _, name := range nodes {
 		svc, ok := compose.Services[name]
@@ -43,13 +56,17 @@ func TestComposeMatchesTestedTopology(t *testing.T) {
 			t.Fatalf("service %s: %+v", name, svc)
 		}
 		conf := fmt.Sprintf("./deploy/%s.conf:/etc/nats/nats.conf:ro", name)
-		if !slices.Contains(svc.Volumes, conf) {
-			t.Fatalf("%s does not mount %s", name, conf)
+		if !slices.Contains(svc.Volumes, conf) || !slices.Contains(svc.Volumes, "./deploy/nats-accounts.conf:/etc/nats/nats-accounts.conf:ro") {
+			t.Fatalf("%s does not mount %s and the accounts file", name, conf)
+		}
+		if !strings.Contains(svc.Environment[embedded.PasswordVariable], "${"+embedded.PasswordVariable) {
+			t.Fatalf("%s does not get %s from the environment", name, embedded.PasswordVariable)
 		}
 		opts, err := server.ProcessConfigFile(filepath.Join(root, "deploy", name+".conf"))
 		if err != nil {
 			t.Fatalf("%s.conf: %v", name, err)
 		}
+		checkAccounts(t, name, opts)
 		if !opts.JetStream || opts.ServerName != name || opts.Cluster.Name != natstest.ClusterName || opts.SyncInterval == 0 {
 			t.Fatalf("%s.conf: jetstream %v, name %q, cluster %q (tests use %q), sync_interval %v",
 				name, opts.JetStream, opts.ServerName, opts.Cluster.Name, natstest.ClusterName, opts.SyncInterval)
@@ -85,11 +102,47 @@ func TestComposeMatchesTestedTopology(t *testing.T) {
 		if !slices.Contains(svc.Volumes, "ledger-secrets:/data") {
 			t.Fatalf("%s does not share the secrets volume", name)
 		}
+		if svc.Environment["SESSIONLEDGER_NATS_USER"] != embedded.LedgerUser || !strings.Contains(svc.Environment["SESSIONLEDGER_NATS_PASSWORD"], "${"+embedded.PasswordVariable) {
+			t.Fatalf("%s does not connect as the ledger user with the shared password: %v", name, svc.Environment)
+		}
 	}
 	if replicas != 2 {
 		t.Fatalf("%d ledger replicas, want 2 (as in the cluster tests)", replicas)
 	}
 	if _, ok := compose.Volumes["ledger-secrets"]; !ok {
 		t.Fatal("no ledger-secrets volume")
+	}
+}
+
+// checkAccounts requires the least-privilege layout: the ledger user alone in
+// the account with JetStream, everyone else (the no-auth user) in one
+// without, reading through imports only and publishing to none of the
+// ledger's subjects or reply inboxes.
+func checkAccounts(t *testing.T, name string, opts *server.Options) {
+	t.Helper()
+	accounts := map[string]*server.Account{}
+	for _, a := range opts.Accounts {
+		accounts[a.Name] = a
+	}
+	if accounts[embedded.LedgerAccount] == nil || accounts[embedded.ReaderAccount] == nil {
+		t.Fatalf("%s: accounts %v, want %s and %s", name, opts.Accounts, embedded.LedgerAccount, embedded.ReaderAccount)
+	}
+	if opts.NoAuthUser != "reader" {
+		t.Fatalf("%s: no_auth_user %q, want reader", name, opts.NoAuthUser)
+	}
+	for _, u := range opts.Users {
+		switch u.Username {
+		case embedded.LedgerUser:
+			if u.Account.Name != embedded.LedgerAccount || u.Password != "compose-test-password" {
+				t.Fatalf("%s: the ledger user is in %s or its password is not $%s", name, u.Account.Name, embedded.PasswordVariable)
+			}
+		case "reader":
+			if u.Account.Name != embedded.ReaderAccount || u.Permissions == nil || u.Permissions.Publish == nil ||
+				!slices.Contains(u.Permissions.Publish.Deny, "ledger.>") || !slices.Contains(u.Permissions.Publish.Deny, "_INBOX.>") {
+				t.Fatalf("%s: the reader may publish to the ledger's subjects or inboxes: %+v", name, u.Permissions)
+			}
+		default:
+			t.Fatalf("%s: unexpected user %s", name, u.Username)
+		}
 	}
 }
