@@ -23,6 +23,8 @@ type Checkpoints struct {
 
 	chain    integrity.Chain
 	hashes   []integrity.Chain // running hash after each sequence (index seq-1)
+	lastData uint64            // the last sequence that is not a checkpoint
+	data     []uint64          // messages that are not checkpoints, up to each sequence
 	lastSeq  uint64
 	found    int    // checkpoints in the stream
 	valid    int    // of which signed by a trusted key and matching
@@ -44,16 +46,23 @@ func (c *Checkpoints) report(seq uint64, kind, format string, args ...any) {
 
 // Scan folds one stored message.
 func (c *Checkpoints) Scan(r Record) {
+	n := uint64(0)
+	if len(c.data) > 0 {
+		n = c.data[len(c.data)-1]
+	}
 	for c.lastSeq+1 < r.Seq { // a gap: the Verifier reports it; keep indexes aligned
 		c.lastSeq++
-		c.hashes = append(c.hashes, c.chain)
+		c.hashes, c.data = append(c.hashes, c.chain), append(c.data, n)
 	}
 	c.lastSeq = r.Seq
 	c.chain = c.chain.Next(r.Seq, sha256.Sum256(r.Data))
 	c.hashes = append(c.hashes, c.chain)
 	if r.Subject != integrity.CheckpointSubject {
+		c.lastData = r.Seq
+		c.data = append(c.data, n+1)
 		return
 	}
+	c.data = append(c.data, n)
 	c.found++
 	cp, err := integrity.DecodeCheckpoint(r.Data)
 	if err != nil {
@@ -68,7 +77,7 @@ func (c *Checkpoints) Scan(r Record) {
 		return
 	}
 	if cp.Covers >= r.Seq {
-		c.report(r.Seq, "checkpoint", "signed, but it claims to cover sequence %d, which is not before it", cp.Covers)
+		c.report(r.Seq, "tampered", "the checkpoint signed for sequence %d or later sits at sequence %d: messages before it were removed", cp.Covers+1, r.Seq)
 		return
 	}
 	if got := c.at(cp.Covers); got != cp.Chain {
@@ -137,10 +146,10 @@ func (c *Checkpoints) Summary() string {
 		return "no checkpoint keys given and no checkpoints found: nothing proves that the ledger wrote this stream"
 	case c.valid == 0:
 		return fmt.Sprintf("no valid checkpoint: none of the %d messages is proven to be the ledger's", c.lastSeq)
-	case c.covered < c.lastSeq:
-		return fmt.Sprintf("%d valid checkpoints prove sequences 1 to %d; %d messages after sequence %d are not yet covered by a checkpoint", c.valid, c.covered, c.lastSeq-c.covered, c.covered)
+	case c.covered < c.lastData:
+		return fmt.Sprintf("%d valid checkpoints prove sequences 1 to %d; %d messages after sequence %d are not yet covered by a checkpoint", c.valid, c.covered, c.data[c.lastSeq-1]-c.data[c.covered-1], c.covered)
 	}
-	return fmt.Sprintf("%d valid checkpoints prove every message, up to sequence %d", c.valid, c.covered)
+	return fmt.Sprintf("%d valid checkpoints prove every message, up to sequence %d (later ones are checkpoints)", c.valid, c.covered)
 }
 
 // Covered is the highest sequence a valid checkpoint covers.
