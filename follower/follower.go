@@ -113,6 +113,11 @@ func New(ctx context.Context, cfg Config) (*Follower, error) {
 	if f.replayTo, err = cfg.Stream.LastSeq(ctx); err != nil {
 		return nil, err
 	}
+	// A stream that lost messages is refused before anything is decided
+	// on what is left (a deactivation among the lost would let the user in).
+	if err := cfg.Stream.Check(ctx, 0); errors.Is(err, domain.ErrHistoryLost) {
+		return nil, fmt.Errorf("follower: %w", err)
+	}
 	if f.proj, err = f.restore(data); err != nil {
 		return nil, err
 	}
@@ -150,7 +155,7 @@ func (f *Follower) ReplayTo() uint64 { return f.replayTo }
 // stream is repaired and it is restarted.
 func (f *Follower) Ready() error {
 	if err := f.proj.Err(); err != nil {
-		return fmt.Errorf("%w: %v", domain.ErrProjectionFailed, err)
+		return fmt.Errorf("%w: %w", domain.ErrProjectionFailed, err)
 	}
 	select {
 	case <-f.ready:

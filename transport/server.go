@@ -257,7 +257,10 @@ func (s *Server) requireReady(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if err := s.cfg.Ready(); err != nil {
 			why := "the ledger is starting"
-			if errors.Is(err, domain.ErrProjectionFailed) {
+			switch {
+			case errors.Is(err, domain.ErrHistoryLost):
+				why = "the ledger has stopped: its stream lost history it had applied (deleted, replaced or truncated); an operator must act"
+			case errors.Is(err, domain.ErrProjectionFailed):
 				why = "the ledger has stopped: its projection met an event it cannot read; an operator must act"
 			}
 			if strings.HasPrefix(c.Path(), "/oauth2/") {
