@@ -15,7 +15,9 @@ type EventStore interface {
 	// message the ledger refused (see Record); the chain digest to continue
 	// from is the projection's.
 	LastUserSeq(ctx context.Context, userKey string) (uint64, error)
-	// LastSessionSeq returns the sequence of the session's last own event, 0 if none.
+	// LastSessionSeq returns the sequence of the last message stored under
+	// the session's subjects (refused ones included: a point to wait for),
+	// 0 if none.
 	LastSessionSeq(ctx context.Context, sessionID string) (uint64, error)
 	// SessionEvents returns the session's own events in stream order (none
 	// for an unknown session).

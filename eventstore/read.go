@@ -34,7 +34,8 @@ func (s *Store) UserEvents(ctx context.Context, userKey string, afterSeq uint64)
 
 // events returns the ledger's events matching filter from startSeq on, up to
 // the last message stored when it began. Messages the ledger did not write
-// are left out.
+// are left out, and so is a copy of an event already read (same id: a
+// genuine event replayed, which the projection refuses too).
 func (s *Store) events(ctx context.Context, filter string, startSeq uint64) ([]domain.Event, error) {
 	last, err := s.lastSeqFor(ctx, filter)
 	if err != nil || last < startSeq {
@@ -43,13 +44,15 @@ func (s *Store) events(ctx context.Context, filter string, startSeq uint64) ([]d
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var events []domain.Event
+	seen := map[string]bool{} // a genuine event stored again later is a replay, not history
 	rd := s.reader()
 	err = consumeMsgs(ctx, s.stream, []string{filter}, position{afterSeq: startSeq - 1}, nil, func(msg jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
 		r, err := rd.record(msg, md)
 		if err != nil {
 			return false, err
 		}
-		if r.Kind == domain.RecordEvent {
+		if r.Kind == domain.RecordEvent && !seen[r.Event.ID] {
+			seen[r.Event.ID] = true
 			events = append(events, r.Event)
 		}
 		return md.Sequence.Stream < last, nil

@@ -68,9 +68,10 @@ func (c Config) stream() jetstream.StreamConfig {
 
 // Store is a domain.EventStore on JetStream.
 type Store struct {
-	js     jetstream.JetStream
-	stream jetstream.Stream
-	cfg    Config
+	js      jetstream.JetStream
+	stream  jetstream.Stream
+	cfg     Config
+	created time.Time // when the stream opened was created: it names that stream
 	// OnRetry, if set before use, is called for each publish sent again.
 	OnRetry func()
 }
@@ -98,7 +99,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if err := checkConfig(stream.CachedInfo().Config, want); err != nil {
 		return nil, err
 	}
-	return &Store{js: js, stream: stream, cfg: cfg}, nil
+	return &Store{js: js, stream: stream, cfg: cfg, created: stream.CachedInfo().Created}, nil
 }
 
 // checkConfig reports how an existing stream differs from what the ledger needs.
@@ -306,7 +307,7 @@ func (s *Store) lastMsg(ctx context.Context, filter string) (*jetstream.RawStrea
 
 // Created is when the stream this store opened was created: it names that
 // stream, so that one created again in its place can be told apart.
-func (s *Store) Created() time.Time { return s.stream.CachedInfo().Created }
+func (s *Store) Created() time.Time { return s.created }
 
 // Check implements follower.Stream: the stream must still be the one opened,
 // hold every message up to applied, and have lost none.

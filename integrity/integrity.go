@@ -182,7 +182,10 @@ func (c Chain) MarshalText() ([]byte, error) { return []byte(c.String()), nil }
 // UnmarshalText reads what MarshalText writes.
 func (c *Chain) UnmarshalText(b []byte) error {
 	var v [32]byte
-	if n, err := base64.RawURLEncoding.Decode(v[:], b); err != nil || n != len(v) || base64.RawURLEncoding.EncodedLen(len(v)) != len(b) {
+	if len(b) != base64.RawURLEncoding.EncodedLen(len(v)) {
+		return errors.New("integrity: chain hash is not 32 bytes of base64url")
+	}
+	if n, err := base64.RawURLEncoding.Decode(v[:], b); err != nil || n != len(v) {
 		return errors.New("integrity: chain hash is not 32 bytes of base64url")
 	}
 	*c = v

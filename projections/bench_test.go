@@ -26,6 +26,9 @@ func filledUsers(tb testing.TB, n, perUser int) *Sessions {
 	apply := func(e domain.Event) {
 		seq++
 		e.ID, e.Time, e.Seq = "01JD3Z9V6Q4Q4WJ5X7K8M9N0PA", time.Now(), seq
+		if u, ok := p.User(e.UserKey); ok && u.ChainSeq > 0 { // chained as the ledger writes
+			e.Prev = u.LastDigest[:]
+		}
 		b, err := domain.EncodeEvent(e)
 		if err != nil {
 			tb.Fatal(err)
@@ -89,7 +92,7 @@ func BenchmarkSnapshotWriterStall(b *testing.B) {
 			}
 			seq++
 			start := time.Now()
-			_ = p.Apply(domain.Event{Seq: seq, Time: time.Now(), UserKey: "stall", Data: domain.UserReactivated{UserID: "x"}})
+			_ = p.Apply(link(p, domain.Event{Seq: seq, Time: time.Now(), UserKey: "stall", Data: domain.UserReactivated{UserID: "x"}}))
 			if d := time.Since(start); d > max {
 				max = d
 			}
@@ -148,7 +151,7 @@ func BenchmarkApply(b *testing.B) {
 		k := i % n
 		gen[k]++
 		seq++
-		if err := p.Apply(domain.Event{Seq: seq, Time: now, SessionID: ids[k], UserKey: fmt.Sprintf("%032x", k), Data: domain.SessionRotated{Generation: gen[k]}}); err != nil {
+		if err := p.Apply(link(p, domain.Event{Seq: seq, Time: now, SessionID: ids[k], UserKey: fmt.Sprintf("%032x", k), Data: domain.SessionRotated{Generation: gen[k]}})); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -144,8 +144,9 @@ func (p *Sessions) ApplyRecord(r domain.Record) error {
 	if refused != nil {
 		p.refuse(r)
 	}
-	p.mu.Unlock()
+	// Under the lock, with the running hash: a snapshot reads both at once.
 	p.applied.Store(r.Seq)
+	p.mu.Unlock()
 	p.wake(r.Seq)
 	if refused != nil {
 		p.rejectedCount.Add(1)
@@ -162,14 +163,14 @@ func (p *Sessions) applyEvent(e domain.Event) error {
 	}
 	u := p.users[e.UserKey]
 	fuzzy := e.Seq <= p.fuzzyUntil
-	if fuzzy && u != nil && e.Seq <= u.LastSeq {
-		// Replaying over a fuzzy snapshot whose user record already
-		// reflects this sequence: refuse what was refused then, apply
-		// (idempotently) what was applied.
-		if slices.Contains(p.fuzzyRefused, e.Seq) {
-			return errors.New("refused before the snapshot")
-		}
-	} else if want := p.chainHead(u); !bytes.Equal(e.Prev, want) {
+	// Replaying over a fuzzy snapshot: refuse what was refused while it was
+	// encoded, whatever the state restored says; apply (idempotently) the
+	// rest, without the chain check when the user's record already
+	// reflects this sequence.
+	if fuzzy && slices.Contains(p.fuzzyRefused, e.Seq) {
+		return errors.New("refused when the snapshot was taken")
+	}
+	if !(fuzzy && u != nil && e.Seq <= u.LastSeq) && !bytes.Equal(e.Prev, p.chainHead(u)) {
 		return fmt.Errorf("event %s does not continue user %s's chain (a genuine event replayed out of place, or not the ledger's)", e.ID, e.UserKey)
 	}
 	if u == nil {
@@ -182,6 +183,8 @@ func (p *Sessions) applyEvent(e domain.Event) error {
 	if err != nil && !fuzzy {
 		return fmt.Errorf("impossible transition: %w", err)
 	}
+	// In the fuzzy range an error means the snapshot already reflects e (what
+	// was refused then is in fuzzyRefused).
 	if err != nil {
 		p.log.Debug("projection: event already reflected by the snapshot", "seq", e.Seq, "event", e.Type(), "session_id", e.SessionID, "err", err)
 	}
