@@ -94,20 +94,8 @@ func (p position) consumer(filters []string) jetstream.ConsumerConfig {
 	return cfg
 }
 
-// consume reads the events matching filters from p in stream order until fn
-// returns false or an error, or ctx ends. A message that does not decode is
-// an error: nothing is skipped silently.
-func consume(ctx context.Context, stream jetstream.Stream, filters []string, p position, fn func(domain.Event) (more bool, err error)) error {
-	return consumeMsgs(ctx, stream, filters, p, nil, func(msg jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
-		e, err := decode(msg, md)
-		if err != nil {
-			return false, err
-		}
-		return fn(e)
-	})
-}
-
-// consumeMsgs is consume for callers that need the message metadata too.
+// consumeMsgs reads the messages matching filters (every message when none)
+// from p in stream order until fn returns false or an error, or ctx ends.
 // started, if not nil, learns how many messages matched when the consumer was
 // created, and ends the loop at once by returning true.
 //

@@ -156,3 +156,35 @@ func BenchmarkApply(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkMemoryPerEndedUser measures what the projection keeps for a user
+// whose sessions have all ended: the chain head that refuses a genuine event
+// replayed later.
+func BenchmarkMemoryPerEndedUser(b *testing.B) {
+	const n = 100_000
+	for i := 0; i < b.N; i++ {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		p := NewSessions(nil)
+		policy, _ := domain.Preset(domain.PolicyConsumer)
+		seq := uint64(0)
+		for u := 0; u < n; u++ {
+			sid := fmt.Sprintf("01JD3Z9V6Q4Q4WJ5X7%08d", u)
+			key := fmt.Sprintf("%032x", u)
+			for _, d := range []domain.Payload{domain.SessionIssued{UserID: key, Policy: policy}, domain.SessionRevoked{Reason: domain.ReasonSignedOut}} {
+				seq++
+				if err := p.Apply(link(p, domain.Event{ID: "E", Seq: seq, Time: time.Now(), SessionID: sid, UserKey: key, Data: d})); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		if p.LiveSessions() != 0 || p.Refused() != 0 {
+			b.Fatalf("live %d, refused %d", p.LiveSessions(), p.Refused())
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "B/user")
+		runtime.KeepAlive(p)
+	}
+}

@@ -80,3 +80,38 @@ func TestRefusesReadableKeys(t *testing.T) {
 		t.Fatalf("world-readable keys accepted: %v", err)
 	}
 }
+
+// TestVersion1KeysGetDerivedTagAndCheckpointKeys: a keys.json written before
+// events were tagged still loads, and every instance sharing it derives the
+// same tag and checkpoint keys, distinct from each other and from the keys
+// they derive from; the file itself is not rewritten.
+func TestVersion1KeysGetDerivedTagAndCheckpointKeys(t *testing.T) {
+	v1 := []byte(`{"version":1,"ed25519_signing_seed":"` + strings.Repeat("A", 43) + `=","digest_key_id":"dOLD",` +
+		`"digest_key":"` + strings.Repeat("B", 43) + `=","successor_key":"` + strings.Repeat("C", 43) + `=","subject_key":"` + strings.Repeat("D", 43) + `="}`)
+	a, err := Parse(v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Parse(v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.TagKeyID != "tdOLD" || a.CheckpointKeyID != "cdOLD" || !bytes.Equal(a.TagKey, b.TagKey) || !bytes.Equal(a.CheckpointKey, b.CheckpointKey) {
+		t.Fatalf("derived keys differ between two loads, or ids %q %q", a.TagKeyID, a.CheckpointKeyID)
+	}
+	if len(a.TagKey) != 32 || bytes.Equal(a.TagKey, a.DigestKey) || bytes.Equal(a.TagKey, a.CheckpointKey.Seed()) || bytes.Equal(a.CheckpointKey.Seed(), a.DigestKey) {
+		t.Fatal("derived keys are not independent of each other and of the digest key")
+	}
+	fresh, err := LoadOrCreate(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fresh.TagKeyID == "" || len(fresh.TagKey) != 32 || fresh.CheckpointKeyID == "" || bytes.Equal(fresh.TagKey, fresh.DigestKey) {
+		t.Fatal("a new keys.json lacks its own tag and checkpoint keys")
+	}
+	// A file that names only some of the new keys is refused, not patched.
+	partial := bytes.Replace(v1, []byte(`"version":1,`), []byte(`"version":2,"tag_key_id":"t1",`), 1)
+	if _, err := Parse(partial); err == nil {
+		t.Fatal("a version 2 file without its tag and checkpoint keys was accepted")
+	}
+}
