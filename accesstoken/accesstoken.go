@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/sessionledger/sessionledger/jwk"
 )
 
 // TokenType is the JWT typ header of access tokens (RFC 9068 §2.1).
@@ -90,7 +91,7 @@ func NewSigner(issuer, audience string, active *Key, others ...*Key) (*Signer, e
 		return nil, errors.New("accesstoken: issuer, audience and an active key are required")
 	}
 	s := &Signer{issuer: issuer, audience: audience, active: active, keys: map[string]*Key{active.ID: active}}
-	set := jwkSet{Keys: []jwk{active.jwk()}}
+	set := jwk.Set{Keys: []jwk.Key{active.jwk()}}
 	for _, k := range others {
 		if _, dup := s.keys[k.ID]; !dup {
 			s.keys[k.ID] = k
@@ -110,22 +111,7 @@ func (s *Signer) Issuer() string { return s.issuer }
 // JWKS returns the JSON Web Key Set of the published keys.
 func (s *Signer) JWKS() []byte { return s.jwks }
 
-type jwkSet struct {
-	Keys []jwk `json:"keys"`
-}
-
-type jwk struct {
-	Kty string `json:"kty"`
-	Crv string `json:"crv"`
-	X   string `json:"x"`
-	Kid string `json:"kid"`
-	Alg string `json:"alg"`
-	Use string `json:"use"`
-}
-
-func (k *Key) jwk() jwk {
-	return jwk{Kty: "OKP", Crv: "Ed25519", X: base64.RawURLEncoding.EncodeToString(k.public), Kid: k.ID, Alg: "EdDSA", Use: "sig"}
-}
+func (k *Key) jwk() jwk.Key { return jwk.Ed25519(k.ID, k.public) }
 
 // tokenClaims is the JWT payload: the registered claims and sid, followed by
 // the custom claims as top-level members.

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/sessionledger/sessionledger/jwk"
 )
 
 // CheckpointSubject is where the ledger appends its checkpoints, in the
@@ -103,46 +105,29 @@ func (pk PublicKeys) Verify(c *Checkpoint) error {
 	return nil
 }
 
-// jwk is an Ed25519 public key in JWK form (RFC 8037).
-type jwk struct {
-	Kty string `json:"kty"`
-	Crv string `json:"crv"`
-	X   string `json:"x"`
-	Kid string `json:"kid"`
-	Alg string `json:"alg"`
-	Use string `json:"use"`
-}
-
 // MarshalJSON writes the keys as a JWK Set.
 func (pk PublicKeys) MarshalJSON() ([]byte, error) {
-	set := struct {
-		Keys []jwk `json:"keys"`
-	}{Keys: []jwk{}}
+	set := jwk.Set{Keys: []jwk.Key{}}
 	for id, k := range pk {
-		set.Keys = append(set.Keys, jwk{Kty: "OKP", Crv: "Ed25519", X: base64.RawURLEncoding.EncodeToString(k), Kid: id, Alg: "EdDSA", Use: "sig"})
+		set.Keys = append(set.Keys, jwk.Ed25519(id, k))
 	}
 	return json.Marshal(set)
 }
 
 // ParsePublicKeys reads a JWK Set of Ed25519 keys (what the ledger serves at
-// /.well-known/ledger-checkpoint-keys.json).
+// /.well-known/ledger-checkpoint-keys.json). Any other key in it is an error:
+// an auditor's key file should hold nothing else.
 func ParsePublicKeys(b []byte) (PublicKeys, error) {
-	var set struct {
-		Keys []jwk `json:"keys"`
-	}
+	var set jwk.Set
 	if err := json.Unmarshal(b, &set); err != nil {
 		return nil, fmt.Errorf("integrity: checkpoint keys are not a JWK Set: %w", err)
 	}
-	pk := PublicKeys{}
-	for _, k := range set.Keys {
-		x, err := base64.RawURLEncoding.DecodeString(k.X)
-		if k.Kty != "OKP" || k.Crv != "Ed25519" || k.Kid == "" || err != nil || len(x) != ed25519.PublicKeySize {
-			return nil, fmt.Errorf("integrity: checkpoint key %q is not an Ed25519 JWK with a kid", k.Kid)
-		}
-		pk[k.Kid] = ed25519.PublicKey(x)
+	keys := set.Ed25519Keys()
+	if len(keys) != len(set.Keys) {
+		return nil, errors.New("integrity: the checkpoint keys hold a key that is not an Ed25519 signing JWK with a kid")
 	}
-	if len(pk) == 0 {
+	if len(keys) == 0 {
 		return nil, errors.New("integrity: no checkpoint keys")
 	}
-	return pk, nil
+	return PublicKeys(keys), nil
 }

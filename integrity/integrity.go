@@ -1,5 +1,6 @@
 // Package integrity is how anyone can tell the ledger's history from
-// something else in its stream. It imports only the standard library.
+// something else in its stream. It imports only the standard library (and
+// jwk, for the checkpoint keys' published form).
 //
 //   - Every event the ledger appends carries a tag: an HMAC-SHA256 under a key
 //     only the ledger's instances hold (TagKeys), over the SHA-256 of the

@@ -13,7 +13,6 @@ package verifier
 import (
 	"context"
 	"crypto/ed25519"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +27,7 @@ import (
 
 	"github.com/sessionledger/sessionledger/accesstoken"
 	"github.com/sessionledger/sessionledger/domain"
+	"github.com/sessionledger/sessionledger/jwk"
 )
 
 // Errors. Verify wraps the reason for operators; it never contains the token.
@@ -421,23 +421,11 @@ func (v *Verifier) fetchKeys(ctx context.Context) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("verifier: JWKS: status %d", resp.StatusCode)
 	}
-	var set struct {
-		Keys []struct{ Kty, Crv, X, Kid, Alg, Use string } `json:"keys"`
-	}
+	var set jwk.Set
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&set); err != nil {
 		return fmt.Errorf("verifier: JWKS: %w", err)
 	}
-	keys := map[string]ed25519.PublicKey{}
-	for _, k := range set.Keys {
-		if k.Kty != "OKP" || k.Crv != "Ed25519" || k.Alg != "EdDSA" || (k.Use != "" && k.Use != "sig") || k.Kid == "" {
-			continue
-		}
-		x, err := base64.RawURLEncoding.DecodeString(k.X)
-		if err != nil || len(x) != ed25519.PublicKeySize {
-			continue
-		}
-		keys[k.Kid] = ed25519.PublicKey(x)
-	}
+	keys := set.Ed25519Keys()
 	if len(keys) == 0 {
 		return errors.New("verifier: JWKS holds no Ed25519 signing key")
 	}
