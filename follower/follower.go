@@ -131,15 +131,33 @@ func (f *Follower) Start() {
 	f.wg.Add(1)
 	go f.follow(runCtx)
 	if f.cfg.Snapshots != nil && f.cfg.SnapshotInterval > 0 {
-		f.wg.Add(1)
-		go f.snapshotLoop(runCtx)
+		f.every(runCtx, f.cfg.SnapshotInterval, f.writeSnapshot)
 	}
 	if f.cfg.Checkpoints.Interval > 0 {
-		f.wg.Add(1)
-		go f.checkpointLoop(runCtx)
+		f.every(runCtx, f.cfg.Checkpoints.Interval, f.writeCheckpoint)
 	}
+	f.every(runCtx, f.cfg.CheckInterval, f.checkHistory)
+}
+
+// every runs fn every interval, in a goroutine Close waits for, until ctx
+// ends or fn says to stop.
+func (f *Follower) every(ctx context.Context, interval time.Duration, fn func(context.Context) (stop bool)) {
 	f.wg.Add(1)
-	go f.watch(runCtx)
+	go func() {
+		defer f.wg.Done()
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if fn(ctx) {
+				return
+			}
+		}
+	}()
 }
 
 // Projection is the projection the follower keeps.
@@ -239,55 +257,36 @@ func (f *Follower) stop(msg string, err error) {
 	close(f.readyOnce())
 }
 
-// watch checks now and then that the stream still holds the history applied:
-// a stream deleted, replaced or truncated while the instance runs stops it
-// (the consumer may keep quiet about it).
-func (f *Follower) watch(ctx context.Context) {
-	defer f.wg.Done()
-	t := time.NewTicker(f.cfg.CheckInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if f.proj.Err() != nil {
-			return
-		}
-		if err := f.cfg.Stream.Check(ctx, f.proj.Applied()); errors.Is(err, domain.ErrHistoryLost) {
-			f.stop("projection stopped: the stream lost history this instance applied", err)
-			return
-		}
+// checkHistory checks that the stream still holds the history applied: a
+// stream deleted, replaced or truncated while the instance runs stops it (the
+// consumer may keep quiet about it).
+func (f *Follower) checkHistory(ctx context.Context) (stop bool) {
+	if f.proj.Err() != nil {
+		return true
 	}
+	if err := f.cfg.Stream.Check(ctx, f.proj.Applied()); errors.Is(err, domain.ErrHistoryLost) {
+		f.stop("projection stopped: the stream lost history this instance applied", err)
+		return true
+	}
+	return false
 }
 
-// checkpointLoop appends a signed checkpoint every interval while the
-// stream has messages the last checkpoint does not cover.
-func (f *Follower) checkpointLoop(ctx context.Context) {
-	defer f.wg.Done()
-	cp := f.cfg.Checkpoints
-	t := time.NewTicker(cp.Interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if f.Ready() != nil {
-			continue
-		}
-		c, pending := f.proj.NextCheckpoint()
-		if !pending {
-			continue
-		}
-		c.Time = time.Now().UTC()
-		cp.Key.Sign(&c)
-		if _, err := cp.Append(ctx, &c); err != nil && ctx.Err() == nil {
-			f.log.Warn("checkpoint not written", "covers_seq", c.Covers, "err", err)
-		}
+// writeCheckpoint appends a signed checkpoint when the stream has messages
+// the last checkpoint does not cover.
+func (f *Follower) writeCheckpoint(ctx context.Context) (stop bool) {
+	if f.Ready() != nil {
+		return false
 	}
+	c, pending := f.proj.NextCheckpoint()
+	if !pending {
+		return false
+	}
+	c.Time = time.Now().UTC()
+	f.cfg.Checkpoints.Key.Sign(&c)
+	if _, err := f.cfg.Checkpoints.Append(ctx, &c); err != nil && ctx.Err() == nil {
+		f.log.Warn("checkpoint not written", "covers_seq", c.Covers, "err", err)
+	}
+	return false
 }
 
 // readyOnce returns the ready channel the first time and a fresh one after,
@@ -350,32 +349,23 @@ func (f *Follower) restore(data []byte) (*projections.Sessions, error) {
 	return p, nil
 }
 
-// snapshotLoop writes a snapshot when enough events were applied since the
+// writeSnapshot writes a snapshot when enough events were applied since the
 // stored one (whichever instance stored it).
-func (f *Follower) snapshotLoop(ctx context.Context) {
-	defer f.wg.Done()
-	t := time.NewTicker(f.cfg.SnapshotInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if f.Ready() != nil {
-			continue
-		}
-		stored, err := f.cfg.Snapshots.LatestSeq(ctx)
-		if err != nil || f.proj.Applied() < stored+f.cfg.SnapshotMinEvents {
-			continue
-		}
-		start := time.Now()
-		data, seq := f.proj.Snapshot(f.cfg.Sealer)
-		encoded := time.Since(start)
-		if err := f.cfg.Snapshots.Save(ctx, seq, data); err != nil {
-			f.log.Warn("snapshot not saved", "err", err)
-			continue
-		}
-		f.log.Info("snapshot saved", "seq", seq, "bytes", len(data), "encode_ms", encoded.Milliseconds(), "duration_ms", time.Since(start).Milliseconds())
+func (f *Follower) writeSnapshot(ctx context.Context) (stop bool) {
+	if f.Ready() != nil {
+		return false
 	}
+	stored, err := f.cfg.Snapshots.LatestSeq(ctx)
+	if err != nil || f.proj.Applied() < stored+f.cfg.SnapshotMinEvents {
+		return false
+	}
+	start := time.Now()
+	data, seq := f.proj.Snapshot(f.cfg.Sealer)
+	encoded := time.Since(start)
+	if err := f.cfg.Snapshots.Save(ctx, seq, data); err != nil {
+		f.log.Warn("snapshot not saved", "err", err)
+		return false
+	}
+	f.log.Info("snapshot saved", "seq", seq, "bytes", len(data), "encode_ms", encoded.Milliseconds(), "duration_ms", time.Since(start).Milliseconds())
+	return false
 }
