@@ -228,25 +228,9 @@ func TestAuditVerifyWithCheckpoints(t *testing.T) {
 		c := append([]message(nil), msgs[:at]...)
 		return append(append(c, m), msgs[at:]...)
 	}
-	without := func(i int) []message { return append(append([]message(nil), msgs[:i]...), msgs[i+1:]...) }
-	swapped := func(i, j int) []message {
-		c := append([]message(nil), msgs...)
-		c[i], c[j] = c[j], c[i]
-		return c
-	}
-	edited := func(i int, from, to string) []message {
-		c := append([]message(nil), msgs...)
-		if !bytes.Contains(c[i].data, []byte(from)) {
-			t.Fatalf("message %d has no %q", i, from)
-		}
-		c[i].data = bytes.Replace(c[i].data, []byte(from), []byte(to), 1)
-		return c
-	}
-	editedIn := func(ms []message, i int, from, to string) []message {
-		c := append([]message(nil), ms...)
-		c[i].data = bytes.Replace(c[i].data, []byte(from), []byte(to), 1)
-		return c
-	}
+	without := func(i int) []message { return withoutMsg(msgs, i) }
+	swapped := func(i, j int) []message { return swappedMsgs(msgs, i, j) }
+	edited := func(i int, from, to string) []message { return editedMsg(t, msgs, i, from, to) }
 	var noCheckpoints []message
 	for _, m := range msgs {
 		if m.subject != integrity.CheckpointSubject {
@@ -271,8 +255,8 @@ func TestAuditVerifyWithCheckpoints(t *testing.T) {
 		{"two events reordered, chain recomputed", rechain(t, swapped(ai[1], ai[1]+1)), "", "tampered", seq(ai[1])},
 		{"an event edited, chain recomputed", rechain(t, edited(ai[1], `"generation":1`, `"generation":7`)), "", "tampered", seq(ai[1])},
 		{"rewritten from the start, checkpoints kept", rechain(t, edited(ai[0], `"laptop"`, `"evil"`)), "", "tampered", 1},
-		{"rewritten from the start, checkpoints dropped", rechain(t, editedIn(noCheckpoints, 0, `"laptop"`, `"evil"`)), "", "uncovered", 0},
-		{"rewritten from the start, checkpoints dropped, a checkpoint kept", rechain(t, editedIn(noCheckpoints, 0, `"laptop"`, `"evil"`)), keptFile, "tampered", keptCP.Covers},
+		{"rewritten from the start, checkpoints dropped", rechain(t, editedMsg(t, noCheckpoints, 0, `"laptop"`, `"evil"`)), "", "uncovered", 0},
+		{"rewritten from the start, checkpoints dropped, a checkpoint kept", rechain(t, editedMsg(t, noCheckpoints, 0, `"laptop"`, `"evil"`)), keptFile, "tampered", keptCP.Covers},
 		{"truncated to before the kept checkpoint", msgs[:keptCP.Covers-1], keptFile, "truncated", 0},
 		{"the newest checkpoint removed: rolled back", append(append([]message(nil), msgs[:lastCP]...), msgs[lastCP+1:]...), newestFile, "rolled back", 0},
 	} {

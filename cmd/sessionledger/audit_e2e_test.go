@@ -184,6 +184,29 @@ func copyStream(t *testing.T, msgs []message) string {
 	return srv.ClientURL()
 }
 
+// withoutMsg is msgs without message i.
+func withoutMsg(msgs []message, i int) []message {
+	return append(append([]message(nil), msgs[:i]...), msgs[i+1:]...)
+}
+
+// swappedMsgs is msgs with messages i and j in each other's place.
+func swappedMsgs(msgs []message, i, j int) []message {
+	c := append([]message(nil), msgs...)
+	c[i], c[j] = c[j], c[i]
+	return c
+}
+
+// editedMsg is msgs with the first from in message i replaced by to.
+func editedMsg(t *testing.T, msgs []message, i int, from, to string) []message {
+	t.Helper()
+	c := append([]message(nil), msgs...)
+	if !bytes.Contains(c[i].data, []byte(from)) {
+		t.Fatalf("message %d has no %q", i, from)
+	}
+	c[i].data = bytes.Replace(c[i].data, []byte(from), []byte(to), 1)
+	return c
+}
+
 func TestAuditVerifyNamesTheDamage(t *testing.T) {
 	h, s, _ := knownHistory(t)
 	nc, err := nats.Connect(h.m.NATSURL())
@@ -216,20 +239,9 @@ func TestAuditVerifyNamesTheDamage(t *testing.T) {
 		t.Fatalf("alice has %d events", len(alice))
 	}
 	seq := func(i int) uint64 { return uint64(i + 1) }
-	without := func(i int) []message { return append(append([]message(nil), msgs[:i]...), msgs[i+1:]...) }
-	swapped := func(i, j int) []message {
-		c := append([]message(nil), msgs...)
-		c[i], c[j] = c[j], c[i]
-		return c
-	}
-	edited := func(i int, from, to string) []message {
-		c := append([]message(nil), msgs...)
-		if !bytes.Contains(c[i].data, []byte(from)) {
-			t.Fatalf("event %d has no %q", i, from)
-		}
-		c[i].data = bytes.Replace(c[i].data, []byte(from), []byte(to), 1)
-		return c
-	}
+	without := func(i int) []message { return withoutMsg(msgs, i) }
+	swapped := func(i, j int) []message { return swappedMsgs(msgs, i, j) }
+	edited := func(i int, from, to string) []message { return editedMsg(t, msgs, i, from, to) }
 	// A cut-off moved before a session it ended: the session now looks issued after it.
 	carolCut := -1
 	for i, e := range events {
