@@ -65,7 +65,7 @@ func Parse(b []byte) (*Set, error) { return parse(b, "SESSIONLEDGER_KEYS") }
 
 // LoadOrCreate reads the keys in dir, generating them first if there are none.
 func LoadOrCreate(dir string) (*Set, error) {
-	b, err := readOrCreate(dir, KeysFile, func() ([]byte, error) {
+	b, err := ReadOrCreate(dir, KeysFile, func() ([]byte, error) {
 		f := keysFile{
 			Version:         2,
 			SigningSeed:     random(ed25519.SeedSize),
@@ -134,7 +134,7 @@ func keyID(prefix string) string {
 // AdminToken reads the admin token from dir, generating one first if there is
 // none. It returns the token and the file's path.
 func AdminToken(dir string) (token, path string, err error) {
-	b, err := readOrCreate(dir, AdminTokenFile, func() ([]byte, error) {
+	b, err := ReadOrCreate(dir, AdminTokenFile, func() ([]byte, error) {
 		return []byte(AdminTokenPrefix + base64.RawURLEncoding.EncodeToString(random(32)) + "\n"), nil
 	})
 	if err != nil {
@@ -153,11 +153,12 @@ func random(n int) []byte {
 	return b
 }
 
-// readOrCreate returns the contents of dir/name, first creating it with the
+// ReadOrCreate returns the contents of dir/name, first creating it with the
 // output of gen if it does not exist. Creation writes a private temporary file
 // and hard-links it into place, which fails if another process got there first;
-// then that process's file is read instead.
-func readOrCreate(dir, name string, gen func() ([]byte, error)) ([]byte, error) {
+// then that process's file is read instead. Besides the keys, serve keeps the
+// data dir's stream record this way, so instances sharing the dir agree.
+func ReadOrCreate(dir, name string, gen func() ([]byte, error)) ([]byte, error) {
 	path := filepath.Join(dir, name)
 	b, err := readPrivate(path)
 	if !errors.Is(err, fs.ErrNotExist) {

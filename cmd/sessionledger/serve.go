@@ -119,7 +119,7 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 		return err
 	}
-	if err := checkStreamRecord(cfg.DataDir, record, m.store.Created()); err != nil {
+	if err := checkStreamRecord(cfg.DataDir, m.store.Created()); err != nil {
 		return err
 	}
 	snapshots, err := m.store.Snapshots(ctx, streamCfg)
@@ -268,6 +268,10 @@ func readStreamRecord(dir string) (*streamRecord, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseStreamRecord(dir, b)
+}
+
+func parseStreamRecord(dir string, b []byte) (*streamRecord, error) {
 	var r streamRecord
 	if err := json.Unmarshal(b, &r); err != nil || r.Created.IsZero() {
 		return nil, fmt.Errorf("%s is not a stream record; remove it only if this data dir is to start a new ledger", streamRecordPath(dir))
@@ -275,36 +279,23 @@ func readStreamRecord(dir string) (*streamRecord, error) {
 	return &r, nil
 }
 
-// checkStreamRecord compares the opened stream with the record, writing one
-// if there is none yet.
-func checkStreamRecord(dir string, r *streamRecord, created time.Time) error {
-	if r != nil {
-		if !r.Created.Equal(created) {
-			return fmt.Errorf("%w: the stream %s was created %s, but %s records the one created %s: this is another stream (replaced, or another NATS); restore the original, or remove that file to use this one on purpose",
-				domain.ErrHistoryLost, eventstore.StreamName, created.Format(time.RFC3339Nano), streamRecordPath(dir), r.Created.Format(time.RFC3339Nano))
-		}
-		return nil
-	}
-	b, _ := json.Marshal(streamRecord{Stream: eventstore.StreamName, Created: created})
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(dir, ".stream.*")
+// checkStreamRecord compares the opened stream with the data dir's record,
+// writing one first if there is none (atomically: an instance sharing the dir
+// that wrote it first is compared with instead).
+func checkStreamRecord(dir string, created time.Time) error {
+	b, err := secrets.ReadOrCreate(dir, streamRecordFile, func() ([]byte, error) {
+		return json.Marshal(streamRecord{Stream: eventstore.StreamName, Created: created})
+	})
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
+	r, err := parseStreamRecord(dir, b)
+	if err != nil {
 		return err
 	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	// A link fails if another instance sharing the dir wrote it first; both
-	// opened the same stream then.
-	if err := os.Link(tmp.Name(), streamRecordPath(dir)); err != nil && !errors.Is(err, fs.ErrExist) {
-		return err
+	if !r.Created.Equal(created) {
+		return fmt.Errorf("%w: the stream %s was created %s, but %s records the one created %s: this is another stream (replaced, or another NATS); restore the original, or remove that file to use this one on purpose",
+			domain.ErrHistoryLost, eventstore.StreamName, created.Format(time.RFC3339Nano), streamRecordPath(dir), r.Created.Format(time.RFC3339Nano))
 	}
 	return nil
 }

@@ -753,7 +753,8 @@ func wantStopped(t *testing.T, h *ledgerHarness, reason string) {
 // stops it within a few seconds (/readyz and the API 503), and a restart on
 // the same data dir refuses to start, naming stream.json, instead of starting
 // an empty ledger that has forgotten every deactivation and revocation (and
-// would create the stream anew: a second attempt refuses too).
+// would create the stream anew: a second attempt refuses too). A stream
+// created in its place is refused as another stream.
 func TestDeletedStreamStopsTheLedger(t *testing.T) {
 	dir := t.TempDir()
 	h := boot(t, dir, nil)
@@ -798,6 +799,31 @@ func TestDeletedStreamStopsTheLedger(t *testing.T) {
 		if !errors.Is(err, domain.ErrHistoryLost) || !strings.Contains(err.Error(), streamRecordPath(dir)) {
 			t.Fatalf("restart after the stream was deleted: %v, want %v naming %s", err, domain.ErrHistoryLost, streamRecordPath(dir))
 		}
+	}
+
+	// Someone with the ledger's credentials creates an empty LEDGER in its
+	// place, configured as the ledger would: a restart refuses it as another
+	// stream than the one stream.json records.
+	e, err := embedded.Start(embedded.Config{StoreDir: filepath.Join(dir, "jetstream")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := e.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Store(context.Background(), eventstore.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(context.Background())
+	e.Shutdown()
+	m, _, err := runOn(t, dir)
+	if m != nil {
+		m.Close()
+		t.Fatal("a ledger started on a stream created in place of its own")
+	}
+	if !errors.Is(err, domain.ErrHistoryLost) || !strings.Contains(err.Error(), "this is another stream") {
+		t.Fatalf("restart on a replaced stream: %v, want %v saying it is another stream", err, domain.ErrHistoryLost)
 	}
 }
 
