@@ -33,7 +33,8 @@ func (s *Store) UserEvents(ctx context.Context, userKey string, afterSeq uint64)
 }
 
 // events returns the ledger's events matching filter from startSeq on, up to
-// the last message stored when it began. Messages the ledger did not write
+// the last message stored when it began (as the stream leader tells), within
+// ctx's deadline. Messages the ledger did not write
 // are left out, and so is a copy of an event already read (same id: a
 // genuine event replayed, which the projection refuses too).
 func (s *Store) events(ctx context.Context, filter string, startSeq uint64) ([]domain.Event, error) {
@@ -41,8 +42,6 @@ func (s *Store) events(ctx context.Context, filter string, startSeq uint64) ([]d
 	if err != nil || last < startSeq {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
 	var events []domain.Event
 	seen := map[string]bool{} // a genuine event stored again later is a replay, not history
 	rd := s.reader()

@@ -130,10 +130,11 @@ func canonicalClaims(raw json.RawMessage) (json.RawMessage, error) {
 // SignOut revokes the session of a refresh or access token (RFC 7009). A token
 // that is not genuine, or whose session has ended, changes nothing and is not
 // an error.
-func (l *Ledger) SignOut(ctx context.Context, raw string) error {
+func (l *Ledger) SignOut(ctx context.Context, raw string) (err error) {
+	ctx, done := l.budget(ctx)
+	defer done(&err)
 	var s domain.Session
 	var ok bool
-	var err error
 	if t, perr := domain.ParseRefreshToken(raw); perr == nil {
 		if s, ok, err = l.session(ctx, t.SessionID); ok {
 			_, ok = l.keys.Token.GenerationsBehind(&s, t)
@@ -153,7 +154,9 @@ func (l *Ledger) SignOut(ctx context.Context, raw string) error {
 }
 
 // RevokeSession revokes one session (admin).
-func (l *Ledger) RevokeSession(ctx context.Context, sessionID string) error {
+func (l *Ledger) RevokeSession(ctx context.Context, sessionID string) (err error) {
+	ctx, done := l.budget(ctx)
+	defer done(&err)
 	s, ok, err := l.session(ctx, sessionID)
 	if err != nil {
 		return err
@@ -178,11 +181,13 @@ func (l *Ledger) revoke(ctx context.Context, userKey, sessionID, reason, actor s
 
 // RevokeUser revokes every session of the user issued so far, with one
 // user.sessions_revoked event as the cut-off.
-func (l *Ledger) RevokeUser(ctx context.Context, userID string) error {
+func (l *Ledger) RevokeUser(ctx context.Context, userID string) (err error) {
 	if err := ValidateUserID(userID); err != nil {
 		return err
 	}
-	_, _, err := l.write(ctx, l.UserKey(userID), func(time.Time) decision {
+	ctx, done := l.budget(ctx)
+	defer done(&err)
+	_, _, err = l.write(ctx, l.UserKey(userID), func(time.Time) decision {
 		return decision{event: domain.UserSessionsRevoked{UserID: userID, Actor: domain.ActorAdmin}}
 	})
 	return err
@@ -199,12 +204,14 @@ func (l *Ledger) Reactivate(ctx context.Context, userID string) error {
 	return l.setDeactivated(ctx, userID, false)
 }
 
-func (l *Ledger) setDeactivated(ctx context.Context, userID string, deactivate bool) error {
+func (l *Ledger) setDeactivated(ctx context.Context, userID string, deactivate bool) (err error) {
 	if err := ValidateUserID(userID); err != nil {
 		return err
 	}
+	ctx, done := l.budget(ctx)
+	defer done(&err)
 	key := l.UserKey(userID)
-	_, _, err := l.write(ctx, key, func(time.Time) decision {
+	_, _, err = l.write(ctx, key, func(time.Time) decision {
 		u, _ := l.proj.User(key)
 		switch {
 		case u.Deactivated == deactivate:
@@ -218,17 +225,35 @@ func (l *Ledger) setDeactivated(ctx context.Context, userID string, deactivate b
 	return err
 }
 
-// Sessions returns the user's live sessions, oldest first.
-func (l *Ledger) Sessions(userID string) ([]domain.Session, error) {
+// Sessions returns the user's live sessions, oldest first. The list is
+// linearizable: it is read after catching up with the user's last stored
+// event, so it holds every session issued, and none ended, by a command
+// that returned (on any instance) before Sessions was called.
+func (l *Ledger) Sessions(ctx context.Context, userID string) (_ []domain.Session, err error) {
 	if err := ValidateUserID(userID); err != nil {
 		return nil, err
 	}
-	return l.proj.UserSessions(l.UserKey(userID)), nil
+	ctx, done := l.budget(ctx)
+	defer done(&err)
+	key := l.UserKey(userID)
+	if _, err := l.catchUp(ctx, key); err != nil {
+		return nil, err
+	}
+	return l.proj.UserSessions(key), nil
 }
 
 // History returns a session's history, oldest first: its own events and the
 // user event that ended it, if one did (domain.SessionHistory).
-func (l *Ledger) History(ctx context.Context, sessionID string) ([]domain.Event, error) {
+//
+// It is linearizable: each read of the stream goes on until the last
+// message its filter matched at the stream leader when it began, so it holds
+// every event stored before History was called. The session's own events
+// are read first and the user's events after; when a user event ended the
+// session, the session's own events are read again, since some may have
+// been stored between the two reads (none can follow the end).
+func (l *Ledger) History(ctx context.Context, sessionID string) (_ []domain.Event, err error) {
+	ctx, done := l.budget(ctx)
+	defer done(&err)
 	own, err := l.store.SessionEvents(ctx, sessionID)
 	if err != nil {
 		return nil, err
@@ -236,9 +261,18 @@ func (l *Ledger) History(ctx context.Context, sessionID string) ([]domain.Event,
 	if len(own) == 0 {
 		return nil, domain.ErrSessionNotFound
 	}
-	return domain.SessionHistory(own, func() ([]domain.Event, error) {
-		return l.store.UserEvents(ctx, own[0].UserKey, own[0].Seq)
+	var user []domain.Event
+	hist, err := domain.SessionHistory(own, func() ([]domain.Event, error) {
+		user, err = l.store.UserEvents(ctx, own[0].UserKey, own[0].Seq)
+		return user, err
 	})
+	if err != nil || len(hist) == len(own) {
+		return hist, err
+	}
+	if own, err = l.store.SessionEvents(ctx, sessionID); err != nil {
+		return nil, err
+	}
+	return domain.SessionHistory(own, func() ([]domain.Event, error) { return user, nil })
 }
 
 // Introspection is the answer to RFC 7662 introspection.
@@ -254,36 +288,55 @@ type Introspection struct {
 
 // Introspect tells whether a refresh or access token is active: genuine,
 // unexpired, and of a live session. Only a session's current refresh token is
-// active. An inactive answer is given only after catching up with the
-// session's events, so it is never staler than a write on another instance.
-func (l *Ledger) Introspect(ctx context.Context, raw string) (Introspection, error) {
+// active.
+//
+// The answer is linearizable on every instance: once a revoke, a rotation or
+// a revoke-all has returned on any instance, no instance answers active for
+// what it ended. An answer that no later event can change is given from the
+// projection at once (a forged token, a session that has ended, a refresh
+// token rotated out, an absolute lifetime passed); any other answer, active
+// above all, is given only after catching up with the user's last stored
+// event, one lookup at the stream leader.
+func (l *Ledger) Introspect(ctx context.Context, raw string) (_ Introspection, err error) {
+	ctx, done := l.budget(ctx)
+	defer done(&err)
 	now := l.cfg.Now()
 	var sid string
-	var check func(*domain.Session) (Introspection, bool)
+	// check answers for the token against its session's state, and tells
+	// whether that answer is final: no event after that state can change it.
+	var check func(*domain.Session) (in Introspection, final bool)
 	if t, err := domain.ParseRefreshToken(raw); err == nil {
 		sid = t.SessionID
 		check = func(s *domain.Session) (Introspection, bool) {
-			if t.Generation != s.Generation || !l.keys.Token.Matches(t, s.Token) {
-				return Introspection{}, false
+			switch {
+			case t.Generation > s.Generation:
+				return Introspection{}, false // a rotation this instance has not applied yet, or forged
+			case t.Generation < s.Generation || !l.keys.Token.Matches(t, s.Token):
+				return Introspection{}, true // rotated out, or forged: generations only grow
 			}
 			return Introspection{Active: true, TokenType: "refresh_token", Subject: s.UserID, SessionID: s.ID,
-				IssuedAt: s.LastActive.Time(), ExpiresAt: s.RefreshExpiresAt()}, true
+				IssuedAt: s.LastActive.Time(), ExpiresAt: s.RefreshExpiresAt()}, false
 		}
 	} else if v, err := l.signer.Verify(raw, now); err == nil {
 		sid = v.SessionID
 		check = func(s *domain.Session) (Introspection, bool) {
 			if s.UserID != v.Subject {
-				return Introspection{}, false
+				return Introspection{}, true
 			}
 			return Introspection{Active: true, TokenType: "access_token", Subject: v.Subject, SessionID: v.SessionID,
-				ID: v.ID, IssuedAt: v.IssuedAt, ExpiresAt: v.ExpiresAt}, true
+				ID: v.ID, IssuedAt: v.IssuedAt, ExpiresAt: v.ExpiresAt}, false
 		}
 	} else {
 		return Introspection{}, nil
 	}
-	active := func(s domain.Session) (Introspection, bool) {
-		if _, expired := s.ExpiredAt(now); !s.Live() || expired {
-			return Introspection{}, false
+	answer := func(s domain.Session) (Introspection, bool) {
+		switch reason, expired := s.ExpiredAt(now); {
+		case !s.Live():
+			return Introspection{}, true // an ended session never lives again
+		case expired:
+			// An absolute lifetime never grows; inactivity may have been
+			// ended by a refresh on another instance.
+			return Introspection{}, reason == domain.ExpiredAbsolute
 		}
 		return check(&s)
 	}
@@ -291,15 +344,15 @@ func (l *Ledger) Introspect(ctx context.Context, raw string) (Introspection, err
 	if err != nil || !ok {
 		return Introspection{}, err
 	}
-	if in, ok := active(s); ok {
+	if in, final := answer(s); final {
 		return in, nil
 	}
 	if _, err := l.catchUp(ctx, s.UserKey); err != nil {
 		return Introspection{}, err
 	}
 	if s, ok = l.proj.Session(sid); !ok {
-		return Introspection{}, nil
+		return Introspection{}, nil // ended, and no longer held
 	}
-	in, _ := active(s)
+	in, _ := answer(s)
 	return in, nil
 }

@@ -24,10 +24,12 @@ import (
 // Defaults.
 const (
 	DefaultReuseGrace = 10 * time.Second
-	// DefaultWriteTimeout bounds a command. It is kept well under the default
-	// reuse grace window, so a client that retries after a 503 whose rotation
-	// did land is still within the window and gets the same successor.
-	DefaultWriteTimeout = 5 * time.Second
+	// DefaultRequestTimeout is the budget of one request, end to end: every
+	// stream lookup, append and wait for the projection it makes shares it.
+	// It is at most half the default reuse grace window, so a client that
+	// retries after a 503 whose rotation did land is still within the window
+	// and gets the same successor.
+	DefaultRequestTimeout = 5 * time.Second
 	// maxWriteAttempts bounds how often one command decides again after losing
 	// a race to another writer of the same user.
 	maxWriteAttempts = 100
@@ -38,8 +40,10 @@ type Config struct {
 	ReuseGrace    time.Duration // tolerate the previous refresh token this long after its rotation; negative: never
 	DefaultPolicy domain.Policy
 	Now           func() time.Time
-	WriteTimeout  time.Duration
-	Logger        *slog.Logger
+	// RequestTimeout is the budget of one command or read, end to end (see
+	// DefaultRequestTimeout); a caller's earlier deadline wins.
+	RequestTimeout time.Duration
+	Logger         *slog.Logger
 	// OnConflict, if set, is called for each append that lost to another writer.
 	OnConflict func()
 }
@@ -71,14 +75,35 @@ func New(store domain.EventStore, proj *projections.Sessions, signer *accesstoke
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.WriteTimeout <= 0 {
-		cfg.WriteTimeout = DefaultWriteTimeout
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = DefaultRequestTimeout
 	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Ledger{store: store, proj: proj, signer: signer, keys: keys, cfg: cfg, log: log}
+}
+
+// RequestTimeout is the budget of one request (Config.RequestTimeout).
+func (l *Ledger) RequestTimeout() time.Duration { return l.cfg.RequestTimeout }
+
+// budget gives a command or read its one deadline: the caller's, or
+// RequestTimeout from now when that is earlier. Every lookup, append and wait
+// for the projection under it shares the deadline; none sets its own. The
+// returned func, deferred with the answer's error, turns an answer that is
+// ready only after the deadline into domain.ErrUnavailable: by then the
+// caller has given up, and must not be told of a success it never hears
+// about. A retry is safe: a rotation that did land is tolerated within the
+// reuse grace window, which is longer than the budget.
+func (l *Ledger) budget(ctx context.Context) (context.Context, func(*error)) {
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.RequestTimeout)
+	return ctx, func(err *error) {
+		defer cancel()
+		if ctx.Err() != nil && !errors.Is(*err, domain.ErrUnavailable) {
+			*err = fmt.Errorf("ledger: %w: the request's deadline passed (%v)", domain.ErrUnavailable, ctx.Err())
+		}
+	}
 }
 
 // UserKey is the subject-safe keyed digest of a user id: no personal data in
@@ -126,8 +151,6 @@ type decision struct {
 // the user's events and decides again. A decision that records nothing has no
 // such check, so it is trusted only once write has caught up.
 func (l *Ledger) write(ctx context.Context, userKey string, decide func(now time.Time) decision) (domain.Event, decision, error) {
-	ctx, cancel := context.WithTimeout(ctx, l.cfg.WriteTimeout)
-	defer cancel()
 	// The user's last event: its sequence is what the append expects, its
 	// digest what the new event chains to.
 	var last domain.User
@@ -198,8 +221,6 @@ func (l *Ledger) session(ctx context.Context, sessionID string) (domain.Session,
 	}
 	// Look again even when last is already applied: it may have been applied
 	// between the first look and now.
-	ctx, cancel := context.WithTimeout(ctx, l.cfg.WriteTimeout)
-	defer cancel()
 	if err := l.proj.WaitApplied(ctx, last); err != nil {
 		return domain.Session{}, false, err
 	}
@@ -226,7 +247,9 @@ func (l *Ledger) catchUp(ctx context.Context, userKey string) (domain.User, erro
 }
 
 // Issue opens a session for a user and returns its first token pair.
-func (l *Ledger) Issue(ctx context.Context, req IssueRequest) (TokenPair, error) {
+func (l *Ledger) Issue(ctx context.Context, req IssueRequest) (_ TokenPair, err error) {
+	ctx, done := l.budget(ctx)
+	defer done(&err)
 	policy, claims, err := l.validate(&req)
 	if err != nil {
 		return TokenPair{}, err
@@ -258,7 +281,9 @@ func (l *Ledger) Issue(ctx context.Context, req IssueRequest) (TokenPair, error)
 }
 
 // Refresh exchanges a refresh token for a new pair (RFC 6749 §6).
-func (l *Ledger) Refresh(ctx context.Context, raw string) (TokenPair, error) {
+func (l *Ledger) Refresh(ctx context.Context, raw string) (_ TokenPair, err error) {
+	ctx, done := l.budget(ctx)
+	defer done(&err)
 	t, err := domain.ParseRefreshToken(raw)
 	if err != nil {
 		return TokenPair{Outcome: domain.OutcomeInvalid}, err
@@ -302,7 +327,10 @@ func (l *Ledger) grace() time.Duration {
 // revoked the family, so revocation subscribers hear of it. Errors are logged:
 // the session is already revoked, and CompletePendingRevocations retries.
 func (l *Ledger) completeRevocation(ctx context.Context, userKey, sessionID string) {
-	_, _, err := l.write(ctx, userKey, func(time.Time) decision {
+	var err error
+	ctx, done := l.budget(ctx)
+	defer done(&err)
+	_, _, err = l.write(ctx, userKey, func(time.Time) decision {
 		s, ok := l.proj.Session(sessionID)
 		if !ok {
 			return decision{}

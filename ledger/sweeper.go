@@ -20,13 +20,7 @@ const (
 func (l *Ledger) ExpireDue(ctx context.Context) int {
 	n := 0
 	for _, s := range l.proj.Due(l.cfg.Now(), sweepBatch) {
-		e, _, err := l.write(ctx, s.UserKey, func(now time.Time) decision {
-			cur, ok := l.proj.Session(s.ID)
-			if !ok {
-				return decision{}
-			}
-			return decision{event: domain.DecideExpire(&cur, now), session: s.ID}
-		})
+		e, err := l.expire(ctx, s)
 		if err != nil {
 			l.log.Error("ledger: record expiry", "session_id", s.ID, "err", err)
 			continue
@@ -36,6 +30,20 @@ func (l *Ledger) ExpireDue(ctx context.Context) int {
 		}
 	}
 	return n
+}
+
+// expire records session.expired for s if it is due, under one request budget.
+func (l *Ledger) expire(ctx context.Context, s domain.Session) (e domain.Event, err error) {
+	ctx, done := l.budget(ctx)
+	defer done(&err)
+	e, _, err = l.write(ctx, s.UserKey, func(now time.Time) decision {
+		cur, ok := l.proj.Session(s.ID)
+		if !ok {
+			return decision{}
+		}
+		return decision{event: domain.DecideExpire(&cur, now), session: s.ID}
+	})
+	return e, err
 }
 
 // Sweep runs until ctx ends: every interval it records due expiries and the

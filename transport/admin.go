@@ -148,7 +148,7 @@ func (s *Server) listSessions(c echo.Context) error {
 	if err != nil {
 		return &domain.ValidationError{Field: "user_id", Reason: "is not a valid path segment"}
 	}
-	sessions, err := s.ledger.Sessions(userID)
+	sessions, err := s.ledger.Sessions(s.ctx(c), userID)
 	if err != nil {
 		return err
 	}

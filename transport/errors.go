@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"context"
 	"errors"
 	"net/http"
 
@@ -32,6 +33,9 @@ var errorTable = []apiError{
 	{domain.ErrConflict, http.StatusServiceUnavailable, "temporarily_unavailable", "Too many concurrent writes; retry"},
 	{domain.ErrUnavailable, http.StatusServiceUnavailable, "temporarily_unavailable", "The ledger is temporarily unavailable; retry"},
 	{domain.ErrProjectionFailed, http.StatusServiceUnavailable, "temporarily_unavailable", "The ledger has stopped; an operator must act"},
+	// The request's budget ran out, or its client went away.
+	{context.DeadlineExceeded, http.StatusServiceUnavailable, "temporarily_unavailable", "The ledger is temporarily unavailable; retry"},
+	{context.Canceled, http.StatusServiceUnavailable, "temporarily_unavailable", "The ledger is temporarily unavailable; retry"},
 }
 
 var internalError = apiError{status: http.StatusInternalServerError, oauth: "server_error", title: "Internal error"}

@@ -94,6 +94,7 @@ func New(l *ledger.Ledger, signer *accesstoken.Signer, cfg Config) (*Server, err
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
 	e.Use(middleware.RequestID())
+	e.Use(s.deadline)
 	e.Use(s.accessLog)
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
 		DisableErrorHandler: true,
@@ -139,6 +140,19 @@ func (s *Server) Routes() []string {
 		out = append(out, r.Method+" "+r.Path)
 	}
 	return out
+}
+
+// deadline gives each request its one budget from the moment it arrives,
+// shared by everything the ledger does for it (ledger.Config.RequestTimeout).
+// The ledger answers 503 with Retry-After, never a late success, when the
+// budget runs out; a client that goes away ends the request's context early.
+func (s *Server) deadline(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		ctx, cancel := context.WithTimeout(c.Request().Context(), s.ledger.RequestTimeout())
+		defer cancel()
+		c.SetRequest(c.Request().WithContext(ctx))
+		return next(c)
+	}
 }
 
 // bytesLimit formats n for echo's body-limit middleware.

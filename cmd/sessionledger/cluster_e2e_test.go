@@ -29,6 +29,13 @@ import (
 // that share one data dir (for their keys) and an R3 stream.
 func bootCluster(t *testing.T, n int) (*natstest.Cluster, []*ledgerHarness, string) {
 	t.Helper()
+	return bootClusterWith(t, n, nil)
+}
+
+// bootClusterWith is bootCluster with the instances' configuration changed
+// by mutate.
+func bootClusterWith(t *testing.T, n int, mutate func(*Config)) (*natstest.Cluster, []*ledgerHarness, string) {
+	t.Helper()
 	c := natstest.StartCluster(t, 3)
 	nc, err := nats.Connect(c.URLs(), nats.UserInfo(natstest.LedgerAuth.User, natstest.LedgerAuth.Password))
 	if err != nil {
@@ -45,6 +52,9 @@ func bootCluster(t *testing.T, n int) (*natstest.Cluster, []*ledgerHarness, stri
 		hs = append(hs, boot(t, dir, func(cfg *Config) {
 			cfg.NATSURL, cfg.NATSAuth, cfg.Replicas = c.URLs(), natstest.LedgerAuth, 3
 			cfg.CheckpointInterval = 200 * time.Millisecond // as in production, both instances write them
+			if mutate != nil {
+				mutate(cfg)
+			}
 		}))
 	}
 	return c, hs, dir
@@ -99,12 +109,12 @@ func TestAnyInstanceAnswersForAnySession(t *testing.T) {
 }
 
 // failoverStallBound is the longest a stream-leader failover may leave a
-// ledger instance without a successful refresh: the command budget
-// (ledger.DefaultWriteTimeout, 5 s). Within it, a client whose refresh
+// ledger instance without a successful refresh: the request budget
+// (ledger.DefaultRequestTimeout, 5 s). Within it, a client whose refresh
 // timed out with a 503 after its rotation was stored retries within 10 s of
 // that rotation, inside the default reuse grace window, and gets the same
 // successor; a longer stall lets the retry be taken for token theft.
-const failoverStallBound = ledger.DefaultWriteTimeout
+const failoverStallBound = ledger.DefaultRequestTimeout
 
 // TestFailoverOfTheStreamLeader shuts the stream leader's server down under
 // load. Clients see only 200, or 503 with Retry-After; no instance goes

@@ -29,6 +29,10 @@ type Config struct {
 	Audience   string
 	AdminToken string
 	ReuseGrace time.Duration
+	// RequestTimeout is the budget of one request, end to end
+	// (ledger.Config.RequestTimeout): at most half of ReuseGrace. Zero:
+	// ledger.DefaultRequestTimeout, or half of ReuseGrace when that is less.
+	RequestTimeout time.Duration
 	// DefaultPolicy names the preset for sessions issued without a policy.
 	DefaultPolicy string
 	// SweepInterval is how often expiries are swept (tests shorten it).
@@ -87,6 +91,20 @@ func (c *Config) complete() error {
 	}
 	if c.ReuseGrace < 0 {
 		return errors.New("--reuse-grace must not be negative")
+	}
+	switch {
+	case c.RequestTimeout < 0:
+		return errors.New("--request-timeout must not be negative")
+	case c.RequestTimeout == 0:
+		c.RequestTimeout = ledger.DefaultRequestTimeout
+		if c.ReuseGrace > 0 {
+			c.RequestTimeout = min(c.RequestTimeout, c.ReuseGrace/2)
+		}
+	}
+	if c.ReuseGrace > 0 && 2*c.RequestTimeout > c.ReuseGrace {
+		// A client whose refresh got a 503 when the budget ran out retries;
+		// if the rotation did land, the retry must still be in the window.
+		return fmt.Errorf("--request-timeout %v must be at most half of --reuse-grace %v, so that a client retrying after a 503 is still inside the grace window", c.RequestTimeout, c.ReuseGrace)
 	}
 	if _, err := domain.Preset(c.DefaultPolicy); err != nil {
 		return fmt.Errorf("--default-policy: %w", err)

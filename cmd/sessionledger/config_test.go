@@ -25,7 +25,18 @@ func TestParseServeFlags(t *testing.T) {
 	if cfg.Issuer != "http://localhost:9000" || cfg.Audience != cfg.Issuer || cfg.NATSListen != "127.0.0.1:4222" {
 		t.Fatalf("derived defaults %+v", cfg)
 	}
-	for _, bad := range [][]string{{"--reuse-grace", "-1s"}, {"--replicas", "0"}, {"--http-addr", "nonsense"}, {"extra"}, {"--no-such-flag"}} {
+	// The request budget: 5 s by default, at most half the grace window.
+	if cfg.RequestTimeout != 1500*time.Millisecond {
+		t.Fatalf("request timeout with a 3 s grace window: %v, want half of it", cfg.RequestTimeout)
+	}
+	none := func(string) (string, bool) { return "", false }
+	for args, want := range map[string]time.Duration{"": 5 * time.Second, "--reuse-grace=0": 5 * time.Second, "--request-timeout=2s": 2 * time.Second, "--reuse-grace=1m --request-timeout=30s": 30 * time.Second} {
+		cfg, err := parseServeFlags(strings.Fields(args), none, io.Discard)
+		if err != nil || cfg.RequestTimeout != want {
+			t.Errorf("%q: request timeout %v (%v), want %v", args, cfg.RequestTimeout, err, want)
+		}
+	}
+	for _, bad := range [][]string{{"--request-timeout", "6s"}, {"--request-timeout", "-1s"}, {"--reuse-grace", "-1s"}, {"--replicas", "0"}, {"--http-addr", "nonsense"}, {"extra"}, {"--no-such-flag"}} {
 		if _, err := parseServeFlags(bad, func(string) (string, bool) { return "", false }, io.Discard); err == nil {
 			t.Errorf("%v accepted", bad)
 		}

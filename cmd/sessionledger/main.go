@@ -106,6 +106,7 @@ func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stder
 	fs.StringVar(&cfg.Issuer, "issuer", cfg.Issuer, "iss of access tokens and base of the metadata URLs (default http://localhost:<http port>)")
 	fs.StringVar(&cfg.Audience, "audience", cfg.Audience, "aud of access tokens (default: the issuer)")
 	fs.DurationVar(&cfg.ReuseGrace, "reuse-grace", cfg.ReuseGrace, "how long after a rotation the previous refresh token still yields the same successor (0 disables)")
+	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", cfg.RequestTimeout, "the budget of one request, end to end, after which it is answered 503 with Retry-After; at most half of --reuse-grace (0: 5s, or half of --reuse-grace when that is less)")
 	fs.StringVar(&cfg.DefaultPolicy, "default-policy", cfg.DefaultPolicy, "preset for sessions issued without a policy: consumer, high_security, mobile")
 	fs.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", cfg.SnapshotInterval, "how often to consider writing a projection snapshot (0 disables)")
 	fs.Uint64Var(&cfg.SnapshotMinEvents, "snapshot-min-events", cfg.SnapshotMinEvents, "events applied since the stored snapshot before a new one is written")

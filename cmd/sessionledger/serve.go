@@ -160,7 +160,7 @@ func (m *Main) Run(ctx context.Context) error {
 	m.ledger = ledger.New(m.store, proj, signer, ledger.Keys{
 		Token:      domain.TokenKeys{DigestKeyID: keys.DigestKeyID, DigestKey: keys.DigestKey, SuccessorKey: keys.SuccessorKey},
 		SubjectKey: keys.SubjectKey,
-	}, ledger.Config{ReuseGrace: graceSetting(cfg.ReuseGrace), DefaultPolicy: defaultPolicy, Now: cfg.Now, Logger: log, OnConflict: mets.AppendConflict})
+	}, ledger.Config{ReuseGrace: graceSetting(cfg.ReuseGrace), RequestTimeout: cfg.RequestTimeout, DefaultPolicy: defaultPolicy, Now: cfg.Now, Logger: log, OnConflict: mets.AppendConflict})
 	m.follower.Start()
 
 	m.api, err = transport.New(m.ledger, signer, transport.Config{
