@@ -22,7 +22,17 @@ const TokenType = "at+jwt"
 
 // ReservedClaims may not be set by custom claims: the registered JWT claims
 // (RFC 7519 §4.1) and those the ledger sets itself.
-var ReservedClaims = []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", "client_id", "scope"}
+var ReservedClaims = []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", SessionSeqClaim, "client_id", "scope"}
+
+// SessionSeqClaim is the claim holding the stream sequence of the session's
+// session.issued event. A user's revoke-all or deactivation at stream
+// sequence c ends exactly the sessions issued before it, those whose
+// sequence is below c: verifiers decide by it, as the ledger does, instead of
+// comparing clocks.
+const SessionSeqClaim = "sid_seq"
+
+// maxSessionSeq is the largest sequence a JSON number carries exactly.
+const maxSessionSeq = 1<<53 - 1
 
 // ErrInvalid is returned for any access token that does not verify.
 var ErrInvalid = errors.New("access token is not valid")
@@ -53,24 +63,28 @@ func NewEd25519Key(priv ed25519.PrivateKey) *Key {
 
 // Claims are what the ledger puts in an access token.
 type Claims struct {
-	Subject   string
-	SessionID string
-	ID        string // jti
-	IssuedAt  time.Time
-	ExpiresAt time.Time
-	Custom    json.RawMessage // a JSON object whose members become top-level claims
+	Subject    string
+	SessionID  string
+	SessionSeq uint64 // sid_seq: the stream sequence of the session's issue
+	ID         string // jti
+	IssuedAt   time.Time
+	ExpiresAt  time.Time
+	Custom     json.RawMessage // a JSON object whose members become top-level claims
 }
 
 // Verified are the claims of a verified access token.
 type Verified struct {
 	Subject   string
 	SessionID string
-	ID        string
-	IssuedAt  time.Time
-	ExpiresAt time.Time
-	Issuer    string
-	Audience  []string
-	Custom    map[string]any // the custom claims; nil when there are none
+	// SessionSeq is the stream sequence of the session's issue (sid_seq);
+	// 0 in a token of a ledger older than the claim.
+	SessionSeq uint64
+	ID         string
+	IssuedAt   time.Time
+	ExpiresAt  time.Time
+	Issuer     string
+	Audience   []string
+	Custom     map[string]any // the custom claims; nil when there are none
 }
 
 // Signer signs access tokens with its active key and verifies tokens signed by
@@ -117,15 +131,17 @@ func (k *Key) jwk() jwk.Key { return jwk.Ed25519(k.ID, k.public) }
 // the custom claims as top-level members.
 type tokenClaims struct {
 	jwt.RegisteredClaims
-	SessionID string          `json:"sid"`
-	custom    json.RawMessage `json:"-"`
+	SessionID  string          `json:"sid"`
+	SessionSeq uint64          `json:"sid_seq,omitempty"`
+	custom     json.RawMessage `json:"-"`
 }
 
 func (c tokenClaims) MarshalJSON() ([]byte, error) {
 	b, err := json.Marshal(struct {
 		jwt.RegisteredClaims
-		SessionID string `json:"sid"`
-	}{c.RegisteredClaims, c.SessionID})
+		SessionID  string `json:"sid"`
+		SessionSeq uint64 `json:"sid_seq,omitempty"`
+	}{c.RegisteredClaims, c.SessionID, c.SessionSeq})
 	if err != nil || len(c.custom) <= 2 {
 		return b, err
 	}
@@ -148,8 +164,9 @@ func (s *Signer) Sign(c Claims) (string, error) {
 			IssuedAt:  jwt.NewNumericDate(c.IssuedAt),
 			ID:        c.ID,
 		},
-		SessionID: c.SessionID,
-		custom:    c.Custom,
+		SessionID:  c.SessionID,
+		SessionSeq: c.SessionSeq,
+		custom:     c.Custom,
 	})
 	if err != nil {
 		return "", fmt.Errorf("accesstoken: sign: %w", err)
@@ -194,8 +211,8 @@ type Rules struct {
 // the verifier other services import: an EdDSA signature (the only algorithm
 // accepted) by the key that key returns for the header's kid, typ at+jwt,
 // iss and aud as in r, exp required and not passed, iat and nbf not in the
-// future (each with r.Leeway), sub, sid, iat and exp present, and the lifetime
-// within r.MaxLifetime. Members that are not ReservedClaims are returned as
+// future (each with r.Leeway), sub, sid, iat and exp present, sid_seq a
+// positive integer when present, and the lifetime within r.MaxLifetime. Members that are not ReservedClaims are returned as
 // the custom claims. Any failure is ErrInvalid, with the reason wrapped for
 // operators; it never contains the token.
 func Parse(token string, now time.Time, r Rules, key func(kid string) (ed25519.PublicKey, error)) (Verified, error) {
@@ -231,6 +248,13 @@ func Parse(token string, now time.Time, r Rules, key func(kid string) (ed25519.P
 		return Verified{}, fmt.Errorf("%w: sub, sid, iat and exp are required", ErrInvalid)
 	}
 	v.IssuedAt, v.ExpiresAt = iat.Time, exp.Time
+	if raw, ok := claims[SessionSeqClaim]; ok {
+		seq, ok := raw.(float64)
+		if !ok || seq < 1 || seq > maxSessionSeq || seq != float64(uint64(seq)) {
+			return Verified{}, fmt.Errorf("%w: %s must be a positive integer", ErrInvalid, SessionSeqClaim)
+		}
+		v.SessionSeq = uint64(seq)
+	}
 	if r.MaxLifetime > 0 && v.ExpiresAt.Sub(v.IssuedAt) > r.MaxLifetime {
 		return Verified{}, fmt.Errorf("%w: lifetime %v exceeds the configured maximum %v", ErrInvalid, v.ExpiresAt.Sub(v.IssuedAt), r.MaxLifetime)
 	}

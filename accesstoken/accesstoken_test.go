@@ -24,7 +24,7 @@ func newSigner(t testing.TB) (*Signer, ed25519.PrivateKey) {
 }
 
 func claims() Claims {
-	return Claims{Subject: "alice", SessionID: "S1", ID: "J1", IssuedAt: now, ExpiresAt: now.Add(time.Hour), Custom: json.RawMessage(`{"role":"admin"}`)}
+	return Claims{Subject: "alice", SessionID: "S1", SessionSeq: 42, ID: "J1", IssuedAt: now, ExpiresAt: now.Add(time.Hour), Custom: json.RawMessage(`{"role":"admin"}`)}
 }
 
 func TestSignAndVerify(t *testing.T) {
@@ -37,13 +37,13 @@ func TestSignAndVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v.Subject != "alice" || v.SessionID != "S1" || v.ID != "J1" || !v.ExpiresAt.Equal(now.Add(time.Hour)) {
+	if v.Subject != "alice" || v.SessionID != "S1" || v.SessionSeq != 42 || v.ID != "J1" || !v.ExpiresAt.Equal(now.Add(time.Hour)) {
 		t.Fatalf("verified %+v", v)
 	}
 	payload, _ := jwt.NewParser().DecodeSegment(strings.Split(tok, ".")[1])
 	var m map[string]any
 	_ = json.Unmarshal(payload, &m)
-	if m["role"] != "admin" || m["sid"] != "S1" {
+	if m["role"] != "admin" || m["sid"] != "S1" || m["sid_seq"] != 42.0 {
 		t.Fatalf("payload %s", payload)
 	}
 	if _, err := s.Verify(tok, now.Add(time.Hour)); !errors.Is(err, ErrInvalid) {
@@ -99,6 +99,11 @@ func TestVerifyRejects(t *testing.T) {
 		"no exp":                    forge(t, jwt.SigningMethodEdDSA, priv, hdr, with("exp", nil)),
 		"no sid":                    forge(t, jwt.SigningMethodEdDSA, priv, hdr, with("sid", nil)),
 		"issued in the future":      forge(t, jwt.SigningMethodEdDSA, priv, hdr, with("iat", now.Add(time.Hour).Unix())),
+		"sid_seq not a number":      forge(t, jwt.SigningMethodEdDSA, priv, hdr, with("sid_seq", "7")),
+		"sid_seq zero":              forge(t, jwt.SigningMethodEdDSA, priv, hdr, with("sid_seq", 0)),
+		"sid_seq fractional":        forge(t, jwt.SigningMethodEdDSA, priv, hdr, with("sid_seq", 7.5)),
+		"sid_seq negative":          forge(t, jwt.SigningMethodEdDSA, priv, hdr, with("sid_seq", -7)),
+		"sid_seq beyond 2^53":       forge(t, jwt.SigningMethodEdDSA, priv, hdr, with("sid_seq", 1e17)),
 		"garbage":                   "a.b.c",
 	} {
 		if name == "control (must verify)" {

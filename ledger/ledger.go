@@ -357,7 +357,7 @@ func (l *Ledger) mint(s *domain.Session, rt domain.RefreshToken, now time.Time, 
 		exp = abs
 	}
 	at, err := l.signer.Sign(accesstoken.Claims{
-		Subject: s.UserID, SessionID: s.ID, ID: ulid.Make().String(),
+		Subject: s.UserID, SessionID: s.ID, SessionSeq: s.IssuedSeq, ID: ulid.Make().String(),
 		IssuedAt: now, ExpiresAt: exp, Custom: s.Claims,
 	})
 	if err != nil {

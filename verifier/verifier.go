@@ -23,8 +23,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/oklog/ulid/v2"
-
 	"github.com/sessionledger/sessionledger/accesstoken"
 	"github.com/sessionledger/sessionledger/domain"
 	"github.com/sessionledger/sessionledger/jwk"
@@ -109,12 +107,16 @@ func (c *Config) defaults() error {
 
 // Claims are the verified claims of an access token.
 type Claims struct {
-	Subject   string         // the user id
-	SessionID string         // sid
-	ID        string         // jti
-	IssuedAt  time.Time      // iat
-	ExpiresAt time.Time      // exp
-	Custom    map[string]any // the session's custom claims
+	Subject   string // the user id
+	SessionID string // sid
+	// SessionSeq (sid_seq) is the stream sequence of the session's issue:
+	// a revoke-all or deactivation of the user at a later sequence revokes
+	// the session. 0 in a token of a ledger older than the claim.
+	SessionSeq uint64
+	ID         string         // jti
+	IssuedAt   time.Time      // iat
+	ExpiresAt  time.Time      // exp
+	Custom     map[string]any // the session's custom claims
 }
 
 // Verifier verifies access tokens. It is safe for concurrent use.
@@ -147,7 +149,7 @@ type skip struct {
 }
 
 type cutoff struct {
-	at     time.Time // sessions created before this are revoked
+	seq    uint64 // sessions issued before this stream sequence are revoked
 	forget time.Time
 }
 
@@ -264,15 +266,17 @@ func (v *Verifier) apply(e domain.Event) {
 	}
 	switch d := e.Data.(type) {
 	case domain.UserSessionsRevoked:
-		v.cutUser(d.UserID, e.Time, forget)
+		v.cutUser(d.UserID, e.Seq, forget)
 	case domain.UserDeactivated:
-		v.cutUser(d.UserID, e.Time, forget)
+		v.cutUser(d.UserID, e.Seq, forget)
 	}
 }
 
-func (v *Verifier) cutUser(userID string, at, forget time.Time) {
-	if c, ok := v.users[userID]; !ok || at.After(c.at) {
-		v.users[userID] = cutoff{at: at, forget: forget}
+// cutUser records a cut-off at stream sequence seq; the latest one holds,
+// since it revokes every session an earlier one did.
+func (v *Verifier) cutUser(userID string, seq uint64, forget time.Time) {
+	if c, ok := v.users[userID]; !ok || seq > c.seq {
+		v.users[userID] = cutoff{seq: seq, forget: forget}
 	}
 }
 
@@ -308,8 +312,11 @@ func (v *Verifier) DenyListSize() (sessions, users int) {
 }
 
 // revoked reports whether c's session is revoked: by itself, or by a cut-off
-// of its user after the session was created (its id is a ULID, whose time is
-// when the ledger created it).
+// of its user later in the stream than the session's issue — the ledger's
+// own rule (domain.Session.EndByUser), so clocks play no part. A token
+// without the session's sequence (from a ledger older than sid_seq) is taken
+// as issued before any cut-off of its user: refused, so the client
+// refreshes and gets a token that has it.
 func (v *Verifier) revoked(c *Claims) bool {
 	v.denyMu.RLock()
 	defer v.denyMu.RUnlock()
@@ -317,11 +324,7 @@ func (v *Verifier) revoked(c *Claims) bool {
 		return true
 	}
 	cut, ok := v.users[c.Subject]
-	if !ok {
-		return false
-	}
-	id, err := ulid.ParseStrict(c.SessionID)
-	return err != nil || !ulid.Time(id.Time()).After(cut.at)
+	return ok && (c.SessionSeq == 0 || c.SessionSeq < cut.seq)
 }
 
 // Verify checks token and returns its claims. A token is refused if it does
@@ -377,7 +380,7 @@ func (v *Verifier) parse(ctx context.Context, token string, now time.Time) (*Cla
 	if err != nil {
 		return nil, err
 	}
-	c := &Claims{Subject: t.Subject, SessionID: t.SessionID, ID: t.ID, IssuedAt: t.IssuedAt, ExpiresAt: t.ExpiresAt, Custom: t.Custom}
+	c := &Claims{Subject: t.Subject, SessionID: t.SessionID, SessionSeq: t.SessionSeq, ID: t.ID, IssuedAt: t.IssuedAt, ExpiresAt: t.ExpiresAt, Custom: t.Custom}
 	if c.Custom == nil {
 		c.Custom = map[string]any{}
 	}
