@@ -40,20 +40,27 @@ type Config struct {
 
 // Result is what one run measured.
 type Result struct {
-	Clients        int            `json:"clients"`
-	Duration       string         `json:"duration"`
-	Issued         int            `json:"issued"`
-	IssuePerSec    float64        `json:"issue_per_sec"`
-	Refreshes      int            `json:"refreshes"`
-	RefreshPerSec  float64        `json:"refresh_per_sec"`
-	P50, P90, P99  float64        `json:"-"`
-	Max            float64        `json:"-"`
-	LatencyMS      map[string]any `json:"latency_ms"`
-	Errors         map[int]int    `json:"errors_by_status"`
-	AppendPerSec   float64        `json:"bare_append_per_sec"`
-	HandlerPerSec  float64        `json:"empty_handler_per_sec"`
-	RatioToAppend  float64        `json:"refresh_to_append"`
-	RatioToHandler float64        `json:"refresh_to_empty_handler"`
+	Clients       int            `json:"clients"`
+	Duration      string         `json:"duration"`
+	Issued        int            `json:"issued"`
+	IssuePerSec   float64        `json:"issue_per_sec"`
+	Refreshes     int            `json:"refreshes"`
+	RefreshPerSec float64        `json:"refresh_per_sec"`
+	P50, P90, P99 float64        `json:"-"`
+	Max           float64        `json:"-"`
+	LatencyMS     map[string]any `json:"latency_ms"`
+	Errors        map[int]int    `json:"errors_by_status"`
+	// Introspection of each client's newest access token, which a
+	// concurrent write could end: the answer waits for the user's last event.
+	Introspections      int            `json:"introspections"`
+	IntrospectPerSec    float64        `json:"introspect_per_sec"`
+	IntrospectLatencyMS map[string]any `json:"introspect_latency_ms"`
+	IntrospectP50       float64        `json:"-"`
+	IntrospectP99       float64        `json:"-"`
+	AppendPerSec        float64        `json:"bare_append_per_sec"`
+	HandlerPerSec       float64        `json:"empty_handler_per_sec"`
+	RatioToAppend       float64        `json:"refresh_to_append"`
+	RatioToHandler      float64        `json:"refresh_to_empty_handler"`
 }
 
 func newBenchClient(clients int) *http.Client {
@@ -73,6 +80,7 @@ func Run(ctx context.Context, cfg Config, log io.Writer) (Result, error) {
 	// Issue: every client opens its sessions at once.
 	fmt.Fprintf(log, "issuing %d sessions from %d clients\n", cfg.Clients*cfg.Sessions, cfg.Clients)
 	tokens := make([][]string, cfg.Clients)
+	access := make([]string, cfg.Clients) // each client's newest access token
 	var mu sync.Mutex
 	start := time.Now()
 	err := forClients(cfg.Clients, func(c int) error {
@@ -86,6 +94,7 @@ func Run(ctx context.Context, cfg Config, log io.Writer) (Result, error) {
 				return fmt.Errorf("bench: issue: status %d: %v", status, err)
 			}
 			tokens[c] = append(tokens[c], out["refresh_token"].(string))
+			access[c] = out["access_token"].(string)
 		}
 		return nil
 	})
@@ -119,6 +128,7 @@ func Run(ctx context.Context, cfg Config, log io.Writer) (Result, error) {
 				continue // the client keeps the token it has and tries again
 			}
 			tokens[c][i] = out["refresh_token"].(string)
+			access[c] = out["access_token"].(string)
 		}
 		return nil
 	})
@@ -126,24 +136,47 @@ func Run(ctx context.Context, cfg Config, log io.Writer) (Result, error) {
 		return r, err
 	}
 	elapsed := time.Since(start)
-	var all []time.Duration
-	for _, l := range lat {
-		all = append(all, l...)
-	}
-	slices.Sort(all)
+	all := merged(lat)
 	r.Refreshes = len(all)
 	for _, n := range r.Errors {
 		r.Refreshes -= n
 	}
 	r.RefreshPerSec = float64(r.Refreshes) / elapsed.Seconds()
-	ms := func(q float64) float64 {
-		if len(all) == 0 {
-			return 0
-		}
-		return float64(all[min(len(all)-1, int(q*float64(len(all))))].Microseconds()) / 1000
-	}
-	r.P50, r.P90, r.P99, r.Max = ms(0.50), ms(0.90), ms(0.99), ms(1)
+	r.P50, r.P90, r.P99, r.Max = quantile(all, 0.50), quantile(all, 0.90), quantile(all, 0.99), quantile(all, 1)
 	r.LatencyMS = map[string]any{"p50": r.P50, "p90": r.P90, "p99": r.P99, "max": r.Max}
+
+	// Introspection: each client asks about its newest access token, as a
+	// resource server would on every call it serves.
+	fmt.Fprintf(log, "introspecting for %v\n", cfg.Duration)
+	lat = make([][]time.Duration, cfg.Clients)
+	deadline = time.Now().Add(cfg.Duration)
+	start = time.Now()
+	err = forClients(cfg.Clients, func(c int) error {
+		form := url.Values{"token": {access[c]}}.Encode()
+		for time.Now().Before(deadline) {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/oauth2/introspect", strings.NewReader(form))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.Header.Set("Authorization", "Bearer "+cfg.AdminToken)
+			t0 := time.Now()
+			status, out, err := do(client, req)
+			if err != nil {
+				return err
+			}
+			if status != http.StatusOK || out["active"] != true {
+				return fmt.Errorf("bench: introspect: status %d, %v", status, out)
+			}
+			lat[c] = append(lat[c], time.Since(t0))
+		}
+		return nil
+	})
+	if err != nil {
+		return r, err
+	}
+	all = merged(lat)
+	r.Introspections = len(all)
+	r.IntrospectPerSec = float64(len(all)) / time.Since(start).Seconds()
+	r.IntrospectP50, r.IntrospectP99 = quantile(all, 0.50), quantile(all, 0.99)
+	r.IntrospectLatencyMS = map[string]any{"p50": r.IntrospectP50, "p99": r.IntrospectP99, "max": quantile(all, 1)}
 
 	// Reference 1: the bare JetStream append a refresh makes.
 	fmt.Fprintf(log, "reference: bare JetStream appends for %v\n", cfg.Duration)
@@ -170,6 +203,24 @@ func Run(ctx context.Context, cfg Config, log io.Writer) (Result, error) {
 	r.RatioToAppend = r.RefreshPerSec / r.AppendPerSec
 	r.RatioToHandler = r.RefreshPerSec / r.HandlerPerSec
 	return r, nil
+}
+
+// merged returns every client's latencies in one sorted slice.
+func merged(lat [][]time.Duration) []time.Duration {
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	slices.Sort(all)
+	return all
+}
+
+// quantile returns the q-quantile of sorted latencies in milliseconds.
+func quantile(sorted []time.Duration, q float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return float64(sorted[min(len(sorted)-1, int(q*float64(len(sorted))))].Microseconds()) / 1000
 }
 
 // referenceHandlerRate serves ReferenceHandler on loopback and
@@ -250,6 +301,7 @@ func Print(w io.Writer, r Result) {
 		errs = strings.Join(parts, ", ")
 	}
 	fmt.Fprintf(tw, "errors\t%s\n", errs)
+	fmt.Fprintf(tw, "introspect\t%d in %s, %.0f/s, p50 %.2f ms, p99 %.2f ms\n", r.Introspections, r.Duration, r.IntrospectPerSec, r.IntrospectP50, r.IntrospectP99)
 	fmt.Fprintf(tw, "bare JetStream append\t%.0f/s (refresh = %.2f×)\n", r.AppendPerSec, r.RatioToAppend)
 	fmt.Fprintf(tw, "empty echo handler\t%.0f/s (refresh = %.2f×)\n", r.HandlerPerSec, r.RatioToHandler)
 	tw.Flush()
