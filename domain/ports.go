@@ -15,6 +15,10 @@ type EventStore interface {
 	// message the ledger refused (see Record); the chain digest to continue
 	// from is the projection's.
 	LastUserSeq(ctx context.Context, userKey string) (uint64, error)
+	// LastSeq returns the sequence of the last message in the stream, as
+	// the stream leader reports it: every write acknowledged before LastSeq
+	// was called is at or below it.
+	LastSeq(ctx context.Context) (uint64, error)
 	// LastSessionSeq returns the sequence of the last message stored under
 	// the session's subjects (refused ones included: a point to wait for),
 	// 0 if none.

@@ -331,9 +331,10 @@ func (s *Store) Check(ctx context.Context, applied uint64) error {
 	return nil
 }
 
-// LastSeq returns the stream's last sequence.
+// LastSeq implements domain.EventStore: the stream's last sequence, as the
+// stream leader reports it (STREAM.INFO).
 func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
-	info, err := s.stream.Info(ctx)
+	info, err := withRetry(ctx, func(ctx context.Context) (*jetstream.StreamInfo, error) { return s.stream.Info(ctx) })
 	if err != nil {
 		return 0, fmt.Errorf("eventstore: stream info: %w (%v)", domain.ErrUnavailable, err)
 	}

@@ -226,20 +226,19 @@ func (l *Ledger) setDeactivated(ctx context.Context, userID string, deactivate b
 }
 
 // Sessions returns the user's live sessions, oldest first. The list is
-// linearizable: it is read after catching up with the user's last stored
-// event, so it holds every session issued, and none ended, by a command
-// that returned (on any instance) before Sessions was called.
+// linearizable: it is read once the projection is current (Ledger.current),
+// so it holds every session issued, and none ended, by a command that
+// returned (on any instance) before Sessions was called.
 func (l *Ledger) Sessions(ctx context.Context, userID string) (_ []domain.Session, err error) {
 	if err := ValidateUserID(userID); err != nil {
 		return nil, err
 	}
 	ctx, done := l.budget(ctx)
 	defer done(&err)
-	key := l.UserKey(userID)
-	if _, err := l.catchUp(ctx, key); err != nil {
+	if err := l.current(ctx); err != nil {
 		return nil, err
 	}
-	return l.proj.UserSessions(key), nil
+	return l.proj.UserSessions(l.UserKey(userID)), nil
 }
 
 // History returns a session's history, oldest first: its own events and the
@@ -295,8 +294,8 @@ type Introspection struct {
 // what it ended. An answer that no later event can change is given from the
 // projection at once (a forged token, a session that has ended, a refresh
 // token rotated out, an absolute lifetime passed); any other answer, active
-// above all, is given only after catching up with the user's last stored
-// event, one lookup at the stream leader.
+// above all, is given only once the projection is current (Ledger.current):
+// one lookup at the stream leader, shared by the reads that wait meanwhile.
 func (l *Ledger) Introspect(ctx context.Context, raw string) (_ Introspection, err error) {
 	ctx, done := l.budget(ctx)
 	defer done(&err)
@@ -347,7 +346,7 @@ func (l *Ledger) Introspect(ctx context.Context, raw string) (_ Introspection, e
 	if in, final := answer(s); final {
 		return in, nil
 	}
-	if _, err := l.catchUp(ctx, s.UserKey); err != nil {
+	if err := l.current(ctx); err != nil {
 		return Introspection{}, err
 	}
 	if s, ok = l.proj.Session(sid); !ok {

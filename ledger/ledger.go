@@ -62,6 +62,7 @@ type Ledger struct {
 	keys   Keys
 	cfg    Config
 	log    *slog.Logger
+	reads  *readBarrier
 }
 
 // New returns a Ledger.
@@ -82,7 +83,8 @@ func New(store domain.EventStore, proj *projections.Sessions, signer *accesstoke
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Ledger{store: store, proj: proj, signer: signer, keys: keys, cfg: cfg, log: log}
+	return &Ledger{store: store, proj: proj, signer: signer, keys: keys, cfg: cfg, log: log,
+		reads: &readBarrier{lookup: store.LastSeq, timeout: cfg.RequestTimeout}}
 }
 
 // RequestTimeout is the budget of one request (Config.RequestTimeout).
@@ -226,6 +228,18 @@ func (l *Ledger) session(ctx context.Context, sessionID string) (domain.Session,
 	}
 	s, ok := l.proj.Session(sessionID)
 	return s, ok, nil
+}
+
+// current waits until the projection has applied every message stored
+// before current was called, on any instance: then an answer from the
+// projection is linearizable. Concurrent reads share the stream lookup
+// (readBarrier).
+func (l *Ledger) current(ctx context.Context) error {
+	seq, err := l.reads.wait(ctx)
+	if err != nil {
+		return err
+	}
+	return l.proj.WaitApplied(ctx, seq)
 }
 
 // catchUp waits until the projection has applied the last message stored
