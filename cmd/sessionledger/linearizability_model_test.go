@@ -371,14 +371,15 @@ func formatLinOp(op porcupine.Operation) string {
 	return s
 }
 
-// writeLinVisualization writes the visualization of a check into dir and
-// returns its path.
-func writeLinVisualization(dir, name string, v linVerdict) (string, error) {
+// writeLinVisualization writes the visualization of a check, with
+// annotations (faults, say), into dir and returns its path.
+func writeLinVisualization(dir, name string, v linVerdict, annotations []porcupine.Annotation) (string, error) {
 	path := filepath.Join(dir, name+".html")
 	f, err := os.Create(path)
 	if err != nil {
 		return "", err
 	}
+	v.Info.AddAnnotations(annotations)
 	if err := porcupine.Visualize(sessionModel(), v.Info, f); err != nil {
 		f.Close()
 		return "", err
@@ -631,7 +632,7 @@ func TestLinearizabilityModelReportsTheCulprit(t *testing.T) {
 			t.Fatalf("description lacks %q:\n%s", want, v.Description)
 		}
 	}
-	path, err := writeLinVisualization(t.TempDir(), "s1", v)
+	path, err := writeLinVisualization(t.TempDir(), "s1", v, []porcupine.Annotation{{Tag: "faults", Start: 35, Description: "a fault"}})
 	if err != nil {
 		t.Fatal(err)
 	}
