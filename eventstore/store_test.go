@@ -278,6 +278,64 @@ func TestReplicatedStream(t *testing.T) {
 	}
 }
 
+// TestLeaderlessReplicaProvesNothing: while a replicated stream has no
+// leader, its remaining replica answers stream info from its own state,
+// which may lag behind what an instance applied. Check must not take that
+// for lost history (it stopped instances for good after failovers), and
+// LastSeq must not hand out the replica's sequence.
+func TestLeaderlessReplicaProvesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster")
+	}
+	c := natstest.StartCluster(t, 3)
+	ctx := context.Background()
+	var st *eventstore.Store
+	var nc *nats.Conn
+	poll.Until(t, 20*time.Second, func() error {
+		var err error
+		if nc == nil {
+			if nc, err = nats.Connect(c.URLs(), nats.UserInfo(natstest.LedgerAuth.User, natstest.LedgerAuth.Password)); err != nil {
+				return err
+			}
+			t.Cleanup(nc.Close)
+		}
+		st, err = eventstore.Open(ctx, nc, eventstore.Config{Replicas: 3})
+		return err
+	})
+	if _, err := st.Append(ctx, ev("E1", sid, domain.SessionIssued{UserID: "alice"}), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Check(ctx, 1); err != nil {
+		t.Fatalf("check with a leader: %v", err)
+	}
+	// The leader and one follower go: the last replica has no leader. It
+	// holds sequence 1; the instance says it applied up to 1000, as one
+	// that read from the lost leader could.
+	leader := c.StreamLeader(eventstore.StreamName)
+	c.Stop(leader)
+	c.Stop((leader + 1) % 3)
+	answered := false
+	poll.Until(t, 40*time.Second, func() error {
+		err := st.Check(ctx, 1000)
+		switch {
+		case errors.Is(err, domain.ErrHistoryLost):
+			t.Fatalf("a leaderless replica's answer taken for lost history: %v", err)
+		case err == nil:
+			t.Fatal("check passed with 1000 applied and one message stored")
+		case strings.Contains(err.Error(), "no leader"):
+			answered = true // the replica did answer, and was not believed
+			return nil
+		}
+		return err
+	})
+	if !answered {
+		t.Fatal("the replica never answered")
+	}
+	if seq, err := st.LastSeq(ctx); err == nil {
+		t.Fatalf("LastSeq answered %d without a stream leader", seq)
+	}
+}
+
 func TestDialWithCredentials(t *testing.T) {
 	for name, tc := range map[string]struct {
 		opts func(*server.Options)
