@@ -290,6 +290,12 @@ func TestLinearizableAcrossInstances(t *testing.T) {
 	}
 	t.Logf("%.2fs of operations; %d faults injected: %s", float64(end)/1e9, len(faults), strings.Join(faults, "; "))
 
+	for _, l := range []struct {
+		name string
+		logs *syncBuffer
+	}{{"A", hs[0].logs}, {"B", hs[1].logs}, {"C", child.logs}, {"D", child2.logs}} {
+		logLinProblems(t, l.name, l.logs.String())
+	}
 	w.check(t, end)
 	t.Logf("whole test: %v", time.Since(began).Round(time.Millisecond))
 }
@@ -698,6 +704,9 @@ func (w *linWorld) send(httpc *http.Client, inst *linInstance, p linPlan, timeou
 	meta.Answer = strconv.Itoa(status)
 	if e, ok := body["error"].(string); ok {
 		meta.Answer += " " + e
+		if status >= 500 {
+			meta.Answer += fmt.Sprintf(" (%v)", body["error_description"])
+		}
 	}
 	if status >= 500 {
 		if status != http.StatusServiceUnavailable {
@@ -759,6 +768,7 @@ func (w *linWorld) check(t *testing.T, end int64) {
 	clients := map[string]map[int]int{} // per session: client incarnation → dense id
 	var order []string
 	unknown, unknownWhy := map[string]int{}, map[string]int{}
+	spans := map[string][3]int64{} // status on instance → first and last call, count
 	kinds := map[string]int{}
 	total := 0
 	for _, rec := range w.records {
@@ -771,7 +781,15 @@ func (w *linWorld) check(t *testing.T, end int64) {
 			case strings.HasPrefix(a, "transport error"):
 				unknownWhy["transport error"]++
 			default:
-				unknownWhy[strings.SplitN(a, " ", 2)[0]]++ // the status
+				status := strings.SplitN(a, " ", 2)[0]
+				unknownWhy[status]++
+				key := a + " on " + rec.meta.Instance
+				span := spans[key]
+				if span[2] == 0 || rec.call < span[0] {
+					span[0] = rec.call
+				}
+				span[1], span[2] = max(span[1], rec.call), span[2]+1
+				spans[key] = span
 			}
 			if rec.in.Kind == linIntrospectRefresh || rec.in.Kind == linIntrospectAccess {
 				w.dropped["introspection without an answer"]++ // reads nothing and changes nothing
@@ -796,6 +814,9 @@ func (w *linWorld) check(t *testing.T, end int64) {
 	}
 	t.Logf("%d operations on %d sessions to check; by outcome: %v", total, len(order), kinds)
 	t.Logf("unknown outcomes (taken as maybe applied, at any time later): %v; why: %v", unknown, unknownWhy)
+	for what, span := range spans {
+		t.Logf("%d answers %s, to operations sent from %.2fs to %.2fs", span[2], what, float64(span[0])/1e9, float64(span[1])/1e9)
+	}
 	t.Logf("left out of the histories: %v", w.dropped)
 	t.Logf("how the clients saw sessions end: %v", w.ends)
 	for _, calm := range []bool{false, true} {
@@ -897,6 +918,35 @@ func (w *linWorld) check(t *testing.T, end int64) {
 		return
 	}
 	t.Logf("all %d sessions linearizable", len(order))
+}
+
+// logLinProblems logs how often each warning and error a ledger logged
+// appears, with its first occurrence.
+func logLinProblems(t *testing.T, name, logs string) {
+	t.Helper()
+	type problem struct {
+		first string
+		n     int
+	}
+	seen := map[string]*problem{}
+	var order []string
+	for _, line := range strings.Split(logs, "\n") {
+		var rec struct {
+			Level, Msg, Err string
+		}
+		if json.Unmarshal([]byte(line), &rec) != nil || (rec.Level != "WARN" && rec.Level != "ERROR") {
+			continue
+		}
+		key := rec.Level + " " + rec.Msg
+		if seen[key] == nil {
+			seen[key] = &problem{first: line}
+			order = append(order, key)
+		}
+		seen[key].n++
+	}
+	for _, key := range order {
+		t.Logf("ledger %s logged %d× %s; first: %s", name, seen[key].n, key, seen[key].first)
+	}
 }
 
 // describeLinOpKindOutcome names an operation's kind and outcome, for counts.
