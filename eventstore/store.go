@@ -254,7 +254,8 @@ func (s *Store) tagged(subject string, data []byte) *nats.Msg {
 
 // AppendCheckpoint stores a signed checkpoint. Checkpoints of one covered
 // sequence written by several instances at once are stored once (the
-// message id names the sequence).
+// message id names the sequence); the sequence is 0 when another instance
+// was storing that checkpoint at the same moment.
 func (s *Store) AppendCheckpoint(ctx context.Context, c *integrity.Checkpoint) (uint64, error) {
 	data, err := c.Encode()
 	if err != nil {
@@ -264,6 +265,11 @@ func (s *Store) AppendCheckpoint(ctx context.Context, c *integrity.Checkpoint) (
 		return s.js.PublishMsg(ctx, s.tagged(integrity.CheckpointSubject, data),
 			jetstream.WithMsgID(fmt.Sprintf("checkpoint-%d", c.Covers)), jetstream.WithExpectStream(StreamName))
 	})
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == errDuplicateInProcess {
+		// Another instance is storing the same checkpoint this moment.
+		return 0, nil
+	}
 	if err != nil {
 		return 0, fmt.Errorf("eventstore: append checkpoint: %w", err)
 	}
