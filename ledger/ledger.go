@@ -99,7 +99,12 @@ func (l *Ledger) RequestTimeout() time.Duration { return l.cfg.RequestTimeout }
 // about. A retry is safe: a rotation that did land is tolerated within the
 // reuse grace window, which is longer than the budget.
 func (l *Ledger) budget(ctx context.Context) (context.Context, func(*error)) {
-	ctx, cancel := context.WithTimeout(ctx, l.cfg.RequestTimeout)
+	cancel := context.CancelFunc(func() {})
+	if d, ok := ctx.Deadline(); !ok || time.Until(d) > l.cfg.RequestTimeout {
+		// No earlier deadline (a caller other than HTTP): start one. With
+		// one, as every HTTP request has, no second timer is needed.
+		ctx, cancel = context.WithTimeout(ctx, l.cfg.RequestTimeout)
+	}
 	return ctx, func(err *error) {
 		defer cancel()
 		if ctx.Err() != nil && !errors.Is(*err, domain.ErrUnavailable) {
