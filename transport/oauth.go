@@ -116,7 +116,7 @@ func (s *Server) token(c echo.Context) error {
 	if err != nil {
 		a := lookup(err)
 		if a.status >= 500 {
-			s.log.Error("http: refresh failed", "err", err)
+			s.logFailure(c, "http: refresh failed", err)
 		}
 		return writeOAuthError(c, oauthStatus(a), a.oauth, a.title)
 	}
@@ -142,7 +142,7 @@ func (s *Server) revoke(c echo.Context) error {
 	}
 	if err := s.ledger.SignOut(s.ctx(c), tok); err != nil {
 		a := lookup(err)
-		s.log.Error("http: sign-out failed", "err", err)
+		s.logFailure(c, "http: sign-out failed", err)
 		return writeOAuthError(c, a.status, a.oauth, a.title)
 	}
 	c.Response().Header().Set("Cache-Control", "no-store")
@@ -170,7 +170,7 @@ func (s *Server) introspect(c echo.Context) error {
 	in, err := s.ledger.Introspect(s.ctx(c), tok)
 	if err != nil {
 		a := lookup(err)
-		s.log.Error("http: introspection failed", "err", err)
+		s.logFailure(c, "http: introspection failed", err)
 		return writeOAuthError(c, a.status, a.oauth, a.title)
 	}
 	if !in.Active {

@@ -200,9 +200,20 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	a := lookup(err)
 	if a.status >= 500 {
-		s.log.Error("http: request failed", "route", c.Path(), "err", err)
+		s.logFailure(c, "http: request failed", err)
 	}
 	_ = writeProblem(c, a.status, a.title, detail(err, a))
+}
+
+// logFailure logs a request the ledger could not answer. A client that went
+// away before the answer is not the ledger's failure: that is logged at
+// debug level, so the error log keeps to what an operator must look at.
+func (s *Server) logFailure(c echo.Context, msg string, err error) {
+	if errors.Is(c.Request().Context().Err(), context.Canceled) {
+		s.log.Debug(msg, "route", c.Path(), "err", err, "cause", "the client went away")
+		return
+	}
+	s.log.Error(msg, "route", c.Path(), "err", err)
 }
 
 // requireAdmin checks "Authorization: Bearer <admin token>" in constant time.
