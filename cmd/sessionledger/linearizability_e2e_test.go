@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
-	"github.com/nats-io/nats.go"
 
 	"github.com/sessionledger/sessionledger/domain"
 	"github.com/sessionledger/sessionledger/eventstore"
@@ -304,26 +303,7 @@ func TestLinearizableAcrossInstances(t *testing.T) {
 // outlasts the test.
 func bootLinCluster(t *testing.T) (*natstest.Cluster, []*ledgerHarness, string) {
 	t.Helper()
-	c := natstest.StartCluster(t, 3)
-	nc, err := nats.Connect(c.URLs(), nats.UserInfo(natstest.LedgerAuth.User, natstest.LedgerAuth.Password))
-	if err != nil {
-		t.Fatal(err)
-	}
-	poll.Until(t, 30*time.Second, func() error { // the stream can be created once the cluster has settled
-		_, err := eventstore.Open(context.Background(), nc, eventstore.Config{Replicas: 3})
-		return err
-	})
-	nc.Close()
-	dir := t.TempDir()
-	var hs []*ledgerHarness
-	for i := 0; i < 2; i++ {
-		hs = append(hs, boot(t, dir, func(cfg *Config) {
-			cfg.NATSURL, cfg.NATSAuth, cfg.Replicas = c.URLs(), natstest.LedgerAuth, 3
-			cfg.CheckpointInterval = 200 * time.Millisecond
-			cfg.ReuseGrace = linReuseGrace
-		}))
-	}
-	return c, hs, dir
+	return bootClusterWith(t, 2, func(cfg *Config) { cfg.ReuseGrace = linReuseGrace })
 }
 
 // startLinChild starts a ledger in a child process on the cluster, with the
