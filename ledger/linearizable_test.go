@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -317,5 +318,74 @@ func TestHistoryRacingARevokeAll(t *testing.T) {
 	want := []domain.EventType{domain.TypeSessionIssued, domain.TypeSessionRotated, domain.TypeUserSessionsRevoked}
 	if len(types) != len(want) || types[0] != want[0] || types[1] != want[1] || types[2] != want[2] {
 		t.Fatalf("history %v, want %v", types, want)
+	}
+}
+
+// countingStore is a real store that counts the lookups a read makes.
+type countingStore struct {
+	*eventstore.Store
+	lookups *atomic.Int64
+}
+
+func (s countingStore) LastSeq(ctx context.Context) (uint64, error) {
+	s.lookups.Add(1)
+	return s.Store.LastSeq(ctx)
+}
+
+func (s countingStore) LastUserSeq(ctx context.Context, userKey string) (uint64, error) {
+	s.lookups.Add(1)
+	return s.Store.LastUserSeq(ctx, userKey)
+}
+
+func (s countingStore) LastSessionSeq(ctx context.Context, sessionID string) (uint64, error) {
+	s.lookups.Add(1)
+	return s.Store.LastSessionSeq(ctx, sessionID)
+}
+
+// TestFinalAnswersMakeNoRoundTrip: an introspection answer that no later
+// event can change comes from the projection without asking the stream; one
+// that could change (active) asks once, and so does one about a session the
+// projection no longer holds.
+func TestFinalAnswersMakeNoRoundTrip(t *testing.T) {
+	_, clk, a := setup(t, time.Minute)
+	ctx := context.Background()
+	var lookups atomic.Int64
+	l := ledger.New(countingStore{a.Store, &lookups}, a.Proj, a.Signer, ledgertest.Keys, ledger.Config{Now: clk.Now, ReuseGrace: time.Minute})
+	live, err := a.Issue(ctx, ledger.IssueRequest{UserID: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := a.Refresh(ctx, live.RefreshToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended, err := a.Issue(ctx, ledger.IssueRequest{UserID: "bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.RevokeSession(ctx, ended.SessionID); err != nil {
+		t.Fatal(err)
+	}
+	forged := []byte(next.RefreshToken)
+	forged[len(forged)-2] ^= 1
+	for name, c := range map[string]struct {
+		token   string
+		active  bool
+		lookups int64
+	}{
+		"current refresh token":     {next.RefreshToken, true, 1},
+		"access token":              {next.AccessToken, true, 1},
+		"rotated-out refresh token": {live.RefreshToken, false, 0},
+		"forged refresh token":      {string(forged), false, 0},
+		// The projection drops an ended session, so whether it ended or
+		// was issued a moment ago elsewhere only the stream can tell.
+		"ended session's access": {ended.AccessToken, false, 1},
+		"not a token":            {"nonsense", false, 0},
+	} {
+		lookups.Store(0)
+		in, err := l.Introspect(ctx, c.token)
+		if err != nil || in.Active != c.active || lookups.Load() != c.lookups {
+			t.Errorf("%s: active %v (err %v) after %d stream lookups, want active %v after %d", name, in.Active, err, lookups.Load(), c.active, c.lookups)
+		}
 	}
 }
