@@ -11,6 +11,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -152,6 +154,37 @@ func (c tokenClaims) MarshalJSON() ([]byte, error) {
 	return append(out, bytes.TrimSpace(c.custom)[1:]...), nil
 }
 
+// quotedReserved are the reserved names as they appear in JSON.
+var quotedReserved = func() (out [][]byte) {
+	for _, name := range ReservedClaims {
+		out = append(out, []byte(`"`+name+`"`))
+	}
+	return out
+}()
+
+// withoutReserved returns custom claims without the names the ledger sets
+// itself. Issue refuses them, but a session issued before a name was
+// reserved (sid_seq) may carry it, and appended after the ledger's own it
+// would win in a decoder that keeps the last duplicate. The check is a byte
+// search; only claims that hold a reserved name are decoded.
+func withoutReserved(custom json.RawMessage) json.RawMessage {
+	if !slices.ContainsFunc(quotedReserved, func(q []byte) bool { return bytes.Contains(custom, q) }) {
+		return custom
+	}
+	var m map[string]json.RawMessage
+	if json.Unmarshal(custom, &m) != nil {
+		return nil
+	}
+	for _, name := range ReservedClaims {
+		delete(m, name)
+	}
+	out, err := json.Marshal(m)
+	if err != nil {
+		return nil
+	}
+	return out
+}
+
 // Sign returns a signed access token for c: EdDSA over the key's precomputed
 // header and the claims (RFC 7515 compact serialization).
 func (s *Signer) Sign(c Claims) (string, error) {
@@ -166,7 +199,7 @@ func (s *Signer) Sign(c Claims) (string, error) {
 		},
 		SessionID:  c.SessionID,
 		SessionSeq: c.SessionSeq,
-		custom:     c.Custom,
+		custom:     withoutReserved(c.Custom),
 	})
 	if err != nil {
 		return "", fmt.Errorf("accesstoken: sign: %w", err)
@@ -194,6 +227,30 @@ func (s *Signer) Verify(token string, now time.Time) (Verified, error) {
 		}
 		return k.public, nil
 	})
+}
+
+// duplicateMember reports whether the JSON object payload names a member
+// twice (or is not an object): decoders disagree on which copy wins, so a
+// token that has one is refused rather than read either way.
+func duplicateMember(payload []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return true
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		name, ok := t.(string)
+		if err != nil || !ok || seen[name] {
+			return true
+		}
+		seen[name] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // Rules are what Parse requires of a token besides its signature.
@@ -235,6 +292,12 @@ func Parse(token string, now time.Time, r Rules, key func(kid string) (ed25519.P
 	})
 	if err != nil {
 		return Verified{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if _, payload, ok := strings.Cut(token, "."); ok {
+		payload, _, _ = strings.Cut(payload, ".")
+		if b, err := base64.RawURLEncoding.DecodeString(payload); err != nil || duplicateMember(b) {
+			return Verified{}, fmt.Errorf("%w: the claims name a member twice", ErrInvalid)
+		}
 	}
 	var v Verified
 	v.Subject, _ = claims["sub"].(string)

@@ -2,8 +2,10 @@ package accesstoken
 
 import (
 	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -208,6 +210,46 @@ func TestParseRules(t *testing.T) {
 		}
 		if err != nil && !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: err %v does not match ErrInvalid", name, err)
+		}
+	}
+}
+
+// TestReservedNamesInCustomClaims: a session's custom claims that carry a
+// reserved name (one issued before sid_seq was reserved) cannot override the
+// ledger's own claim, and a token that names a member twice is refused.
+func TestReservedNamesInCustomClaims(t *testing.T) {
+	s, priv := newSigner(t)
+	c := claims()
+	c.Custom = json.RawMessage(`{"role":"admin","sid_seq":9007199254740991}`)
+	tok, err := s.Sign(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.Verify(tok, now)
+	if err != nil || v.SessionSeq != 42 || v.Custom["role"] != "admin" {
+		t.Fatalf("verified %+v (%v): want the ledger's sid_seq 42 and the custom role", v, err)
+	}
+
+	// A payload with a member twice, correctly signed: refused.
+	kid := NewEd25519Key(priv).ID
+	enc := base64.RawURLEncoding
+	header := enc.EncodeToString([]byte(`{"alg":"EdDSA","kid":"` + kid + `","typ":"at+jwt"}`))
+	for name, payload := range map[string]string{
+		"control (must verify)": fmt.Sprintf(`{"iss":"https://ledger.example","aud":"api","sub":"alice","sid":"S1","sid_seq":5,"iat":%d,"exp":%d}`, now.Unix(), now.Add(time.Hour).Unix()),
+		"sid_seq twice":         fmt.Sprintf(`{"iss":"https://ledger.example","aud":"api","sub":"alice","sid":"S1","sid_seq":5,"iat":%d,"exp":%d,"sid_seq":9}`, now.Unix(), now.Add(time.Hour).Unix()),
+		"sub twice":             fmt.Sprintf(`{"iss":"https://ledger.example","aud":"api","sub":"alice","sid":"S1","iat":%d,"exp":%d,"sub":"mallory"}`, now.Unix(), now.Add(time.Hour).Unix()),
+	} {
+		signing := header + "." + enc.EncodeToString([]byte(payload))
+		tok := signing + "." + enc.EncodeToString(ed25519.Sign(priv, []byte(signing)))
+		_, err := s.Verify(tok, now)
+		if name == "control (must verify)" {
+			if err != nil {
+				t.Fatalf("control: %v", err)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: accepted (%v)", name, err)
 		}
 	}
 }
