@@ -59,10 +59,12 @@ func (s *Store) events(ctx context.Context, filter string, startSeq uint64) ([]d
 	switch {
 	case err == nil:
 		return events, nil
-	case ctx.Err() != nil:
-		return nil, fmt.Errorf("eventstore: read %s: %w (%v)", filter, domain.ErrUnavailable, err)
+	case errors.Is(err, ErrUndecodable):
+		return nil, fmt.Errorf("eventstore: read %s: %w", filter, err)
 	}
-	return nil, fmt.Errorf("eventstore: read %s: %w", filter, err)
+	// A lost consumer, a missed heartbeat, a gap, an election: the stream
+	// is unavailable for now, and the caller may retry.
+	return nil, fmt.Errorf("eventstore: read %s: %w (%v)", filter, domain.ErrUnavailable, err)
 }
 
 // position is where a read starts: after a stream sequence, at a time, or

@@ -26,6 +26,7 @@ const (
 	errDuplicateInProcess        = 10158 // the same Nats-Msg-Id is being stored: retry
 	errExpectedLastSeqNotReady   = 10163 // per-subject check temporarily unavailable: retry
 	errWrongLastSequenceConstant = 10164 // expected last sequence did not match (replicated)
+	errClusterNotAvailable       = 10008 // no stream leader at the moment (an election): retry
 )
 
 // Config is the stream configuration the ledger creates or expects.
@@ -125,6 +126,11 @@ func checkConfig(got, want jetstream.StreamConfig) error {
 	}
 	if got.AllowMsgTTL {
 		diffs = append(diffs, "per-message TTL must be off")
+	}
+	if got.AllowDirect || got.MirrorDirect {
+		// Any replica answers a direct get, however far behind it is; the
+		// ledger's lookups must be answered by the stream leader.
+		diffs = append(diffs, "direct get must be off (allow_direct, mirror_direct)")
 	}
 	if len(diffs) > 0 {
 		return fmt.Errorf("eventstore: stream %s exists with a configuration the ledger cannot use (it changes nothing itself): %s", StreamName, strings.Join(diffs, "; "))
@@ -227,9 +233,11 @@ func (s *Store) Append(ctx context.Context, e domain.Event, expectedUserSeq uint
 // retryable reports whether a publish error leaves the outcome unknown or the
 // stream momentarily unreachable, so that the same message may be sent again.
 func retryable(err error) bool {
+	var apiErr *jetstream.APIError
 	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
-		errors.Is(err, nats.ErrConnectionReconnecting)
+		errors.Is(err, nats.ErrConnectionReconnecting) ||
+		(errors.As(err, &apiErr) && apiErr.ErrorCode == errClusterNotAvailable)
 }
 
 // landed reports whether the user's last stored event is the one with id.
@@ -325,7 +333,16 @@ func (s *Store) Created() time.Time { return s.created }
 // unavailable instead (measured: an instance stopped for good, as if history
 // were lost, in 4 of 19 failover runs before this).
 func (s *Store) Check(ctx context.Context, applied uint64) error {
-	info, err := withRetry(ctx, func(ctx context.Context) (*jetstream.StreamInfo, error) { return s.stream.Info(ctx) })
+	// A handle of its own: stream info refreshes a handle's cached
+	// configuration, and the store's lookups must keep the one checked at
+	// Open (no direct get) whatever an operator changes meanwhile.
+	info, err := withRetry(ctx, func(ctx context.Context) (*jetstream.StreamInfo, error) {
+		stream, err := s.js.Stream(ctx, StreamName)
+		if err != nil {
+			return nil, err
+		}
+		return stream.CachedInfo(), nil
+	})
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return fmt.Errorf("eventstore: %w: the stream %s was deleted", domain.ErrHistoryLost, StreamName)
 	}

@@ -145,6 +145,36 @@ func TestOpenRefusesIncompatibleStream(t *testing.T) {
 	}
 }
 
+// TestOpenRefusesDirectGet: a stream that allows direct get lets any
+// replica answer the ledger's lookups, however far behind it is.
+func TestOpenRefusesDirectGet(t *testing.T) {
+	srv := natstest.Start(t, "")
+	nc := srv.Connect(t)
+	ctx := context.Background()
+	st, err := eventstore.Open(ctx, nc, eventstore.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	stream, _ := js.Stream(ctx, eventstore.StreamName)
+	cfg := stream.CachedInfo().Config
+	cfg.AllowDirect = true
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := eventstore.Open(ctx, nc, eventstore.Config{}); err == nil || !strings.Contains(err.Error(), "direct get") {
+		t.Fatalf("Open on a stream with direct get: %v", err)
+	}
+	// The store opened before keeps asking the leader: its check reads a
+	// handle of its own and leaves the lookups' configuration alone.
+	if err := st.Check(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.LastSeq(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestFollowAndHistory(t *testing.T) {
 	st, _, _ := openStore(t)
 	ctx := context.Background()

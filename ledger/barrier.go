@@ -28,7 +28,7 @@ type readBarrier struct {
 // A readRound is one lookup and the reads it serves.
 type readRound struct {
 	done    chan struct{}
-	readers int // how many reads it serves
+	readers int // how many reads joined it (tests watch it)
 	seq     uint64
 	err     error
 }

@@ -89,7 +89,8 @@ func TestReadBarrierDeadline(t *testing.T) {
 	if _, err := b.wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("read past its deadline: %v", err)
 	}
-	// The hanging lookup ends at the barrier's own timeout, with its error.
+	// A read that has no deadline of its own is served by the next lookup,
+	// which hangs too and ends at the barrier's own timeout, with its error.
 	if _, err := b.wait(context.Background()); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("read served by a lookup that timed out: %v", err)
 	}

@@ -319,7 +319,7 @@ func (l *Ledger) Introspect(ctx context.Context, raw string) (_ Introspection, e
 	} else if v, err := l.signer.Verify(raw, now); err == nil {
 		sid = v.SessionID
 		check = func(s *domain.Session) (Introspection, bool) {
-			if s.UserID != v.Subject {
+			if s.UserID != v.Subject || !now.Before(v.ExpiresAt) {
 				return Introspection{}, true
 			}
 			return Introspection{Active: true, TokenType: "access_token", Subject: v.Subject, SessionID: v.SessionID,
@@ -349,6 +349,7 @@ func (l *Ledger) Introspect(ctx context.Context, raw string) (_ Introspection, e
 	if err := l.current(ctx); err != nil {
 		return Introspection{}, err
 	}
+	now = l.cfg.Now() // the wait may have taken a while: a token may have expired meanwhile
 	if s, ok = l.proj.Session(sid); !ok {
 		return Introspection{}, nil // ended, and no longer held
 	}

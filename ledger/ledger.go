@@ -97,7 +97,9 @@ func (l *Ledger) RequestTimeout() time.Duration { return l.cfg.RequestTimeout }
 // ready only after the deadline into domain.ErrUnavailable: by then the
 // caller has given up, and must not be told of a success it never hears
 // about. A retry is safe: a rotation that did land is tolerated within the
-// reuse grace window, which is longer than the budget.
+// reuse grace window, which is longer than the budget. (An issue that did
+// land leaves a session nobody holds a token of; it ends at its deadline.) A
+// stopped projection keeps its own answer: an operator must act.
 func (l *Ledger) budget(ctx context.Context) (context.Context, func(*error)) {
 	cancel := context.CancelFunc(func() {})
 	if d, ok := ctx.Deadline(); !ok || time.Until(d) > l.cfg.RequestTimeout {
@@ -107,7 +109,7 @@ func (l *Ledger) budget(ctx context.Context) (context.Context, func(*error)) {
 	}
 	return ctx, func(err *error) {
 		defer cancel()
-		if ctx.Err() != nil && !errors.Is(*err, domain.ErrUnavailable) {
+		if ctx.Err() != nil && !errors.Is(*err, domain.ErrUnavailable) && !errors.Is(*err, domain.ErrProjectionFailed) {
 			*err = fmt.Errorf("ledger: %w: the request's deadline passed (%v)", domain.ErrUnavailable, ctx.Err())
 		}
 	}

@@ -366,8 +366,12 @@ func TestFinalAnswersMakeNoRoundTrip(t *testing.T) {
 	if err := a.RevokeSession(ctx, ended.SessionID); err != nil {
 		t.Fatal(err)
 	}
-	forged := []byte(next.RefreshToken)
-	forged[len(forged)-2] ^= 1
+	forged := []byte(next.RefreshToken) // another secret, still well-formed
+	if i := len(forged) - 2; forged[i] == 'A' {
+		forged[i] = 'B'
+	} else {
+		forged[i] = 'A'
+	}
 	for name, c := range map[string]struct {
 		token   string
 		active  bool

@@ -106,3 +106,29 @@ func TestTokenWithoutSessionSeq(t *testing.T) {
 		t.Fatalf("token with a sid_seq before the cut-off: %v", err)
 	}
 }
+
+// TestSlowClockCannotShortenARevocation: a ledger instance whose clock is an
+// hour behind records a revocation and a revoke-all; the verifier keeps
+// refusing the revoked tokens through many prunes, since it counts how long
+// to remember them from when it learned of them, not from the event's time.
+func TestSlowClockCannotShortenARevocation(t *testing.T) {
+	e := newEnv(t)
+	v := e.verifier(verifier.Config{MaxTokenTTL: time.Hour, PruneInterval: 5 * time.Millisecond})
+	ctx := context.Background()
+	behind := ledgertest.New(t, e.srv, issuer, audience, ledger.Config{Now: func() time.Time { return time.Now().Add(-2 * time.Hour) }})
+	revoked, cut := e.issue("grace"), e.issue("heidi")
+	if err := behind.RevokeSession(ctx, revoked.SessionID); err != nil {
+		t.Fatal(err)
+	}
+	if err := behind.RevokeUser(ctx, "heidi"); err != nil {
+		t.Fatal(err)
+	}
+	eventuallyRevoked(t, v, revoked.AccessToken)
+	eventuallyRevoked(t, v, cut.AccessToken)
+	time.Sleep(50 * time.Millisecond) // ten prunes
+	for _, tok := range []string{revoked.AccessToken, cut.AccessToken} {
+		if _, err := v.Verify(ctx, tok); !errors.Is(err, verifier.ErrRevoked) {
+			t.Fatalf("a revocation recorded by a slow clock was forgotten while its token is live: %v", err)
+		}
+	}
+}

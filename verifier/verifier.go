@@ -257,7 +257,19 @@ func (v *Verifier) apply(e domain.Event) {
 	if sessionID == "" && !cutoff {
 		return
 	}
-	forget := e.Time.Add(v.cfg.MaxTokenTTL + v.cfg.Leeway)
+	// Kept until every token of a session it revokes has expired by this
+	// verifier's clock. Such a token was minted before the revocation was
+	// recorded, so before this verifier learned of it, with exp at most
+	// MaxTokenTTL after the minting instance's clock, which the exp check
+	// already trusts to Leeway. Counting from when the verifier learned of it
+	// (never earlier than the event's own time), and waiting that Leeway
+	// beyond the token's own, no ledger instance's clock can make a
+	// revocation be forgotten while a token it revoked still verifies.
+	from := v.cfg.Now()
+	if e.Time.After(from) {
+		from = e.Time
+	}
+	forget := from.Add(v.cfg.MaxTokenTTL + 2*v.cfg.Leeway)
 	v.denyMu.Lock()
 	defer v.denyMu.Unlock()
 	if sessionID != "" {
