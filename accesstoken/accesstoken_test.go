@@ -237,8 +237,8 @@ func TestReservedNamesInCustomClaims(t *testing.T) {
 	for name, payload := range map[string]string{
 		"control (must verify)": fmt.Sprintf(`{"iss":"https://ledger.example","aud":"api","sub":"alice","sid":"S1","sid_seq":5,"iat":%d,"exp":%d}`, now.Unix(), now.Add(time.Hour).Unix()),
 		"control, colons, quotes and braces in strings and nested (must verify)": fmt.Sprintf(`{"iss":"https://ledger.example","aud":"api","sub":"alice","sid":"S1","iat":%d,"exp":%d,"note":"a:b \\\"c\\\": {d} [","nested":{"x":1,"x":2,"y":[{"z":":"}]}}`, now.Unix(), now.Add(time.Hour).Unix()),
-		"sid_seq twice":         fmt.Sprintf(`{"iss":"https://ledger.example","aud":"api","sub":"alice","sid":"S1","sid_seq":5,"iat":%d,"exp":%d,"sid_seq":9}`, now.Unix(), now.Add(time.Hour).Unix()),
-		"sub twice":             fmt.Sprintf(`{"iss":"https://ledger.example","aud":"api","sub":"alice","sid":"S1","iat":%d,"exp":%d,"sub":"mallory"}`, now.Unix(), now.Add(time.Hour).Unix()),
+		"sid_seq twice": fmt.Sprintf(`{"iss":"https://ledger.example","aud":"api","sub":"alice","sid":"S1","sid_seq":5,"iat":%d,"exp":%d,"sid_seq":9}`, now.Unix(), now.Add(time.Hour).Unix()),
+		"sub twice":     fmt.Sprintf(`{"iss":"https://ledger.example","aud":"api","sub":"alice","sid":"S1","iat":%d,"exp":%d,"sub":"mallory"}`, now.Unix(), now.Add(time.Hour).Unix()),
 	} {
 		signing := header + "." + enc.EncodeToString([]byte(payload))
 		tok := signing + "." + enc.EncodeToString(ed25519.Sign(priv, []byte(signing)))
