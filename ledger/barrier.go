@@ -9,12 +9,15 @@ import (
 // A readBarrier tells a read how far the stream reached after the read
 // began: a sequence read at the stream leader by a lookup that started after
 // the read asked. Once the projection has applied that sequence, the instance
-// is provably as current as any write that returned before the read began,
-// on any instance, and may answer from the projection.
+// is as current as any write that returned before the read began, on any
+// instance, and may answer from the projection. (Unlike Raft's ReadIndex,
+// nothing confirms that the answering leader still leads: nats-server offers
+// clients no such read. A leader cut off by a partition answers until it
+// steps down; docs/architecture.md says what that window is.)
 //
 // Reads that ask while a lookup is in flight share the next lookup, so under
-// load one round trip serves every read that arrived meanwhile (as Raft's
-// ReadIndex batching does); a lookup that started before a read asked never
+// load one round trip serves every read that arrived meanwhile (batched as
+// Raft's ReadIndex is); a lookup that started before a read asked never
 // serves it, since a write may have returned in between.
 type readBarrier struct {
 	lookup  func(context.Context) (uint64, error)
