@@ -26,8 +26,8 @@ type Record struct {
 // Problem is one integrity finding, at a stream sequence.
 type Problem struct {
 	Seq uint64 `json:"seq"`
-	// missing, undecodable, subject, chain, transition; with checkpoints:
-	// refused, checkpoint, tampered, truncated, rolled back
+	// missing, undecodable, subject, position, chain, transition; with
+	// checkpoints: refused, checkpoint, tampered, truncated, rolled back
 	Kind   string `json:"kind"`
 	Detail string `json:"detail"`
 }
@@ -39,10 +39,17 @@ type Verifier struct {
 	subjectOf func(domain.Event) string
 	refused   func(seq uint64) (checkpointSeq uint64, refused bool)
 	lastSeq   uint64
-	users     map[string]link // user key → the user's last event
-	sessions  map[string]*sessionState
-	problems  []Problem
-	events    uint64
+	users     map[string]link // user key → the user's last event written before expectations
+	// The last stored message under each expectation filter (a session's
+	// own subjects, "<user key>.<session id>"; a user's user-event subjects,
+	// "<user key>.user"), whatever it is: what the stream compared an
+	// append's expectation with.
+	lastUnder   map[string]uint64
+	deactivated map[string]bool // user key → deactivated
+	sessions    map[string]*sessionState
+	problems    []Problem
+	events      uint64
+	superseded  uint64
 }
 
 type link struct {
@@ -53,6 +60,10 @@ type link struct {
 type sessionState struct {
 	domain.Session
 	ended bool // nothing may follow, except the revoked owed after a reuse
+	// endedByUser: a user event ended it (or its issue came after its
+	// user's deactivation): a write decided before may still follow, and
+	// changes nothing.
+	endedByUser bool
 }
 
 // NewVerifier returns a verifier; subjectOf gives the subject an event must
@@ -60,7 +71,8 @@ type sessionState struct {
 // messages a checkpoint names as refused by the ledger (Checkpoints.Refused):
 // they are reported as such and kept out of the histories.
 func NewVerifier(subjectOf func(domain.Event) string, refused func(seq uint64) (uint64, bool)) *Verifier {
-	return &Verifier{subjectOf: subjectOf, refused: refused, users: map[string]link{}, sessions: map[string]*sessionState{}}
+	return &Verifier{subjectOf: subjectOf, refused: refused, users: map[string]link{}, sessions: map[string]*sessionState{},
+		lastUnder: map[string]uint64{}, deactivated: map[string]bool{}}
 }
 
 func (v *Verifier) report(seq uint64, kind, format string, args ...any) {
@@ -75,6 +87,13 @@ func (v *Verifier) Add(r Record) {
 	v.lastSeq = r.Seq
 	if r.Subject == integrity.CheckpointSubject {
 		return // Checkpoints checks them
+	}
+	// Every stored message counts for the expectation of the next append
+	// under its subjects, refused ones included.
+	under := expectationKey(r.Subject)
+	before := v.lastUnder[under]
+	if under != "" {
+		v.lastUnder[under] = r.Seq
 	}
 	if v.refused != nil {
 		if at, ok := v.refused(r.Seq); ok {
@@ -92,12 +111,27 @@ func (v *Verifier) Add(r Record) {
 	if want := v.subjectOf(e); r.Subject != want {
 		v.report(r.Seq, "subject", "stored under %q, but the event belongs under %q", r.Subject, want)
 	}
-	v.checkChain(e)
+	if e.Expect == nil {
+		v.checkChain(e)
+	} else if *e.Expect != before {
+		v.report(e.Seq, "position", "written expecting the last message under its session's (or user's) subjects at sequence %d, but it follows sequence %d: replayed, or messages there were removed or reordered", *e.Expect, before)
+	}
 	v.checkTransition(e)
 }
 
-// checkChain compares the event's prevdigest with the digest of the user's
-// previous event. A removed event breaks the chain at the next event of the
+// expectationKey names the expectation filter a subject falls under:
+// "<user key>.<session id>" or "<user key>.user"; "" for a subject outside
+// the ledger's layout.
+func expectationKey(subject string) string {
+	parts := strings.Split(subject, ".")
+	if len(parts) != 4 || parts[0] != "ledger" {
+		return ""
+	}
+	return parts[1] + "." + parts[2]
+}
+
+// checkChain compares the prevdigest of an event written before
+// expectations with the digest of the user's previous such event. A removed event breaks the chain at the next event of the
 // same user; a reordered one where the order changes; an altered one at the
 // next event of the same user (its own digest changed).
 func (v *Verifier) checkChain(e domain.Event) {
@@ -113,7 +147,11 @@ func (v *Verifier) checkChain(e domain.Event) {
 	v.users[e.UserKey] = link{seq: e.Seq, digest: e.Digest}
 }
 
-// checkTransition checks that the session's history is a valid sequence.
+// checkTransition checks that the session's history is a valid sequence. An
+// event written under an expectation that finds its session ended by a user
+// event (or its user deactivated, for an issue) is a write decided before
+// that user event and stored after it: it changed nothing, and is counted
+// as superseded, not reported.
 func (v *Verifier) checkTransition(e domain.Event) {
 	switch d := e.Data.(type) {
 	case domain.SessionIssued:
@@ -123,14 +161,22 @@ func (v *Verifier) checkTransition(e domain.Event) {
 		}
 		s := &sessionState{}
 		_ = s.Apply(e)
+		if e.Expect != nil && v.deactivated[e.UserKey] {
+			s.Status, s.EndReason, s.ended, s.endedByUser = domain.StatusRevoked, "issued after its user's deactivation", true, true
+			v.superseded++
+		}
 		v.sessions[e.SessionID] = s
 	case domain.UserSessionsRevoked, domain.UserDeactivated:
+		if _, ok := d.(domain.UserDeactivated); ok {
+			v.deactivated[e.UserKey] = true
+		}
 		for _, s := range v.sessions {
 			if s.UserKey == e.UserKey && s.EndByUser(e.Seq, "cut-off") {
-				s.ended = true
+				s.ended, s.endedByUser = true, true
 			}
 		}
 	case domain.UserReactivated:
+		delete(v.deactivated, e.UserKey)
 	default:
 		s := v.sessions[e.SessionID]
 		if s == nil {
@@ -139,6 +185,10 @@ func (v *Verifier) checkTransition(e domain.Event) {
 		}
 		_, revoked := d.(domain.SessionRevoked)
 		if s.ended && !(revoked && s.RevocationPending) {
+			if e.Expect != nil && s.endedByUser {
+				v.superseded++
+				return
+			}
 			v.report(e.Seq, "transition", "%s after session %s ended (%s)", e.Type(), e.SessionID, s.EndReason)
 			return
 		}
@@ -155,6 +205,10 @@ func (v *Verifier) Problems() []Problem { return v.problems }
 
 // Events returns how many events decoded.
 func (v *Verifier) Events() uint64 { return v.events }
+
+// Superseded returns how many events changed nothing because a user event
+// stored before them had ended what they were decided on.
+func (v *Verifier) Superseded() uint64 { return v.superseded }
 
 // Sessions returns how many sessions were issued.
 func (v *Verifier) Sessions() int { return len(v.sessions) }

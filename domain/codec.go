@@ -20,8 +20,10 @@ const (
 var ErrUnknownEventType = errors.New("unknown event type")
 
 // envelope is the CloudEvents 1.0 JSON form of an event. schemaversion (the
-// revision of the event's type, see eventTypes), userkey and prevdigest (base64url SHA-256 of the stored bytes of the user's
-// previous event) are CloudEvents extension attributes.
+// revision of the event's type, see eventTypes), userkey, expectseq (Event.Expect)
+// and, in events written before expectseq, prevdigest (base64url SHA-256 of the
+// stored bytes of the user's previous event) are CloudEvents extension
+// attributes.
 type envelope struct {
 	SpecVersion     string          `json:"specversion"`
 	ID              string          `json:"id"`
@@ -32,6 +34,7 @@ type envelope struct {
 	DataContentType string          `json:"datacontenttype"`
 	SchemaVersion   int             `json:"schemaversion"`
 	UserKey         string          `json:"userkey"`
+	ExpectSeq       *uint64         `json:"expectseq,omitempty"`
 	PrevDigest      string          `json:"prevdigest,omitempty"`
 	Data            json.RawMessage `json:"data"`
 }
@@ -64,6 +67,7 @@ func EncodeEvent(e Event) ([]byte, error) {
 		DataContentType: contentType,
 		SchemaVersion:   eventTypes[e.Type()].revision(),
 		UserKey:         e.UserKey,
+		ExpectSeq:       e.Expect,
 		PrevDigest:      base64.RawURLEncoding.EncodeToString(e.Prev),
 		Data:            data,
 	})
@@ -101,7 +105,10 @@ func DecodeEventWith(b []byte, unmarshal func([]byte, any) error) (Event, error)
 	if err != nil {
 		return Event{}, fmt.Errorf("decode event %s %s: %w", env.ID, env.Type, err)
 	}
-	e := Event{ID: env.ID, Time: env.Time, UserKey: env.UserKey, Data: p, Digest: sha256.Sum256(b)}
+	e := Event{ID: env.ID, Time: env.Time, UserKey: env.UserKey, Data: p, Digest: sha256.Sum256(b), Expect: env.ExpectSeq}
+	if env.PrevDigest != "" && env.ExpectSeq != nil {
+		return Event{}, fmt.Errorf("decode event %s: expectseq and prevdigest are exclusive", env.ID)
+	}
 	if env.PrevDigest != "" {
 		if e.Prev, err = base64.RawURLEncoding.DecodeString(env.PrevDigest); err != nil || len(e.Prev) != sha256.Size {
 			return Event{}, fmt.Errorf("decode event %s: prevdigest is not a SHA-256 digest", env.ID)

@@ -2,10 +2,13 @@ package domain
 
 import "time"
 
-// MaxGenerationsBehind bounds the chain walk that tells a genuine rotated-out
-// token from a forged one, so a forged token with generation 0 costs at most
-// this many HMACs.
-const MaxGenerationsBehind = 10_000
+// MaxLegacyGenerationsBehind bounds the chain walk that tells a genuine
+// rotated-out token in the legacy form (untagged, issued before tags) from a
+// forged one: a forged legacy token costs at most this many HMACs, less than
+// signing one access token. A tagged token needs no walk. A legacy token
+// further behind its session is refused as unknown, not as reuse: reuse
+// detection for tokens issued before the upgrade reaches back this far.
+const MaxLegacyGenerationsBehind = 64
 
 // RefreshOutcome names what a refresh did, for callers and metrics.
 type RefreshOutcome string
@@ -31,16 +34,29 @@ type RefreshDecision struct {
 
 // GenerationsBehind reports whether t is a genuine refresh token of s, and how
 // many rotations ago it was current (0: it is the current token). A forged
-// token, or one of another session, is not genuine. Comparison is in constant
-// time.
+// token, or one of another session, is not genuine. Comparisons are in
+// constant time, and the work is bounded: at most three HMACs for a tagged
+// token (its tag proves that the ledger issued it, so a token two or more
+// rotations behind needs no walk), and MaxLegacyGenerationsBehind+1 for a
+// legacy one.
 func (k TokenKeys) GenerationsBehind(s *Session, t RefreshToken) (behind uint32, genuine bool) {
 	if t.SessionID != s.ID || t.Generation > s.Generation {
 		return 0, false
 	}
 	behind = s.Generation - t.Generation
-	if behind > MaxGenerationsBehind {
+	switch {
+	case t.Tagged:
+		if !k.Authentic(t) {
+			return 0, false
+		}
+		if behind >= 2 {
+			return behind, true
+		}
+	case behind > MaxLegacyGenerationsBehind:
 		return 0, false
 	}
+	// The current token, or the one before it, must lead to the session's
+	// recorded digest.
 	for i := uint32(0); i < behind; i++ {
 		t = k.Successor(t)
 	}

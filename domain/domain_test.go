@@ -22,27 +22,116 @@ func token0() RefreshToken {
 }
 
 func TestRefreshTokenRoundTrip(t *testing.T) {
-	tok := token0()
-	tok.Generation = 7
-	s := tok.Encode()
-	if !strings.HasPrefix(s, RefreshTokenPrefix) || len(s) != RefreshTokenLen {
-		t.Fatalf("Encode() = %q (len %d), want prefix %q and length %d", s, len(s), RefreshTokenPrefix, RefreshTokenLen)
+	legacy := token0()
+	legacy.Generation = 7
+	for _, tc := range []struct {
+		name string
+		tok  RefreshToken
+		len  int
+	}{{"tagged", testKeys.Seal(legacy), RefreshTokenLen}, {"legacy", legacy, LegacyRefreshTokenLen}} {
+		s := tc.tok.Encode()
+		if !strings.HasPrefix(s, RefreshTokenPrefix) || len(s) != tc.len {
+			t.Fatalf("%s: Encode() = %q (len %d), want prefix %q and length %d", tc.name, s, len(s), RefreshTokenPrefix, tc.len)
+		}
+		got, err := ParseRefreshToken(s)
+		if err != nil {
+			t.Fatalf("%s: ParseRefreshToken: %v", tc.name, err)
+		}
+		if got != tc.tok {
+			t.Fatalf("%s: round trip: got %+v, want %+v", tc.name, got, tc.tok)
+		}
+		if str := fmt.Sprint(tc.tok) + fmt.Sprintf("%v %#v %s", tc.tok, tc.tok, tc.tok); strings.Contains(str, s[len(RefreshTokenPrefix):]) {
+			t.Fatalf("%s: formatting a token shows its secret: %s", tc.name, str)
+		}
 	}
-	got, err := ParseRefreshToken(s)
-	if err != nil {
-		t.Fatalf("ParseRefreshToken: %v", err)
+	if RefreshTokenLen != 109 || LegacyRefreshTokenLen != 88 {
+		t.Fatalf("lengths %d and %d changed: clients and docs state 109 (88 for the legacy form)", RefreshTokenLen, LegacyRefreshTokenLen)
 	}
-	if got != tok {
-		t.Fatalf("round trip: got %+v, want %+v", got, tok)
+}
+
+// TestTagRefusesForgeriesInConstantWork: a tagged token is authentic only
+// with the tag the ledger computed; any change to the session id,
+// generation, secret or tag is caught by one HMAC, and the successor of any
+// token is tagged.
+func TestTagRefusesForgeriesInConstantWork(t *testing.T) {
+	genuine := testKeys.Seal(token0())
+	if !testKeys.Authentic(genuine) {
+		t.Fatal("a sealed token is not authentic")
 	}
-	if str := fmt.Sprint(tok) + fmt.Sprintf("%v %#v %s", tok, tok, tok); strings.Contains(str, s[len(RefreshTokenPrefix):]) {
-		t.Fatalf("formatting a token shows its secret: %s", str)
+	if testKeys.Authentic(token0()) {
+		t.Fatal("an untagged (legacy) token is authentic by itself")
+	}
+	other := testKeys
+	other.SuccessorKey = []byte("another successor key, 32 bytes!")
+	for name, forged := range map[string]RefreshToken{
+		"another generation": func() RefreshToken { f := genuine; f.Generation = 9; return f }(),
+		"another secret":     func() RefreshToken { f := genuine; f.Secret[0] ^= 1; return f }(),
+		"another session":    func() RefreshToken { f := genuine; f.SessionID = "01JD3Z9V6Q4Q4WJ5X7K8M9N0PB"; return f }(),
+		"another tag":        func() RefreshToken { f := genuine; f.Tag[15] ^= 1; return f }(),
+		"another ledger":     other.Seal(token0()),
+	} {
+		if testKeys.Authentic(forged) {
+			t.Errorf("%s: authentic", name)
+		}
+		// Through the wire form as well.
+		if p, err := ParseRefreshToken(forged.Encode()); err != nil || testKeys.Authentic(p) {
+			t.Errorf("%s: parsed %v, authentic", name, err)
+		}
+	}
+	if next := testKeys.Successor(genuine); !next.Tagged || !testKeys.Authentic(next) {
+		t.Fatalf("successor %+v is not tagged", next)
+	}
+	if next := testKeys.Successor(token0()); !testKeys.Authentic(next) {
+		t.Fatal("the successor of a legacy token is not tagged")
+	}
+}
+
+// TestGenuineOldTokenCostsAtMostThreeHMACs: telling a genuine rotated-out
+// token from a forged one no longer walks the chain from it: a forged
+// generation-0 token for a session at generation 10,000 is refused by its
+// tag, and a genuine one is known for reuse at once. A legacy token is
+// walked at most MaxLegacyGenerationsBehind rotations.
+func TestGenuineOldTokenCostsAtMostThreeHMACs(t *testing.T) {
+	first := testKeys.Seal(token0())
+	s := &Session{ID: testSID, Generation: 10_000}
+	cur := first
+	for range 10_000 {
+		cur = testKeys.Successor(cur)
+	}
+	s.Token = testKeys.Digest(cur)
+	if behind, genuine := testKeys.GenerationsBehind(s, first); !genuine || behind != 10_000 {
+		t.Fatalf("the genuine first token: behind %d genuine %v", behind, genuine)
+	}
+	forged := first
+	forged.Secret[0] ^= 1
+	if _, genuine := testKeys.GenerationsBehind(s, forged); genuine {
+		t.Fatal("a forged generation-0 token is genuine")
+	}
+	for name, tok := range map[string]RefreshToken{"genuine, 10,000 behind": first, "forged, 10,000 behind": forged, "current": cur} {
+		if n := testing.AllocsPerRun(10, func() { testKeys.GenerationsBehind(s, tok) }); n > 40 {
+			t.Errorf("%s: %v allocations: the check walks the chain", name, n)
+		}
+	}
+	// Legacy tokens: a bounded walk.
+	legacy := token0()
+	s.Generation, s.Token = 3, testKeys.Digest(testKeys.Successor(testKeys.Successor(testKeys.Successor(legacy))))
+	if behind, genuine := testKeys.GenerationsBehind(s, legacy); !genuine || behind != 3 {
+		t.Fatalf("a legacy token three behind: %d %v", behind, genuine)
+	}
+	s.Generation = MaxLegacyGenerationsBehind + 1
+	if _, genuine := testKeys.GenerationsBehind(s, legacy); genuine {
+		t.Fatal("a legacy token further behind than the bound is genuine")
 	}
 }
 
 func TestParseRefreshTokenRejects(t *testing.T) {
-	good := token0().Encode()
+	good := testKeys.Seal(token0()).Encode()
 	badSID := RefreshToken{SessionID: "01JD3Z9V6Q4Q4WJ5X7K8M9N0P!"}.Encode()
+	// The legacy form's last character carries 2 unused bits (62 bytes):
+	// setting one makes another string of the same bytes, which must be
+	// refused. (The tagged form, 78 bytes, has none.)
+	sloppy := []byte(token0().Encode())
+	sloppy[len(sloppy)-1] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[strings.IndexByte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", sloppy[len(sloppy)-1])|1]
 	for name, in := range map[string]string{
 		"empty":           "",
 		"garbage":         "hello",
@@ -52,6 +141,8 @@ func TestParseRefreshTokenRejects(t *testing.T) {
 		"long":            good + "A",
 		"not base64":      good[:len(good)-1] + "*",
 		"padded":          good[:len(good)-1] + "=",
+		"unused bits set": string(sloppy),
+		"between forms":   good[:LegacyRefreshTokenLen+4],
 		"bad session id":  badSID,
 		"session id only": testSID,
 		"jwt":             "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2ln",

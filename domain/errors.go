@@ -16,7 +16,7 @@ var (
 	ErrSessionExpired   = errors.New("session has expired")
 	ErrUserDeactivated  = errors.New("user is deactivated")
 	ErrInvalidInput     = errors.New("invalid input")
-	ErrConflict         = errors.New("concurrent write to the same user's events")
+	ErrConflict         = errors.New("concurrent write to the same session or user")
 	ErrUnavailable      = errors.New("ledger is unavailable")
 	ErrProjectionFailed = errors.New("projection stopped")
 	// ErrUndecodable marks a stored message that the ledger wrote (its tag
@@ -43,3 +43,22 @@ func (e *ValidationError) Error() string {
 
 // Is makes errors.Is(err, ErrInvalidInput) true.
 func (e *ValidationError) Is(target error) bool { return target == ErrInvalidInput }
+
+// ConflictError is the error of an append that another write came before:
+// Last is the sequence of the last message under the event's expectation
+// subjects, which the next attempt must have applied and expect. It
+// matches ErrConflict.
+type ConflictError struct {
+	Last uint64
+	Err  error // the store's detail
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("%v (the last message there is at sequence %d): %v", ErrConflict, e.Last, e.Err)
+}
+
+// Is makes errors.Is(err, ErrConflict) true.
+func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
+
+// Unwrap returns the store's detail.
+func (e *ConflictError) Unwrap() error { return e.Err }

@@ -77,8 +77,16 @@ type Event struct {
 	UserKey   string    // subject-safe keyed digest of the user id
 	Seq       uint64    // stream sequence; 0 until stored
 	Data      Payload
-	// Prev is the chain digest of the previous event of the same user (its
-	// sessions' events and its user events), nil for the user's first event.
+	// Expect is the stream sequence of the last message under the event's
+	// expectation subjects when it was appended (ExpectSubjects: the
+	// session's own subjects for a session event, the user's user-event
+	// subjects for a user event; 0: none), which the stream enforced. Every
+	// event the ledger writes has it; nil marks an event written before
+	// per-session concurrency, which chains by Prev instead.
+	Expect *uint64
+	// Prev, in an event written before per-session concurrency, is the
+	// digest of the previous event of the same user (its sessions' events
+	// and its user events), nil for the user's first event.
 	Prev []byte
 	// Digest is the SHA-256 of this event's stored bytes; set when read from
 	// the stream, not encoded. The user's next event carries it as Prev.

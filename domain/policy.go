@@ -43,7 +43,7 @@ func PresetNames() []string { return []string{PolicyConsumer, PolicyHighSecurity
 func Preset(name string) (Policy, error) {
 	p, ok := presets[name]
 	if !ok {
-		return Policy{}, &ValidationError{Field: "policy", Reason: fmt.Sprintf("unknown policy %q (presets: consumer, high_security, mobile)", name)}
+		return Policy{}, &ValidationError{Field: "policy", Reason: "is not a preset (consumer, high_security, mobile) or an object of whole seconds"}
 	}
 	return p, nil
 }

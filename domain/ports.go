@@ -3,29 +3,22 @@ package domain
 import "context"
 
 // EventStore is the ledger's source of truth: an append-only log with
-// optimistic concurrency per user.
+// optimistic concurrency per session (and per user for user events).
 type EventStore interface {
-	// Append stores e if the last stored event of e's user (session and user
-	// events alike) has stream sequence expectedUserSeq (0: none). It returns
-	// the new event's sequence, or an error matching ErrConflict when another
-	// write came first.
-	Append(ctx context.Context, e Event, expectedUserSeq uint64) (uint64, error)
-	// LastUserSeq returns the sequence of the last message stored under the
-	// user's subjects (what Append expects), 0 if there is none. It may be a
-	// message the ledger refused (see Record); the chain digest to continue
-	// from is the projection's.
-	LastUserSeq(ctx context.Context, userKey string) (uint64, error)
+	// Append stores e if the last message under e's expectation subjects
+	// (the session's own subjects for a session event, the user's user-event
+	// subjects for a user event) has stream sequence *e.Expect (0: none),
+	// and records that expectation with it. It returns the new event's
+	// sequence, or a *ConflictError when another write came first.
+	Append(ctx context.Context, e Event) (uint64, error)
 	// LastSeq returns the sequence of the last message in the stream, as
 	// the stream leader reports it: every write acknowledged before LastSeq
 	// was called is at or below it.
 	LastSeq(ctx context.Context) (uint64, error)
-	// LastSessionSeq returns the sequence of the last message stored under
-	// the session's subjects (refused ones included: a point to wait for),
-	// 0 if none.
-	LastSessionSeq(ctx context.Context, sessionID string) (uint64, error)
 	// SessionEvents returns the session's own events in stream order (none
-	// for an unknown session).
-	SessionEvents(ctx context.Context, sessionID string) ([]Event, error)
+	// for an unknown session). userKey, when the caller knows it, narrows
+	// the read to the user's subjects; "" reads every user's.
+	SessionEvents(ctx context.Context, userKey, sessionID string) ([]Event, error)
 	// UserEvents returns the user's user events (not its sessions' events)
 	// after stream sequence afterSeq, in stream order.
 	UserEvents(ctx context.Context, userKey string, afterSeq uint64) ([]Event, error)

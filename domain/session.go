@@ -167,11 +167,12 @@ func (s *Session) EndByUser(cutoff uint64, reason string) bool {
 type User struct {
 	Key         string
 	Deactivated bool
-	// LastSeq is the sequence of the last message stored under the user's
-	// subjects, refused ones included: what the user's next append expects.
+	// LastSeq is the sequence of the user's last user event (a revoke-all,
+	// a deactivation, a reactivation): what its next user event expects.
 	LastSeq uint64
-	// ChainSeq is the sequence of the user's last applied event (session or
-	// user event), LastDigest its digest: the next event's Prev.
+	// ChainSeq is the sequence of the user's last event written before
+	// per-session concurrency, LastDigest its digest: the Prev the user's
+	// next such event must carry (none is written any more).
 	ChainSeq   uint64
 	LastDigest [32]byte
 }

@@ -9,22 +9,33 @@ import (
 
 // Refresh-token wire format:
 //
-//	slrt_ base64url( session id (26 bytes, ULID text) | generation (4 bytes, big endian) | secret (32 bytes) )
+//	slrt_ base64url( session id (26 bytes, ULID text) | generation (4 bytes, big endian) | secret (32 bytes) | tag (16 bytes) )
 //
-// The prefix lets secret scanners and a cheap syntax check reject garbage
-// before any lookup. Generation 0's secret comes from crypto/rand; every later
-// secret is derived from the previous token with a server-side key (see
-// TokenKeys.Successor), so a retried refresh recomputes the same successor and
-// no token is ever stored, only its keyed digest.
+// The prefix lets secret scanners and a cheap syntax check reject garbage.
+// Generation 0's secret comes from crypto/rand; every later secret is derived
+// from the previous token with a server-side key (see TokenKeys.Successor),
+// so a retried refresh recomputes the same successor and no token is ever
+// stored, only its keyed digest.
+//
+// The tag is an HMAC of the rest under a server-side key (TokenKeys.Seal):
+// a token the ledger never issued is refused with one HMAC, before any
+// lookup, and a genuine token's generation can be trusted without walking
+// the chain from it to the session's current token. Tokens issued before
+// tags (legacy form: no tag, 88 characters) are still read; see
+// MaxLegacyGenerationsBehind.
 const (
 	RefreshTokenPrefix = "slrt_"
 	SessionIDLen       = 26
 	SecretLen          = 32
+	TagLen             = 16
 	tokenRawLen        = SessionIDLen + 4 + SecretLen
 )
 
-// RefreshTokenLen is the length of an encoded refresh token.
-var RefreshTokenLen = len(RefreshTokenPrefix) + base64.RawURLEncoding.EncodedLen(tokenRawLen)
+// Encoded lengths of a refresh token: tagged, and the legacy form.
+var (
+	RefreshTokenLen       = len(RefreshTokenPrefix) + base64.RawURLEncoding.EncodedLen(tokenRawLen+TagLen)
+	LegacyRefreshTokenLen = len(RefreshTokenPrefix) + base64.RawURLEncoding.EncodedLen(tokenRawLen)
+)
 
 // RefreshToken is a parsed refresh token. Its String method never shows the
 // secret; Encode does.
@@ -32,14 +43,24 @@ type RefreshToken struct {
 	SessionID  string
 	Generation uint32
 	Secret     [SecretLen]byte
+	// Tag authenticates the rest (TokenKeys.Seal); Tagged is false for a
+	// token in the legacy form, which has none.
+	Tag    [TagLen]byte
+	Tagged bool
 }
 
 // Encode returns the token as handed to the client. Never log it.
 func (t RefreshToken) Encode() string {
 	raw := t.raw()
-	buf := make([]byte, len(RefreshTokenPrefix)+base64.RawURLEncoding.EncodedLen(len(raw)))
+	var wire []byte
+	if t.Tagged {
+		wire = append(raw[:], t.Tag[:]...)
+	} else {
+		wire = raw[:]
+	}
+	buf := make([]byte, len(RefreshTokenPrefix)+base64.RawURLEncoding.EncodedLen(len(wire)))
 	copy(buf, RefreshTokenPrefix)
-	base64.RawURLEncoding.Encode(buf[len(RefreshTokenPrefix):], raw[:])
+	base64.RawURLEncoding.Encode(buf[len(RefreshTokenPrefix):], wire)
 	return string(buf)
 }
 
@@ -58,22 +79,30 @@ func (t RefreshToken) raw() [tokenRawLen]byte {
 }
 
 // ParseRefreshToken checks the syntax of s and splits it. It does not say
-// whether the token is genuine; only a digest comparison does.
+// whether the token is genuine: TokenKeys.Authentic does for a tagged
+// token, a digest comparison for the current one.
 func ParseRefreshToken(s string) (RefreshToken, error) {
-	if len(s) != RefreshTokenLen || s[:len(RefreshTokenPrefix)] != RefreshTokenPrefix {
+	if (len(s) != RefreshTokenLen && len(s) != LegacyRefreshTokenLen) || s[:len(RefreshTokenPrefix)] != RefreshTokenPrefix {
 		return RefreshToken{}, ErrTokenMalformed
 	}
-	var raw [tokenRawLen]byte
+	var raw [tokenRawLen + TagLen]byte
+	want := tokenRawLen
+	if len(s) == RefreshTokenLen {
+		want += TagLen
+	}
+	// Strict: the unused bits of the last character must be zero, so that
+	// one token has one encoding.
 	n, err := base64.RawURLEncoding.Strict().Decode(raw[:], []byte(s[len(RefreshTokenPrefix):]))
-	if err != nil || n != tokenRawLen {
+	if err != nil || n != want {
 		return RefreshToken{}, ErrTokenMalformed
 	}
 	sid := string(raw[:SessionIDLen])
 	if !ValidSessionID(sid) {
 		return RefreshToken{}, ErrTokenMalformed
 	}
-	t := RefreshToken{SessionID: sid, Generation: binary.BigEndian.Uint32(raw[SessionIDLen:])}
+	t := RefreshToken{SessionID: sid, Generation: binary.BigEndian.Uint32(raw[SessionIDLen:]), Tagged: n > tokenRawLen}
 	copy(t.Secret[:], raw[SessionIDLen+4:])
+	copy(t.Tag[:], raw[tokenRawLen:])
 	return t, nil
 }
 
@@ -123,9 +152,9 @@ func (k TokenKeys) Matches(t RefreshToken, d Digest) bool {
 	return d.KeyID == k.DigestKeyID && hmac.Equal(sum[:], d.Value[:])
 }
 
-// Successor derives the token that replaces t when t is rotated. The same t
-// always yields the same successor, so concurrent or retried refreshes of one
-// token cannot fork the family.
+// Successor derives the token that replaces t when t is rotated, tagged.
+// The same t always yields the same successor, so concurrent or retried
+// refreshes of one token cannot fork the family.
 func (k TokenKeys) Successor(t RefreshToken) RefreshToken {
 	raw := t.raw()
 	m := hmac.New(sha256.New, k.SuccessorKey)
@@ -133,5 +162,34 @@ func (k TokenKeys) Successor(t RefreshToken) RefreshToken {
 	m.Write(raw[:])
 	next := RefreshToken{SessionID: t.SessionID, Generation: t.Generation + 1}
 	m.Sum(next.Secret[:0])
-	return next
+	return k.Seal(next)
+}
+
+// Seal returns t with its tag: an HMAC-SHA256 of the session id, generation
+// and secret under the successor key, with a label of its own (so it can
+// never equal a successor's secret), truncated to TagLen bytes.
+func (k TokenKeys) Seal(t RefreshToken) RefreshToken {
+	t.Tag, t.Tagged = k.tag(t), true
+	return t
+}
+
+func (k TokenKeys) tag(t RefreshToken) (tag [TagLen]byte) {
+	raw := t.raw()
+	m := hmac.New(sha256.New, k.SuccessorKey)
+	m.Write([]byte("sessionledger refresh tag v1\x00"))
+	m.Write(raw[:])
+	var sum [sha256.Size]byte
+	copy(tag[:], m.Sum(sum[:0]))
+	return tag
+}
+
+// Authentic reports, in constant time and with one HMAC, whether t is a
+// tagged token the ledger issued. A legacy token is never authentic by
+// itself: only a walk to the session's current digest tells.
+func (k TokenKeys) Authentic(t RefreshToken) bool {
+	if !t.Tagged {
+		return false
+	}
+	want := k.tag(t)
+	return hmac.Equal(want[:], t.Tag[:])
 }

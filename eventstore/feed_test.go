@@ -43,7 +43,7 @@ func TestFeedResumesAfterItsConsumerIsLost(t *testing.T) {
 	var last uint64
 	revoke := func(id string) {
 		t.Helper()
-		seq, err := st.Append(ctx, ev(id, sid, domain.SessionRevoked{Reason: "x"}), last)
+		seq, err := st.Append(ctx, at(ev(id, sid, domain.SessionRevoked{Reason: "x"}), last))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -5,10 +5,12 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
 	gojson "github.com/goccy/go-json"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sessionledger/sessionledger/domain"
@@ -20,11 +22,15 @@ import (
 var ErrUndecodable = domain.ErrUndecodable
 
 // SessionEvents implements domain.EventStore.
-func (s *Store) SessionEvents(ctx context.Context, sessionID string) ([]domain.Event, error) {
+func (s *Store) SessionEvents(ctx context.Context, userKey, sessionID string) ([]domain.Event, error) {
 	if !domain.ValidSessionID(sessionID) {
 		return nil, nil
 	}
-	return s.events(ctx, SessionFilter(sessionID), 1)
+	filter := SessionFilter(sessionID)
+	if userKey != "" {
+		filter = UserSessionFilter(userKey, sessionID)
+	}
+	return s.events(ctx, filter, 1)
 }
 
 // UserEvents implements domain.EventStore.
@@ -243,6 +249,9 @@ func (rd *reader) record(msg jetstream.Msg, md *jetstream.MsgMetadata) (domain.R
 	if want := SessionSubject(e); subject != want {
 		return reject("event %s stored under %q, but it belongs under %q", e.ID, subject, want)
 	}
+	if err := checkExpectation(msg.Headers(), e); err != nil {
+		return reject("event %s: %w", e.ID, err)
+	}
 	e.Seq = seq
 	r.Kind, r.Event, r.UserKey = domain.RecordEvent, e, e.UserKey
 	return r, nil
@@ -279,3 +288,22 @@ func (s *Store) Follow(ctx context.Context, afterSeq uint64, apply func(domain.R
 	}
 	return err
 }
+
+// checkExpectation checks that the stream enforced the event's expectation
+// (domain.Event.Expect) when it stored it: the headers it was published with
+// must ask for exactly that. Without this, a copy of a genuine event
+// published again without the headers would be stored; with it, the copy's
+// expectation no longer holds and the stream refuses it. An event written
+// before expectations (Expect nil) chains by its prevdigest instead.
+func checkExpectation(h nats.Header, e domain.Event) error {
+	if e.Expect == nil {
+		return nil
+	}
+	if h.Get(jetstream.ExpectedLastSubjSeqHeader) != strconv.FormatUint(*e.Expect, 10) || h.Get(jetstream.ExpectedLastSubjSeqSubjHeader) != ExpectFilter(e) {
+		return fmt.Errorf("stored without the expectation it was written for (%d under %s): %w", *e.Expect, ExpectFilter(e), errReplayed)
+	}
+	return nil
+}
+
+// errReplayed: an event stored in a place it was not written for.
+var errReplayed = errors.New("not stored where the ledger wrote it (a replay)")

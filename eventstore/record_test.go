@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -155,14 +156,14 @@ func TestRecordsTellTheLedgersEventsFromOthers(t *testing.T) {
 	ctx := context.Background()
 
 	e1 := ev("E1", sid, domain.SessionIssued{UserID: "alice"})
-	if seq, err := st.Append(ctx, e1, 0); err != nil || seq != 1 {
+	if seq, err := st.Append(ctx, at(e1, 0)); err != nil || seq != 1 {
 		t.Fatalf("append E1: seq %d, %v", seq, err)
 	}
+	e1 = at(e1, 0)
 	d1 := sha256.Sum256(encode(t, e1))
-	// The ledger's next event of this user, written by someone else first.
+	// The ledger's next event of this session, written by someone else first.
 	e2 := ev("E2", sid, domain.SessionRotated{Generation: 1})
-	e2.Prev = d1[:]
-	data2 := encode(t, e2)
+	data2 := encode(t, at(e2, 1))
 	subj2 := eventstore.SessionSubject(e2)
 	otherUser := e2
 	otherUser.UserKey = "uk2"
@@ -198,15 +199,19 @@ func TestRecordsTellTheLedgersEventsFromOthers(t *testing.T) {
 	}
 	lastRefused := uint64(len(cases) + 1)
 
-	// Those under uk1's subjects count for its next append.
-	last, err := st.LastUserSeq(ctx, "uk1")
-	if err != nil || last != lastRefused-2 {
-		t.Fatalf("LastUserSeq(uk1) = %d, %v; want %d, the last refused message under its subjects", last, err, lastRefused-2)
+	// Those under the session's subjects count for its next append, and
+	// the conflict says where the last of them is.
+	last, err := st.LastUnder(ctx, eventstore.UserSessionFilter("uk1", sid))
+	if err != nil || last != 11 {
+		t.Fatalf("last under the session's subjects = %d, %v; want 11, the last refused message there", last, err)
 	}
-	if _, err := st.Append(ctx, e2, 1); !errors.Is(err, domain.ErrConflict) {
-		t.Fatalf("append expecting the user's last genuine event, with refused messages after it: %v, want ErrConflict", err)
+	var conflict *domain.ConflictError
+	if _, err := st.Append(ctx, at(e2, 1)); !errors.As(err, &conflict) || conflict.Last != last {
+		t.Fatalf("append expecting the session's last genuine event, with refused messages after it: %v, want a conflict at %d", err, last)
 	}
-	seq2, err := st.Append(ctx, e2, last)
+	e2 = at(e2, last)
+	data2 = encode(t, e2)
+	seq2, err := st.Append(ctx, e2)
 	if err != nil || seq2 != lastRefused+1 {
 		t.Fatalf("append E2 after the refused messages: seq %d, %v; want %d", seq2, err, lastRefused+1)
 	}
@@ -234,8 +239,8 @@ func TestRecordsTellTheLedgersEventsFromOthers(t *testing.T) {
 		t.Fatalf("E1 has prev %x", recs[0].Event.Prev)
 	}
 	checkEvent(recs[seq2-1], e2, sha256.Sum256(data2))
-	if !bytes.Equal(recs[seq2-1].Event.Prev, d1[:]) {
-		t.Fatal("E2 lost its chain digest")
+	if x := recs[seq2-1].Event.Expect; x == nil || *x != last || recs[seq2-1].Event.Prev != nil {
+		t.Fatalf("E2 expects %v (prev %x), want %d", x, recs[seq2-1].Event.Prev, last)
 	}
 	for i, c := range cases {
 		r := recs[i+1]
@@ -273,11 +278,11 @@ func TestHistoryLeavesOutRefusedMessages(t *testing.T) {
 	ctx := context.Background()
 	appendNext := func(e domain.Event) uint64 {
 		t.Helper()
-		last, err := st.LastUserSeq(ctx, e.UserKey)
+		last, err := st.LastUnder(ctx, eventstore.ExpectFilter(e))
 		if err != nil {
 			t.Fatal(err)
 		}
-		seq, err := st.Append(ctx, e, last)
+		seq, err := st.Append(ctx, at(e, last))
 		if err != nil {
 			t.Fatalf("append %s: %v", e.ID, err)
 		}
@@ -308,12 +313,14 @@ func TestHistoryLeavesOutRefusedMessages(t *testing.T) {
 		}
 		return strings.Join(out, " ")
 	}
-	own, err := st.SessionEvents(ctx, sid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := ids(own); got != "E1@1 E2@4" {
-		t.Fatalf("SessionEvents = %s, want E1@1 E2@4", got)
+	for _, userKey := range []string{"", "uk1"} {
+		own, err := st.SessionEvents(ctx, userKey, sid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ids(own); got != "E1@1 E2@4" {
+			t.Fatalf("SessionEvents(%q) = %s, want E1@1 E2@4", userKey, got)
+		}
 	}
 	user, err := st.UserEvents(ctx, "uk1", 0)
 	if err != nil {
@@ -327,7 +334,7 @@ func TestHistoryLeavesOutRefusedMessages(t *testing.T) {
 	}
 	// A session only forged messages name has no history.
 	forged(ev("F5", otherSid, domain.SessionIssued{UserID: "mallory"}), none)
-	if got, err := st.SessionEvents(ctx, otherSid); err != nil || len(got) != 0 {
+	if got, err := st.SessionEvents(ctx, "", otherSid); err != nil || len(got) != 0 {
 		t.Fatalf("SessionEvents of a forged session = %s, %v; want none", ids(got), err)
 	}
 }
@@ -350,16 +357,12 @@ func TestTaggedUndecodableStopsFollow(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			st, js, _ := openTagged(t, eventstore.Config{Tags: recKeys})
 			ctx := context.Background()
-			if _, err := st.Append(ctx, ev("E1", sid, domain.SessionIssued{UserID: "alice"}), 0); err != nil {
+			if _, err := st.Append(ctx, at(ev("E1", sid, domain.SessionIssued{UserID: "alice"}), 0)); err != nil {
 				t.Fatal(err)
 			}
 			junk := publishRaw(t, js, tc.subject, tc.data, tagOf(recKeys, tc.data))
 			// The ledger's next event, after the junk.
-			last, err := st.LastUserSeq(ctx, "uk1")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := st.Append(ctx, ev("E2", otherSid, domain.SessionIssued{UserID: "alice"}), last); err != nil {
+			if _, err := st.Append(ctx, at(ev("E2", otherSid, domain.SessionIssued{UserID: "alice"}), 0)); err != nil {
 				t.Fatal(err)
 			}
 			got, err := followUntilError(t, st)
@@ -380,7 +383,7 @@ func TestTaggedUndecodableStopsFollow(t *testing.T) {
 	publishRaw(t, js, "ledger.uk1."+sid+".revoked", newRevision, tagOf(otherKeys, newRevision))
 	publishRaw(t, js, integrity.CheckpointSubject, []byte(`{"format":2}`), "")
 	publishRaw(t, js, integrity.CheckpointSubject, []byte(`{"format":2}`), tagOf(strangerKeys, []byte(`{"format":2}`)))
-	if _, err := st.Append(context.Background(), ev("E1", sid, domain.SessionIssued{UserID: "alice"}), 2); err != nil {
+	if _, err := st.Append(context.Background(), at(ev("E1", sid, domain.SessionIssued{UserID: "alice"}), 2)); err != nil {
 		t.Fatal(err)
 	}
 	recs := followRecords(t, st, 0, 5)
@@ -411,7 +414,7 @@ func TestTrustUntaggedThrough(t *testing.T) {
 	publishRaw(t, js, eventstore.SessionSubject(late), encode(t, late), "t1.forged---") // 5: a bad tag
 
 	trusting, _ := openOn(t, srv, eventstore.Config{Tags: recKeys, TrustUntaggedThrough: 3})
-	if _, err := trusting.Append(context.Background(), ev("N1", sid, domain.SessionRotated{Generation: 1}), 5); err != nil {
+	if _, err := trusting.Append(context.Background(), at(ev("N1", sid, domain.SessionRotated{Generation: 1}), 5)); err != nil {
 		t.Fatal(err) // 6: tagged
 	}
 	recs := followRecords(t, trusting, 0, 6)
@@ -430,7 +433,7 @@ func TestTrustUntaggedThrough(t *testing.T) {
 	if recs[0].Event.ID != "O1" || recs[2].Event.ID != "O2" || recs[5].Event.ID != "N1" {
 		t.Errorf("events %s %s %s", recs[0].Event.ID, recs[2].Event.ID, recs[5].Event.ID)
 	}
-	if own, err := trusting.SessionEvents(context.Background(), sid); err != nil || len(own) != 2 || own[0].ID != "O1" || own[1].ID != "N1" {
+	if own, err := trusting.SessionEvents(context.Background(), "", sid); err != nil || len(own) != 2 || own[0].ID != "O1" || own[1].ID != "N1" {
 		t.Errorf("SessionEvents with trusted history: %+v, %v", own, err)
 	}
 
@@ -462,7 +465,7 @@ func TestCheckpointRecords(t *testing.T) {
 		return c
 	}
 	e1 := ev("E1", sid, domain.SessionIssued{UserID: "alice"})
-	if _, err := st.Append(ctx, e1, 0); err != nil {
+	if _, err := st.Append(ctx, at(e1, 0)); err != nil {
 		t.Fatal(err)
 	}
 	publishRaw(t, js, "ledger.uk1."+sid+".revoked", []byte("junk"), "") // 2
@@ -482,7 +485,7 @@ func TestCheckpointRecords(t *testing.T) {
 	forgedData, _ := sign(3, 4, t0).Encode()
 	publishRaw(t, js, integrity.CheckpointSubject, forgedData, "")                           // 4
 	publishRaw(t, js, integrity.CheckpointSubject, forgedData, tagOf(otherKeys, forgedData)) // 5
-	if _, err := st.Append(ctx, ev("E2", sid, domain.SessionRotated{Generation: 1}), 2); err != nil {
+	if _, err := st.Append(ctx, at(ev("E2", sid, domain.SessionRotated{Generation: 1}), 2)); err != nil {
 		t.Fatal(err) // 6
 	}
 	c6 := sign(2, 6, t0.Add(time.Minute))
@@ -542,7 +545,7 @@ func TestCheckDetectsLostHistory(t *testing.T) {
 	setup := func(t *testing.T) (*eventstore.Store, jetstream.JetStream, *natstest.Server) {
 		st, js, srv := openTagged(t, eventstore.Config{Tags: recKeys})
 		for i, e := range []domain.Event{ev("E1", sid, domain.SessionIssued{UserID: "alice"}), ev("E2", sid, domain.SessionRotated{Generation: 1})} {
-			if _, err := st.Append(ctx, e, uint64(i)); err != nil {
+			if _, err := st.Append(ctx, at(e, uint64(i))); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -582,7 +585,7 @@ func TestCheckDetectsLostHistory(t *testing.T) {
 			t.Fatal(err)
 		}
 		again, _ := openOn(t, srv, eventstore.Config{Tags: recKeys})
-		if _, err := again.Append(ctx, ev("R0", sid, domain.SessionIssued{UserID: "mallory"}), 0); err != nil {
+		if _, err := again.Append(ctx, at(ev("R0", sid, domain.SessionIssued{UserID: "mallory"}), 0)); err != nil {
 			t.Fatal(err)
 		}
 		if err := st.Check(ctx, 2); !errors.Is(err, domain.ErrHistoryLost) {
@@ -597,7 +600,7 @@ func TestCheckDetectsLostHistory(t *testing.T) {
 		// Someone creates it again and fills it past what was applied.
 		again, _ := openOn(t, srv, eventstore.Config{Tags: recKeys})
 		for i := range 3 {
-			if _, err := again.Append(ctx, ev(fmt.Sprintf("R%d", i), sid, domain.SessionIssued{UserID: "mallory"}), uint64(i)); err != nil {
+			if _, err := again.Append(ctx, at(ev(fmt.Sprintf("R%d", i), sid, domain.SessionIssued{UserID: "mallory"}), uint64(i))); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -609,4 +612,75 @@ func TestCheckDetectsLostHistory(t *testing.T) {
 			t.Fatalf("the store that opened the new stream: %v", err)
 		}
 	})
+}
+
+// TestReplayedEventIsRefused: a genuine event, tag and all, stored again by
+// someone with write access is never applied. With the expectation it was
+// written under, the stream refuses it (the expectation no longer holds);
+// without it, or with another one, readers refuse it, since the
+// expectation is in the tagged event and must match the headers the stream
+// enforced. This is what the user's hash chain did before per-session
+// concurrency.
+func TestReplayedEventIsRefused(t *testing.T) {
+	st, js, _ := openTagged(t, eventstore.Config{Tags: recKeys})
+	ctx := context.Background()
+	issued := at(ev("E1", sid, domain.SessionIssued{UserID: "alice"}), 0)
+	if _, err := st.Append(ctx, issued); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Append(ctx, at(ev("E2", sid, domain.SessionRevoked{Reason: "x"}), 1)); err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(ctx, eventstore.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := stream.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := stored.Header.Get(jetstream.ExpectedLastSubjSeqHeader); got != "0" {
+		t.Fatalf("the stored issue carries expected last subject sequence %q, want 0: the stream keeps the headers it enforced", got)
+	}
+	replay := func(h nats.Header) (uint64, error) {
+		msg := &nats.Msg{Subject: stored.Subject, Data: stored.Data, Header: nats.Header{}}
+		msg.Header.Set(integrity.TagHeader, stored.Header.Get(integrity.TagHeader))
+		for k, v := range h {
+			msg.Header[k] = v
+		}
+		ack, err := js.PublishMsg(ctx, msg)
+		if err != nil {
+			return 0, err
+		}
+		return ack.Sequence, nil
+	}
+	// As written: the stream refuses it, since the session has events now.
+	if seq, err := replay(nats.Header{
+		jetstream.ExpectedLastSubjSeqHeader:     {"0"},
+		jetstream.ExpectedLastSubjSeqSubjHeader: {eventstore.UserSessionFilter("uk1", sid)},
+	}); err == nil {
+		t.Fatalf("the stream stored a replay under its original expectation at %d", seq)
+	}
+	// Without the expectation, or with one that holds now: stored, refused.
+	bare, err := replay(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rewritten, err := replay(nats.Header{
+		jetstream.ExpectedLastSubjSeqHeader:     {strconv.FormatUint(bare, 10)},
+		jetstream.ExpectedLastSubjSeqSubjHeader: {eventstore.UserSessionFilter("uk1", sid)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := followRecords(t, st, 0, int(rewritten))
+	for _, seq := range []uint64{bare, rewritten} {
+		r := recs[seq-1]
+		if r.Kind != domain.RecordRejected || !strings.Contains(fmt.Sprint(r.Err), "expectation") {
+			t.Errorf("replay at %d: kind %d err %v, want refused for its expectation", seq, r.Kind, r.Err)
+		}
+	}
+	if recs[0].Kind != domain.RecordEvent || recs[1].Kind != domain.RecordEvent {
+		t.Fatalf("the genuine events: %+v", recs[:2])
+	}
 }

@@ -177,19 +177,27 @@ func pause(ctx context.Context, n int) bool {
 
 // Append implements domain.EventStore. A publish whose ack is lost is retried
 // with the same Nats-Msg-Id; when the expected-sequence check fails, the last
-// event of the user is read back and compared by id, since it may be this very
-// event stored by an attempt whose ack was lost.
-func (s *Store) Append(ctx context.Context, e domain.Event, expectedUserSeq uint64) (uint64, error) {
+// message under the expectation subjects is read back and compared by id,
+// since it may be this very event stored by an attempt whose ack was lost.
+//
+// The expectation goes both into the event (expectseq, which the tag
+// covers) and into the headers the stream enforces; readers check that the
+// two agree (reader.record), so a stored event cannot be stored again
+// elsewhere: its expectation no longer holds once it is stored.
+func (s *Store) Append(ctx context.Context, e domain.Event) (uint64, error) {
+	if e.Expect == nil {
+		return 0, fmt.Errorf("eventstore: append %s %s: no expectation", e.Type(), e.ID)
+	}
 	data, err := domain.EncodeEvent(e)
 	if err != nil {
 		return 0, fmt.Errorf("eventstore: append %s: %w", e.ID, err)
 	}
-	filter := UserFilter(e.UserKey)
+	filter := ExpectFilter(e)
 	msg := s.tagged(SessionSubject(e), data)
 	opts := []jetstream.PublishOpt{
 		jetstream.WithMsgID(e.ID),
 		jetstream.WithExpectStream(StreamName),
-		jetstream.WithExpectLastSequenceForSubject(expectedUserSeq, filter),
+		jetstream.WithExpectLastSequenceForSubject(*e.Expect, filter),
 	}
 	var lastErr error
 	for attempt := 0; attempt < maxAttempts; attempt++ {
@@ -213,11 +221,20 @@ func (s *Store) Append(ctx context.Context, e domain.Event, expectedUserSeq uint
 			switch apiErr.ErrorCode {
 			case errWrongLastSequence, errWrongLastSequenceConstant:
 				// An earlier attempt (this call's or a caller's retry) may
-				// have landed with its ack lost: then the user's last event is ours.
-				if seq, ok := s.landed(ctx, filter, e.ID); ok {
-					return seq, nil
+				// have landed with its ack lost: then the last message
+				// there is ours.
+				last, err := s.lastMsg(ctx, filter)
+				switch {
+				case err != nil:
+					return 0, fmt.Errorf("eventstore: append %s %s: %w", e.Type(), e.ID, err)
+				case last != nil && last.Header.Get(jetstream.MsgIDHeader) == e.ID:
+					return last.Sequence, nil
 				}
-				return 0, fmt.Errorf("eventstore: append %s %s: %w", e.Type(), e.ID, domain.ErrConflict)
+				c := &domain.ConflictError{Err: fmt.Errorf("eventstore: append %s %s: %w", e.Type(), e.ID, apiErr)}
+				if last != nil {
+					c.Last = last.Sequence
+				}
+				return 0, c
 			case errDuplicateInProcess, errExpectedLastSeqNotReady:
 				continue
 			}
@@ -238,17 +255,6 @@ func retryable(err error) bool {
 		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
 		errors.Is(err, nats.ErrConnectionReconnecting) ||
 		(errors.As(err, &apiErr) && apiErr.ErrorCode == errClusterNotAvailable)
-}
-
-// landed reports whether the user's last stored event is the one with id.
-func (s *Store) landed(ctx context.Context, filter, id string) (uint64, bool) {
-	m, err := withRetry(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
-		return s.stream.GetLastMsgForSubject(ctx, filter)
-	})
-	if err != nil || m.Header.Get(jetstream.MsgIDHeader) != id {
-		return 0, false
-	}
-	return m.Sequence, true
 }
 
 // tagged returns a message for subject with data, tagged as the ledger's.
@@ -282,19 +288,6 @@ func (s *Store) AppendCheckpoint(ctx context.Context, c *integrity.Checkpoint) (
 		return 0, fmt.Errorf("eventstore: append checkpoint: %w", err)
 	}
 	return ack.Sequence, nil
-}
-
-// LastUserSeq implements domain.EventStore.
-func (s *Store) LastUserSeq(ctx context.Context, userKey string) (uint64, error) {
-	return s.lastSeqFor(ctx, UserFilter(userKey))
-}
-
-// LastSessionSeq implements domain.EventStore.
-func (s *Store) LastSessionSeq(ctx context.Context, sessionID string) (uint64, error) {
-	if !domain.ValidSessionID(sessionID) {
-		return 0, nil
-	}
-	return s.lastSeqFor(ctx, SessionFilter(sessionID))
 }
 
 func (s *Store) lastSeqFor(ctx context.Context, filter string) (uint64, error) {

@@ -41,33 +41,36 @@ func ev(id, session string, p domain.Payload) domain.Event {
 func TestAppendOptimisticConcurrency(t *testing.T) {
 	st, _, _ := openStore(t)
 	ctx := context.Background()
-	seq1, err := st.Append(ctx, ev("E1", sid, domain.SessionIssued{UserID: "alice"}), 0)
+	seq1, err := st.Append(ctx, at(ev("E1", sid, domain.SessionIssued{UserID: "alice"}), 0))
 	if err != nil || seq1 != 1 {
 		t.Fatalf("first append: seq %d err %v", seq1, err)
 	}
-	// A writer that decided on stale state (expected 0) loses.
-	if _, err := st.Append(ctx, ev("E2", sid, domain.SessionRevoked{Reason: "x"}), 0); !errors.Is(err, domain.ErrConflict) {
-		t.Fatalf("stale append: err %v, want ErrConflict", err)
+	// A writer of the same session that decided on stale state (expected
+	// 0) loses, and learns where the session's last event is.
+	var conflict *domain.ConflictError
+	if _, err := st.Append(ctx, at(ev("E2", sid, domain.SessionRevoked{Reason: "x"}), 0)); !errors.As(err, &conflict) || conflict.Last != seq1 || !errors.Is(err, domain.ErrConflict) {
+		t.Fatalf("stale append: err %v, want a conflict at %d", err, seq1)
 	}
-	// A user event of the same user is guarded by the same expectation.
-	if _, err := st.Append(ctx, ev("E3", "", domain.UserSessionsRevoked{UserID: "alice"}), 0); !errors.Is(err, domain.ErrConflict) {
-		t.Fatalf("stale user append: err %v, want ErrConflict", err)
+	// Another session of the same user is independent, and so are the
+	// user's user events.
+	if _, err := st.Append(ctx, at(ev("E3", otherSid, domain.SessionIssued{UserID: "alice"}), 0)); err != nil {
+		t.Fatalf("another session of the user: %v", err)
 	}
-	// Another user is independent.
-	other := ev("E4", "01JD3Z9V6Q4Q4WJ5X7K8M9N0PB", domain.SessionIssued{UserID: "bob"})
-	other.UserKey = "uk2"
-	if _, err := st.Append(ctx, other, 0); err != nil {
-		t.Fatalf("other user: %v", err)
+	seqU, err := st.Append(ctx, at(ev("E4", "", domain.UserSessionsRevoked{UserID: "alice"}), 0))
+	if err != nil {
+		t.Fatalf("user event: %v", err)
 	}
-	seq3, err := st.Append(ctx, ev("E5", sid, domain.SessionRevoked{Reason: "x"}), seq1)
-	if err != nil || seq3 != 3 {
+	// User events are guarded among themselves.
+	if _, err := st.Append(ctx, at(ev("E5", "", domain.UserDeactivated{UserID: "alice"}), 0)); !errors.As(err, &conflict) || conflict.Last != seqU {
+		t.Fatalf("stale user event: err %v, want a conflict at %d", err, seqU)
+	}
+	seq3, err := st.Append(ctx, at(ev("E6", sid, domain.SessionRevoked{Reason: "x"}), seq1))
+	if err != nil || seq3 != 4 {
 		t.Fatalf("append after catching up: seq %d err %v", seq3, err)
 	}
-	if last, err := st.LastUserSeq(ctx, "uk1"); err != nil || last != 3 {
-		t.Fatalf("LastUserSeq = %d, %v; want 3", last, err)
-	}
-	if last, err := st.LastUserSeq(ctx, "nobody"); err != nil || last != 0 {
-		t.Fatalf("LastUserSeq(unknown) = %d, %v; want 0", last, err)
+	// An append without an expectation is refused before it is sent.
+	if _, err := st.Append(ctx, ev("E7", sid, domain.SessionRevoked{Reason: "x"})); err == nil {
+		t.Fatal("append without an expectation was accepted")
 	}
 }
 
@@ -77,11 +80,11 @@ func TestAppendSameEventTwiceStoresItOnce(t *testing.T) {
 	st, _, _ := openStore(t)
 	ctx := context.Background()
 	e := ev("E1", sid, domain.SessionIssued{UserID: "alice"})
-	a, err := st.Append(ctx, e, 0)
+	a, err := st.Append(ctx, at(e, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := st.Append(ctx, e, 0)
+	b, err := st.Append(ctx, at(e, 0))
 	if err != nil || b != a {
 		t.Fatalf("retry: seq %d err %v, want seq %d", b, err, a)
 	}
@@ -97,10 +100,10 @@ func TestSubjectsAndStreamRules(t *testing.T) {
 	if err != nil || nc.Flush() != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Append(ctx, ev("E1", sid, domain.SessionIssued{UserID: "alice"}), 0); err != nil {
+	if _, err := st.Append(ctx, at(ev("E1", sid, domain.SessionIssued{UserID: "alice"}), 0)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Append(ctx, ev("E2", sid, domain.SessionRevoked{Reason: "x"}), 1); err != nil {
+	if _, err := st.Append(ctx, at(ev("E2", sid, domain.SessionRevoked{Reason: "x"}), 1)); err != nil {
 		t.Fatal(err)
 	}
 	msg, err := sub.NextMsg(2 * time.Second)
@@ -180,14 +183,14 @@ func TestFollowAndHistory(t *testing.T) {
 	ctx := context.Background()
 	other := "01JD3Z9V6Q4Q4WJ5X7K8M9N0PB"
 	appends := []domain.Event{
-		ev("E1", sid, domain.SessionIssued{UserID: "alice"}),
-		ev("E2", other, domain.SessionIssued{UserID: "alice"}),
-		ev("E3", sid, domain.SessionRotated{Generation: 1}),
-		ev("E4", "", domain.UserSessionsRevoked{UserID: "alice"}),
-		ev("E5", "", domain.UserReactivated{UserID: "alice"}),
+		at(ev("E1", sid, domain.SessionIssued{UserID: "alice"}), 0),
+		at(ev("E2", other, domain.SessionIssued{UserID: "alice"}), 0),
+		at(ev("E3", sid, domain.SessionRotated{Generation: 1}), 1),
+		at(ev("E4", "", domain.UserSessionsRevoked{UserID: "alice"}), 0),
+		at(ev("E5", "", domain.UserReactivated{UserID: "alice"}), 4),
 	}
-	for i, e := range appends {
-		if _, err := st.Append(ctx, e, uint64(i)); err != nil {
+	for _, e := range appends {
+		if _, err := st.Append(ctx, e); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -219,7 +222,7 @@ func TestFollowAndHistory(t *testing.T) {
 		}
 	}
 
-	own, err := st.SessionEvents(ctx, sid)
+	own, err := st.SessionEvents(ctx, "", sid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +254,7 @@ func TestFollowAndHistory(t *testing.T) {
 		t.Fatalf("user events after the last: %v, %v", later, err)
 	}
 	for _, id := range []string{"01JD3Z9V6Q4Q4WJ5X7K8M9N0PZ", "ledger.>"} {
-		if got, err := st.SessionEvents(ctx, id); err != nil || len(got) != 0 {
+		if got, err := st.SessionEvents(ctx, "", id); err != nil || len(got) != 0 {
 			t.Fatalf("SessionEvents(%q) = %v, %v; want none", id, got, err)
 		}
 	}
@@ -286,17 +289,17 @@ func TestReplicatedStream(t *testing.T) {
 		return err
 	})
 	e := ev("E1", sid, domain.SessionIssued{UserID: "alice"})
-	a, err := st.Append(ctx, e, 0)
+	a, err := st.Append(ctx, at(e, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The same event again (a retry after a lost ack): the duplicate ack
 	// carries the first copy's sequence; nothing is stored twice.
-	b, err := st.Append(ctx, e, 0)
+	b, err := st.Append(ctx, at(e, 0))
 	if err != nil || b != a {
 		t.Fatalf("retry on R3: seq %d err %v, want %d", b, err, a)
 	}
-	if _, err := st.Append(ctx, ev("E2", sid, domain.SessionRevoked{}), 0); !errors.Is(err, domain.ErrConflict) {
+	if _, err := st.Append(ctx, at(ev("E2", sid, domain.SessionRevoked{}), 0)); !errors.Is(err, domain.ErrConflict) {
 		t.Fatalf("stale append on R3: %v", err)
 	}
 	if last, _ := st.LastSeq(ctx); last != 1 {
@@ -332,7 +335,7 @@ func TestLeaderlessReplicaProvesNothing(t *testing.T) {
 		st, err = eventstore.Open(ctx, nc, eventstore.Config{Replicas: 3})
 		return err
 	})
-	if _, err := st.Append(ctx, ev("E1", sid, domain.SessionIssued{UserID: "alice"}), 0); err != nil {
+	if _, err := st.Append(ctx, at(ev("E1", sid, domain.SessionIssued{UserID: "alice"}), 0)); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.Check(ctx, 1); err != nil {
@@ -401,4 +404,11 @@ func TestDialWithCredentials(t *testing.T) {
 			}
 		})
 	}
+}
+
+// at returns e expecting the last message under its expectation subjects
+// at sequence last.
+func at(e domain.Event, last uint64) domain.Event {
+	e.Expect = &last
+	return e
 }

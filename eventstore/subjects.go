@@ -44,8 +44,27 @@ func UserFilter(userKey string) string { return SubjectPrefix + "." + userKey + 
 // UserEventsFilter matches one user's user events (not its sessions' events).
 func UserEventsFilter(userKey string) string { return SubjectPrefix + "." + userKey + ".user.*" }
 
-// SessionFilter matches a session's own events.
+// SessionFilter matches a session's own events, under any user: a filter
+// with a wildcard before the session id, which the server matches against
+// every user's subjects (its cost grows with the number of users). Use
+// UserSessionFilter when the user is known.
 func SessionFilter(sessionID string) string { return SubjectPrefix + ".*." + sessionID + ".*" }
+
+// UserSessionFilter matches a session's own events under its user's key: a
+// literal prefix, which the server matches without visiting other users.
+func UserSessionFilter(userKey, sessionID string) string {
+	return SubjectPrefix + "." + userKey + "." + sessionID + ".*"
+}
+
+// ExpectFilter is the filter whose last message an append of e expects
+// (domain.Event.Expect): the session's own subjects for a session event,
+// the user's user-event subjects for a user event.
+func ExpectFilter(e domain.Event) string {
+	if e.Type().IsUserEvent() {
+		return UserEventsFilter(e.UserKey)
+	}
+	return UserSessionFilter(e.UserKey, e.SessionID)
+}
 
 // RevocationSubjects are the subjects of the events that may revoke access
 // (domain.RevokingTypes); domain.Event.Revokes tells which of them do.

@@ -41,8 +41,7 @@ type ledger struct {
 	st   *eventstore.Store
 	js   jetstream.JetStream
 	mu   sync.Mutex
-	last map[string]uint64   // user key → sequence of the user's last event
-	head map[string][32]byte // user key → digest of that event
+	last map[string]uint64 // "<user key>.<session id or user>" → the last event there
 	ids  int
 }
 
@@ -58,7 +57,7 @@ func newLedger(t *testing.T) *ledger {
 	if err != nil {
 		t.Fatalf("jetstream.New: %v", err)
 	}
-	return &ledger{srv: srv, st: st, js: js, last: map[string]uint64{}, head: map[string][32]byte{}}
+	return &ledger{srv: srv, st: st, js: js, last: map[string]uint64{}}
 }
 
 func (l *ledger) snapshots(t *testing.T) *eventstore.Snapshots {
@@ -78,18 +77,19 @@ func (l *ledger) append(t *testing.T, user, session string, p domain.Payload) ui
 	defer l.mu.Unlock()
 	l.ids++
 	e := domain.Event{ID: fmt.Sprintf("EV%06d", l.ids), Time: t0, SessionID: session, UserKey: user, Data: p}
-	if head, ok := l.head[user]; ok { // continue the user's chain, as the ledger does
-		e.Prev = head[:]
+	// What the ledger expects: the last event of the session, or the
+	// user's last user event.
+	under := user + "." + session
+	if session == "" {
+		under = user + ".user"
 	}
-	seq, err := l.st.Append(context.Background(), e, l.last[user])
+	last := l.last[under]
+	e.Expect = &last
+	seq, err := l.st.Append(context.Background(), e)
 	if err != nil {
 		t.Fatalf("append %s: %v", p.EventType(), err)
 	}
-	data, err := domain.EncodeEvent(e)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.last[user], l.head[user] = seq, sha256.Sum256(data)
+	l.last[under] = seq
 	return seq
 }
 

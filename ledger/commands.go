@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -136,7 +138,7 @@ func (l *Ledger) SignOut(ctx context.Context, raw string) (err error) {
 	var s domain.Session
 	var ok bool
 	if t, perr := domain.ParseRefreshToken(raw); perr == nil {
-		if s, ok, err = l.session(ctx, t.SessionID); ok {
+		if s, ok, err = l.tokenSession(ctx, t); ok {
 			_, ok = l.keys.Token.GenerationsBehind(&s, t)
 		}
 	} else if v, verr := l.signer.Verify(raw, l.cfg.Now()); verr == nil {
@@ -167,28 +169,33 @@ func (l *Ledger) RevokeSession(ctx context.Context, sessionID string) (err error
 	return l.revoke(ctx, s.UserKey, s.ID, domain.ReasonAdminRevoked, domain.ActorAdmin)
 }
 
+// revoke ends one session. A revoke that lands after a user event ended the
+// session (superseded) has the same outcome: the session has ended.
 func (l *Ledger) revoke(ctx context.Context, userKey, sessionID, reason, actor string) error {
-	_, _, err := l.write(ctx, userKey, func(time.Time) decision {
+	_, _, _, err := l.write(ctx, userKey, func(time.Time) decision {
 		s, ok := l.proj.Session(sessionID)
 		if !ok {
 			return decision{err: domain.ErrSessionNotFound}
 		}
 		p, err := domain.DecideRevoke(&s, reason, actor)
-		return decision{event: p, session: sessionID, err: err}
+		return decision{event: p, session: sessionID, expect: s.LastSeq, err: err}
 	})
 	return err
 }
 
 // RevokeUser revokes every session of the user issued so far, with one
-// user.sessions_revoked event as the cut-off.
+// user.sessions_revoked event as the cut-off: one append, whatever the
+// number of sessions, and the projection ends them in one pass.
 func (l *Ledger) RevokeUser(ctx context.Context, userID string) (err error) {
 	if err := ValidateUserID(userID); err != nil {
 		return err
 	}
 	ctx, done := l.budget(ctx)
 	defer done(&err)
-	_, _, err = l.write(ctx, l.UserKey(userID), func(time.Time) decision {
-		return decision{event: domain.UserSessionsRevoked{UserID: userID, Actor: domain.ActorAdmin}}
+	key := l.UserKey(userID)
+	_, _, _, err = l.write(ctx, key, func(time.Time) decision {
+		u, _ := l.proj.User(key)
+		return decision{event: domain.UserSessionsRevoked{UserID: userID, Actor: domain.ActorAdmin}, expect: u.LastSeq}
 	})
 	return err
 }
@@ -211,34 +218,80 @@ func (l *Ledger) setDeactivated(ctx context.Context, userID string, deactivate b
 	ctx, done := l.budget(ctx)
 	defer done(&err)
 	key := l.UserKey(userID)
-	_, _, err = l.write(ctx, key, func(time.Time) decision {
+	_, _, _, err = l.write(ctx, key, func(time.Time) decision {
 		u, _ := l.proj.User(key)
 		switch {
 		case u.Deactivated == deactivate:
 			return decision{}
 		case deactivate:
-			return decision{event: domain.UserDeactivated{UserID: userID, Actor: domain.ActorAdmin}}
+			return decision{event: domain.UserDeactivated{UserID: userID, Actor: domain.ActorAdmin}, expect: u.LastSeq}
 		default:
-			return decision{event: domain.UserReactivated{UserID: userID, Actor: domain.ActorAdmin}}
+			return decision{event: domain.UserReactivated{UserID: userID, Actor: domain.ActorAdmin}, expect: u.LastSeq}
 		}
 	})
 	return err
 }
 
-// Sessions returns the user's live sessions, oldest first. The list is
+// Page limits for listing a user's sessions.
+const (
+	DefaultPageLimit = 100
+	MaxPageLimit     = 1000
+)
+
+// Page asks for one page of a list: up to Limit items (0: DefaultPageLimit)
+// after Cursor ("": from the start), a value a previous page returned.
+type Page struct {
+	Limit  int
+	Cursor string
+}
+
+// Sessions returns one page of the user's live sessions, oldest first, and
+// the cursor of the next page ("" after the last). Each page is
 // linearizable: it is read once the projection is current (Ledger.current),
 // so it holds every session issued, and none ended, by a command that
-// returned (on any instance) before Sessions was called.
-func (l *Ledger) Sessions(ctx context.Context, userID string) (_ []domain.Session, err error) {
+// returned (on any instance) before it was asked for. A cursor names a place
+// in the stream, so a session issued between two pages comes on a later
+// page, and one ended between them is left out.
+func (l *Ledger) Sessions(ctx context.Context, userID string, page Page) (_ []domain.Session, next string, err error) {
 	if err := ValidateUserID(userID); err != nil {
-		return nil, err
+		return nil, "", err
+	}
+	limit := page.Limit
+	switch {
+	case limit == 0:
+		limit = DefaultPageLimit
+	case limit < 1 || limit > MaxPageLimit:
+		return nil, "", invalid("limit", fmt.Sprintf("must be from 1 to %d", MaxPageLimit))
+	}
+	var after uint64
+	if page.Cursor != "" {
+		if after, err = parseCursor(page.Cursor); err != nil {
+			return nil, "", err
+		}
 	}
 	ctx, done := l.budget(ctx)
 	defer done(&err)
 	if err := l.current(ctx); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return l.proj.UserSessions(l.UserKey(userID)), nil
+	sessions, more := l.proj.UserSessionsPage(l.UserKey(userID), after, limit)
+	if more {
+		next = cursorAfter(sessions[len(sessions)-1].IssuedSeq)
+	}
+	return sessions, next, nil
+}
+
+// A cursor is the stream sequence of the last session issued on the page
+// before, as "s" and decimal digits: opaque to clients, and checked.
+func cursorAfter(seq uint64) string { return "s" + strconv.FormatUint(seq, 10) }
+
+func parseCursor(c string) (uint64, error) {
+	digits, ok := strings.CutPrefix(c, "s")
+	seq, err := strconv.ParseUint(digits, 10, 64)
+	if !ok || err != nil || seq == 0 || strconv.FormatUint(seq, 10) != digits {
+		return 0, invalid("cursor", "is not a cursor this ledger returned")
+	}
+	return seq, nil
 }
 
 // History returns a session's history, oldest first: its own events and the
@@ -253,7 +306,13 @@ func (l *Ledger) Sessions(ctx context.Context, userID string) (_ []domain.Sessio
 func (l *Ledger) History(ctx context.Context, sessionID string) (_ []domain.Event, err error) {
 	ctx, done := l.budget(ctx)
 	defer done(&err)
-	own, err := l.store.SessionEvents(ctx, sessionID)
+	// A session this instance holds names its user, which narrows the read
+	// to that user's subjects; an ended one is looked for under every user.
+	userKey := ""
+	if s, ok := l.proj.Session(sessionID); ok {
+		userKey = s.UserKey
+	}
+	own, err := l.store.SessionEvents(ctx, userKey, sessionID)
 	if err != nil {
 		return nil, err
 	}
@@ -268,7 +327,7 @@ func (l *Ledger) History(ctx context.Context, sessionID string) (_ []domain.Even
 	if err != nil || len(hist) == len(own) {
 		return hist, err
 	}
-	if own, err = l.store.SessionEvents(ctx, sessionID); err != nil {
+	if own, err = l.store.SessionEvents(ctx, own[0].UserKey, sessionID); err != nil {
 		return nil, err
 	}
 	return domain.SessionHistory(own, func() ([]domain.Event, error) { return user, nil })
@@ -301,11 +360,13 @@ func (l *Ledger) Introspect(ctx context.Context, raw string) (_ Introspection, e
 	defer done(&err)
 	now := l.cfg.Now()
 	var sid string
+	held := l.session
 	// check answers for the token against its session's state, and tells
 	// whether that answer is final: no event after that state can change it.
 	var check func(*domain.Session) (in Introspection, final bool)
 	if t, err := domain.ParseRefreshToken(raw); err == nil {
 		sid = t.SessionID
+		held = func(context.Context, string) (domain.Session, bool, error) { return l.tokenSession(ctx, t) }
 		check = func(s *domain.Session) (Introspection, bool) {
 			switch {
 			case t.Generation > s.Generation:
@@ -339,7 +400,7 @@ func (l *Ledger) Introspect(ctx context.Context, raw string) (_ Introspection, e
 		}
 		return check(&s)
 	}
-	s, ok, err := l.session(ctx, sid)
+	s, ok, err := held(ctx, sid)
 	if err != nil || !ok {
 		return Introspection{}, err
 	}

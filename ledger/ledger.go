@@ -1,6 +1,8 @@
 // Package ledger carries out the ledger's commands: it decides on the state the
-// projection holds, appends the decided event with optimistic concurrency, and
-// answers once the projection has applied that event (read-your-writes).
+// projection holds, appends the decided event with optimistic concurrency on
+// the one session (or, for a user event, the user's user events) it
+// concerns, and answers once the projection has applied that event
+// (read-your-writes).
 package ledger
 
 import (
@@ -31,7 +33,8 @@ const (
 	// and gets the same successor.
 	DefaultRequestTimeout = 5 * time.Second
 	// maxWriteAttempts bounds how often one command decides again after losing
-	// a race to another writer of the same user.
+	// a race to another writer of the same session (or user, for a user
+	// event).
 	maxWriteAttempts = 100
 )
 
@@ -46,6 +49,9 @@ type Config struct {
 	Logger         *slog.Logger
 	// OnConflict, if set, is called for each append that lost to another writer.
 	OnConflict func()
+	// OnSuperseded, if set, is called for each write that landed after a
+	// user event that had ended what it was decided on (it changed nothing).
+	OnSuperseded func()
 }
 
 // Keys are the secrets a Ledger needs.
@@ -135,12 +141,15 @@ type TokenPair struct {
 }
 
 // A decision is what a command decided on the state it saw: the event to
-// record (nil: none), the session it belongs to ("" for a user event), and the
-// answer to give once the event, if any, is recorded. A refusal that records
-// something first (an expired session, a reused token) has both.
+// record (nil: none), the session it belongs to ("" for a user event), what
+// its append expects (the sequence of the session's last event, or of the
+// user's last user event, as the state showed it), and the answer to give
+// once the event, if any, is recorded. A refusal that records something
+// first (an expired session, a reused token) has both.
 type decision struct {
 	event   domain.Payload
 	session string
+	expect  uint64
 	err     error
 	// For a refresh: its whole decision (the outcome, the token to hand
 	// out) and the session state it was decided on.
@@ -149,88 +158,99 @@ type decision struct {
 }
 
 // write decides on the projection's state and appends the decided event,
-// expecting the user's last sequence, then waits until the projection has
-// applied it (read-your-writes). It returns the recorded event (zero when the
-// decision records nothing), the decision, and the decision's answer or why
-// the write failed.
+// then waits until the projection has applied it (read-your-writes). It
+// returns the recorded event (zero when the decision records nothing), the
+// decision, whether the event was superseded (below), and the decision's
+// answer or why the write failed.
 //
-// The state decided on must include the user's last stored event, which
-// another instance may have written a moment ago. An append checks that by
-// itself: when another writer came first it fails, and write catches up with
-// the user's events and decides again. A decision that records nothing has no
-// such check, so it is trusted only once write has caught up.
-func (l *Ledger) write(ctx context.Context, userKey string, decide func(now time.Time) decision) (domain.Event, decision, error) {
-	// The user's last event: its sequence is what the append expects, its
-	// digest what the new event chains to.
-	var last domain.User
+// Concurrency is per session: the append expects the session's last event
+// (a user event: the user's last user event), so writes to different
+// sessions of one user never conflict. When another write to the same
+// session came first, the append fails with the sequence of the last
+// message there; write waits until the projection has applied it and
+// decides again. A decision that records nothing has no such check, so it
+// is trusted only once the projection is current (Ledger.current).
+//
+// What per-session concurrency lets through is a session write decided
+// before a user event (a revoke-all, a deactivation) that the stream stored
+// first. The projection applies the stream in order, so such a write
+// changes nothing (it is superseded); the command answers from the state
+// after it.
+func (l *Ledger) write(ctx context.Context, userKey string, decide func(now time.Time) decision) (_ domain.Event, _ decision, superseded bool, _ error) {
 	caughtUp := false
-	catchUp := func() error {
-		var err error
-		last, err = l.catchUp(ctx, userKey)
-		caughtUp = true
-		return err
-	}
+	var floor uint64 // the last message under the expectation subjects, after a conflict
 	for attempt := 0; attempt < maxWriteAttempts; attempt++ {
-		if u, held := l.proj.User(userKey); held && u.LastSeq >= last.LastSeq {
-			last = u
-		} else if !held && !caughtUp {
-			// A user the projection does not hold (none of its sessions is
-			// live) may still have events: read the last.
-			if err := catchUp(); err != nil {
-				return domain.Event{}, decision{}, err
-			}
-		}
 		now := l.cfg.Now()
 		d := decide(now)
 		if d.event == nil {
 			if caughtUp {
-				return domain.Event{}, d, d.err
+				return domain.Event{}, d, false, d.err
 			}
-			if err := catchUp(); err != nil {
-				return domain.Event{}, d, err
+			if err := l.current(ctx); err != nil {
+				return domain.Event{}, d, false, err
 			}
+			caughtUp = true
 			continue
 		}
-		e := domain.Event{ID: ulid.Make().String(), Time: now, SessionID: d.session, UserKey: userKey, Data: d.event}
-		if last.ChainSeq > 0 {
-			e.Prev = append([]byte(nil), last.LastDigest[:]...)
-		}
-		seq, err := l.store.Append(ctx, e, last.LastSeq)
-		if errors.Is(err, domain.ErrConflict) {
+		expect := max(d.expect, floor)
+		e := domain.Event{ID: ulid.Make().String(), Time: now, SessionID: d.session, UserKey: userKey, Data: d.event, Expect: &expect}
+		seq, err := l.store.Append(ctx, e)
+		var conflict *domain.ConflictError
+		if errors.As(err, &conflict) {
 			if l.cfg.OnConflict != nil {
 				l.cfg.OnConflict()
 			}
-			if err := catchUp(); err != nil {
-				return domain.Event{}, d, err
+			if err := l.proj.WaitApplied(ctx, conflict.Last); err != nil {
+				return domain.Event{}, d, false, err
 			}
+			floor = conflict.Last
 			continue
 		}
 		if err != nil {
-			return domain.Event{}, d, err
+			return domain.Event{}, d, false, err
 		}
 		e.Seq = seq
 		if err := l.proj.WaitApplied(ctx, seq); err != nil {
-			return domain.Event{}, d, err
+			return domain.Event{}, d, false, err
 		}
-		return e, d, d.err
+		superseded := l.superseded(e)
+		if superseded && l.cfg.OnSuperseded != nil {
+			l.cfg.OnSuperseded()
+		}
+		return e, d, superseded, d.err
 	}
-	return domain.Event{}, decision{}, fmt.Errorf("ledger: %d attempts lost to concurrent writers: %w", maxWriteAttempts, domain.ErrConflict)
+	return domain.Event{}, decision{}, false, fmt.Errorf("ledger: %d attempts lost to concurrent writers: %w", maxWriteAttempts, domain.ErrConflict)
+}
+
+// superseded reports whether e, applied, changed nothing because an earlier
+// user event had ended what it was decided on, as the projection noted when
+// it applied e. Should the projection no longer know (over a thousand
+// events superseded since, in the moment since e was applied), the state
+// tells what matters: the session is no longer held, or holds no event as
+// late as e, so it has ended either way, and e's command overlapped the
+// user event that ended it: answering as if that came first is
+// linearizable.
+func (l *Ledger) superseded(e domain.Event) bool {
+	if e.SessionID == "" {
+		return false
+	}
+	if sup, known := l.proj.WasSuperseded(e.Seq); known {
+		return sup
+	}
+	s, ok := l.proj.Session(e.SessionID)
+	return !ok || s.LastSeq < e.Seq
 }
 
 // session returns a session's state. When this instance does not hold it
-// (issued on another instance a moment ago), it first catches up with the
-// session's own events.
+// (ended, or issued on another instance a moment ago), it first makes the
+// projection current (Ledger.current): one lookup of the stream's last
+// sequence, shared by the reads waiting meanwhile, whatever the number of
+// users and sessions.
 func (l *Ledger) session(ctx context.Context, sessionID string) (domain.Session, bool, error) {
 	if s, ok := l.proj.Session(sessionID); ok {
 		return s, true, nil
 	}
-	last, err := l.store.LastSessionSeq(ctx, sessionID)
-	if err != nil || last == 0 {
-		return domain.Session{}, false, err
-	}
-	// Look again even when last is already applied: it may have been applied
-	// between the first look and now.
-	if err := l.proj.WaitApplied(ctx, last); err != nil {
+	if err := l.current(ctx); err != nil {
 		return domain.Session{}, false, err
 	}
 	s, ok := l.proj.Session(sessionID)
@@ -249,24 +269,6 @@ func (l *Ledger) current(ctx context.Context) error {
 	return l.proj.WaitApplied(ctx, seq)
 }
 
-// catchUp waits until the projection has applied the last message stored
-// under the user's subjects and returns the user's state then: that
-// message's sequence is what the next append expects (even when it was a
-// message the projection refused), and the user's chain head what it
-// continues.
-func (l *Ledger) catchUp(ctx context.Context, userKey string) (domain.User, error) {
-	seq, err := l.store.LastUserSeq(ctx, userKey)
-	if err != nil {
-		return domain.User{}, err
-	}
-	if err := l.proj.WaitApplied(ctx, seq); err != nil {
-		return domain.User{}, err
-	}
-	u, _ := l.proj.User(userKey)
-	u.Key, u.LastSeq = userKey, max(u.LastSeq, seq)
-	return u, nil
-}
-
 // Issue opens a session for a user and returns its first token pair.
 func (l *Ledger) Issue(ctx context.Context, req IssueRequest) (_ TokenPair, err error) {
 	ctx, done := l.budget(ctx)
@@ -277,8 +279,12 @@ func (l *Ledger) Issue(ctx context.Context, req IssueRequest) (_ TokenPair, err 
 	}
 	tok := domain.RefreshToken{SessionID: ulid.Make().String()}
 	_, _ = rand.Read(tok.Secret[:])
+	tok = l.keys.Token.Seal(tok)
 	userKey := l.UserKey(req.UserID)
-	e, _, err := l.write(ctx, userKey, func(time.Time) decision {
+	// A new session: its append expects nothing under its own subjects, so
+	// issues to one user never conflict. A deactivation stored first makes
+	// the issue change nothing (superseded): then the user is deactivated.
+	e, _, superseded, err := l.write(ctx, userKey, func(time.Time) decision {
 		var user *domain.User
 		if u, ok := l.proj.User(userKey); ok {
 			user = &u
@@ -291,6 +297,9 @@ func (l *Ledger) Issue(ctx context.Context, req IssueRequest) (_ TokenPair, err 
 			RefreshToken: l.keys.Token.Digest(tok),
 		}}
 	})
+	if err == nil && superseded {
+		err = domain.ErrUserDeactivated
+	}
 	if err != nil {
 		return TokenPair{}, err
 	}
@@ -301,6 +310,27 @@ func (l *Ledger) Issue(ctx context.Context, req IssueRequest) (_ TokenPair, err 
 	return l.mint(&s, tok, e.Time, domain.OutcomeRotated)
 }
 
+// tokenSession returns the session of refresh token t, as session does, once
+// t could be the ledger's: a tagged token whose tag does not verify is
+// refused with one HMAC and no lookup. A legacy (untagged) token is decided
+// on the projection alone: it was issued before tags, so its session, if
+// live, was applied long since, and every rotation after it made a tagged
+// token; one that is not genuine against the state held (a bounded walk,
+// domain.MaxLegacyGenerationsBehind) is refused here, before any write.
+func (l *Ledger) tokenSession(ctx context.Context, t domain.RefreshToken) (domain.Session, bool, error) {
+	if !t.Tagged {
+		s, ok := l.proj.Session(t.SessionID)
+		if ok {
+			_, ok = l.keys.Token.GenerationsBehind(&s, t)
+		}
+		return s, ok, nil
+	}
+	if !l.keys.Token.Authentic(t) {
+		return domain.Session{}, false, nil
+	}
+	return l.session(ctx, t.SessionID)
+}
+
 // Refresh exchanges a refresh token for a new pair (RFC 6749 §6).
 func (l *Ledger) Refresh(ctx context.Context, raw string) (_ TokenPair, err error) {
 	ctx, done := l.budget(ctx)
@@ -309,21 +339,26 @@ func (l *Ledger) Refresh(ctx context.Context, raw string) (_ TokenPair, err erro
 	if err != nil {
 		return TokenPair{Outcome: domain.OutcomeInvalid}, err
 	}
-	s, ok, err := l.session(ctx, t.SessionID)
+	s, ok, err := l.tokenSession(ctx, t)
 	if err != nil || !ok {
 		if err == nil {
 			err = domain.ErrTokenUnknown
 		}
 		return TokenPair{Outcome: domain.OutcomeInvalid}, err
 	}
-	e, d, err := l.write(ctx, s.UserKey, func(now time.Time) decision {
+	e, d, superseded, err := l.write(ctx, s.UserKey, func(now time.Time) decision {
 		s, ok := l.proj.Session(t.SessionID)
 		if !ok {
 			return decision{err: domain.ErrTokenUnknown, refresh: domain.RefreshDecision{Outcome: domain.OutcomeInvalid}}
 		}
 		rd := domain.DecideRefresh(&s, t, l.keys.Token, now, l.grace())
-		return decision{event: rd.Event, session: s.ID, err: rd.Err, refresh: rd, state: s}
+		return decision{event: rd.Event, session: s.ID, expect: s.LastSeq, err: rd.Err, refresh: rd, state: s}
 	})
+	if err == nil && superseded {
+		// A revoke-all or deactivation was stored before the rotation: the
+		// session ended there, and the token handed out would be of no use.
+		return TokenPair{Outcome: domain.OutcomeInvalid}, domain.ErrSessionEnded
+	}
 	if err != nil {
 		if errors.Is(err, domain.ErrTokenReused) {
 			l.completeRevocation(ctx, s.UserKey, s.ID)
@@ -351,12 +386,12 @@ func (l *Ledger) completeRevocation(ctx context.Context, userKey, sessionID stri
 	var err error
 	ctx, done := l.budget(ctx)
 	defer done(&err)
-	_, _, err = l.write(ctx, userKey, func(time.Time) decision {
+	_, _, _, err = l.write(ctx, userKey, func(time.Time) decision {
 		s, ok := l.proj.Session(sessionID)
 		if !ok {
 			return decision{}
 		}
-		return decision{event: domain.DecideCompleteRevocation(&s), session: sessionID}
+		return decision{event: domain.DecideCompleteRevocation(&s), session: sessionID, expect: s.LastSeq}
 	})
 	if err != nil {
 		l.log.Error("ledger: record revocation after reuse", "session_id", sessionID, "err", err)

@@ -36,12 +36,12 @@ func (l *Ledger) ExpireDue(ctx context.Context) int {
 func (l *Ledger) expire(ctx context.Context, s domain.Session) (e domain.Event, err error) {
 	ctx, done := l.budget(ctx)
 	defer done(&err)
-	e, _, err = l.write(ctx, s.UserKey, func(now time.Time) decision {
+	e, _, _, err = l.write(ctx, s.UserKey, func(now time.Time) decision {
 		cur, ok := l.proj.Session(s.ID)
 		if !ok {
 			return decision{}
 		}
-		return decision{event: domain.DecideExpire(&cur, now), session: s.ID}
+		return decision{event: domain.DecideExpire(&cur, now), session: s.ID, expect: cur.LastSeq}
 	})
 	return e, err
 }

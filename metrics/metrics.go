@@ -29,6 +29,9 @@ type State struct {
 	// Refused counts the stream messages the projection refused: not the
 	// ledger's (no valid tag, wrong subject) or out of place.
 	Refused func() uint64
+	// Superseded counts the ledger's events that changed nothing: writes
+	// decided before a user event (revoke-all, deactivation) stored first.
+	Superseded func() uint64
 }
 
 // New registers the metrics.
@@ -52,7 +55,7 @@ func New(state State) *Metrics {
 		}, []string{"route", "method", "code"}),
 		appendConflicts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sessionledger_append_conflicts_total",
-			Help: "Appends that lost to another writer of the same user (expected-sequence check) and were decided again.",
+			Help: "Appends that lost to another writer of the same session, or for user events of the same user (expected-sequence check), and were decided again.",
 		}),
 		appendRetries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sessionledger_append_retries_total",
@@ -80,8 +83,14 @@ func New(state State) *Metrics {
 	if state.Refused != nil {
 		r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "sessionledger_refused_messages_total",
-			Help: "Stream messages this instance's projection refused to apply since it started: not written by the ledger (no valid tag, a subject that does not match the event) or out of place (not continuing the user's chain, an impossible transition). Any is worth an alert.",
+			Help: "Stream messages this instance's projection refused to apply since it started: not written by the ledger (no valid tag, a subject that does not match the event) or out of place (replayed: stored without the expectation it was written for, or not continuing the user's chain in events from before expectations; an impossible transition). Any is worth an alert.",
 		}, func() float64 { return float64(state.Refused()) }))
+	}
+	if state.Superseded != nil {
+		r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sessionledger_superseded_events_total",
+			Help: "The ledger's events, applied by this instance since it started, that changed nothing: a session write decided before a revoke-all or deactivation of its user that the stream stored first (the command answered that the session had ended).",
+		}, func() float64 { return float64(state.Superseded()) }))
 	}
 	// Every outcome appears from the start, at zero.
 	for _, o := range []string{"rotated", "tolerated", "reused", "expired", "invalid", "error"} {

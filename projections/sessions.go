@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -48,6 +49,11 @@ type Sessions struct {
 	refused          []uint64
 	historySeq       uint64 // the last record that is not a checkpoint
 	rejectedCount    atomic.Uint64
+	supersededCount  atomic.Uint64
+	// recentSuperseded holds the sequences of the last superseded events,
+	// in a ring (supersededCount says where): a writer asks whether its own
+	// event was one (WasSuperseded).
+	recentSuperseded [1024]uint64
 	// While a snapshot is encoded, refusals are noted for it too.
 	snapshotting bool
 	snapRefused  []uint64
@@ -60,11 +66,20 @@ type Sessions struct {
 
 type userEntry struct {
 	domain.User
-	sessions []*entry // users have a handful: a slice costs far less than a map
+	// sessions, in stream order of issue: most users have a handful, and a
+	// slice costs far less than a map; one with thousands is found by
+	// binary search.
+	sessions []*entry
+}
+
+// find returns the index of the user's session issued at seq, or where it
+// would be.
+func (u *userEntry) find(issuedSeq uint64) (int, bool) {
+	return slices.BinarySearchFunc(u.sessions, issuedSeq, func(s *entry, seq uint64) int { return cmp.Compare(s.IssuedSeq, seq) })
 }
 
 func (u *userEntry) remove(s *entry) {
-	if i := slices.Index(u.sessions, s); i >= 0 {
+	if i, ok := u.find(s.IssuedSeq); ok && u.sessions[i] == s {
 		u.sessions = slices.Delete(u.sessions, i, i+1)
 	}
 }
@@ -128,9 +143,13 @@ func (p *Sessions) ApplyRecord(r domain.Record) error {
 	p.mu.Lock()
 	p.chain = p.chain.Next(r.Seq, r.Digest)
 	var refused error
+	superseded := false
 	switch r.Kind {
 	case domain.RecordEvent:
 		refused = p.applyEvent(r.Event)
+		if errors.Is(refused, errSuperseded) {
+			refused, superseded = nil, true
+		}
 		p.historySeq = r.Seq
 	case domain.RecordCheckpoint:
 		p.checkpointed(r.Covers)
@@ -144,10 +163,17 @@ func (p *Sessions) ApplyRecord(r domain.Record) error {
 	if refused != nil {
 		p.refuse(r)
 	}
+	if superseded {
+		n := p.supersededCount.Add(1)
+		p.recentSuperseded[(n-1)%uint64(len(p.recentSuperseded))] = r.Seq
+	}
 	// Under the lock, with the running hash: a snapshot reads both at once.
 	p.applied.Store(r.Seq)
 	p.mu.Unlock()
 	p.wake(r.Seq)
+	if superseded {
+		p.log.Debug("projection: a write that lost the race to an earlier user event changed nothing", "seq", r.Seq, "event", r.Event.Type(), "session_id", r.Event.SessionID)
+	}
 	if refused != nil {
 		p.rejectedCount.Add(1)
 		p.log.Warn("projection: refused a message that is not the ledger's history", "seq", r.Seq, "user_key", r.UserKey, "reason", refused)
@@ -155,7 +181,14 @@ func (p *Sessions) ApplyRecord(r domain.Record) error {
 	return nil
 }
 
-// applyEvent applies e, or says why it is refused. Called with mu held.
+// errSuperseded: an event the ledger wrote that changes nothing, because a
+// user event stored before it (a revoke-all, a deactivation) had already
+// ended what it was decided on. Per-session concurrency lets such a write
+// land; its command answers from the state after it (see ledger.write).
+var errSuperseded = errors.New("superseded by an earlier user event")
+
+// applyEvent applies e, or says why it is refused (or errSuperseded).
+// Called with mu held.
 func (p *Sessions) applyEvent(e domain.Event) error {
 	reduce, ok := reducers[e.Type()]
 	if !ok {
@@ -170,8 +203,19 @@ func (p *Sessions) applyEvent(e domain.Event) error {
 	if fuzzy && slices.Contains(p.fuzzyRefused, e.Seq) {
 		return errors.New("refused when the snapshot was taken")
 	}
-	if !(fuzzy && u != nil && e.Seq <= u.LastSeq) && !bytes.Equal(e.Prev, p.chainHead(u)) {
-		return fmt.Errorf("event %s does not continue user %s's chain (a genuine event replayed out of place, or not the ledger's)", e.ID, e.UserKey)
+	if e.Expect == nil {
+		// Written before per-session concurrency: it must continue its
+		// user's chain. (An event with an expectation was checked against
+		// the headers the stream enforced when it was read.)
+		if !(fuzzy && u != nil && e.Seq <= u.ChainSeq) && !bytes.Equal(e.Prev, p.chainHead(u)) {
+			return fmt.Errorf("event %s does not continue user %s's chain (a genuine event replayed out of place, or not the ledger's)", e.ID, e.UserKey)
+		}
+	} else if p.superseded(u, e) {
+		if fuzzy {
+			p.log.Debug("projection: event already reflected by the snapshot", "seq", e.Seq, "event", e.Type(), "session_id", e.SessionID)
+			return nil
+		}
+		return errSuperseded
 	}
 	if u == nil {
 		u = &userEntry{User: domain.User{Key: e.UserKey}}
@@ -189,13 +233,39 @@ func (p *Sessions) applyEvent(e domain.Event) error {
 		p.log.Debug("projection: event already reflected by the snapshot", "seq", e.Seq, "event", e.Type(), "session_id", e.SessionID, "err", err)
 	}
 	p.users[e.UserKey] = u
-	if e.Seq > u.LastSeq {
+	if e.Type().IsUserEvent() && e.Seq > u.LastSeq {
 		u.LastSeq = e.Seq
 	}
-	if e.Seq > u.ChainSeq {
+	if e.Expect == nil && e.Seq > u.ChainSeq {
 		u.ChainSeq, u.LastDigest = e.Seq, e.Digest
 	}
 	return nil
+}
+
+// superseded reports whether e, an event the ledger wrote under an
+// expectation, finds what it was decided on already ended by an earlier
+// user event: a session issued to a user deactivated since, or an event of
+// a session ended since (the revoked that completes a reuse revocation
+// excepted). The stream enforced its expectation on the session's own
+// subjects, so only a user event can have come between, and one did: the
+// user's last user event is later than what e expected. Anything else that
+// finds its session ended (one the projection no longer holds, ended by its
+// own events) is an impossible transition, refused. Called with mu held.
+func (p *Sessions) superseded(u *userEntry, e domain.Event) bool {
+	if e.Type().IsUserEvent() {
+		return false
+	}
+	if _, issue := e.Data.(domain.SessionIssued); issue {
+		return u != nil && u.Deactivated
+	}
+	if u == nil || u.LastSeq <= *e.Expect {
+		return false
+	}
+	s := p.sessions[e.SessionID]
+	if _, revoke := e.Data.(domain.SessionRevoked); revoke && s != nil && s.RevocationPending {
+		return false
+	}
+	return s == nil || !s.Live()
 }
 
 // chainHead is what the user's next event must carry as its prevdigest: the
@@ -207,12 +277,10 @@ func (p *Sessions) chainHead(u *userEntry) []byte {
 	return u.LastDigest[:]
 }
 
-// refuse records a refused message: the user its subject names must expect
-// it on the next write, and the next checkpoint lists it. Called with mu held.
+// refuse records a refused message: the next checkpoint lists it. (A write
+// whose expectation it breaks learns its sequence from the conflict.)
+// Called with mu held.
 func (p *Sessions) refuse(r domain.Record) {
-	if u := p.users[r.UserKey]; u != nil && r.Seq > u.LastSeq {
-		u.LastSeq = r.Seq
-	}
 	p.refused = append(p.refused, r.Seq)
 	if p.snapshotting {
 		p.snapRefused = append(p.snapRefused, r.Seq)
@@ -247,6 +315,27 @@ func (p *Sessions) NextCheckpoint() (c integrity.Checkpoint, pending bool) {
 
 // Refused returns how many messages the projection has refused since it started.
 func (p *Sessions) Refused() uint64 { return p.rejectedCount.Load() }
+
+// Superseded returns how many of the ledger's events changed nothing since
+// it started, because an earlier user event had ended what they were
+// decided on (errSuperseded).
+func (p *Sessions) Superseded() uint64 { return p.supersededCount.Load() }
+
+// WasSuperseded tells whether the event applied at seq was superseded;
+// known is false when seq is not applied yet, or so many events were
+// superseded since that the ring no longer reaches back to it.
+func (p *Sessions) WasSuperseded(seq uint64) (superseded, known bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if seq > p.applied.Load() {
+		return false, false
+	}
+	ring, n := p.recentSuperseded[:], p.supersededCount.Load()
+	if n > uint64(len(ring)) && seq < ring[n%uint64(len(ring))] {
+		return false, false // before the oldest held
+	}
+	return slices.Contains(ring[:min(n, uint64(len(ring)))], seq), true
+}
 
 func (p *Sessions) onIssued(u *userEntry, e domain.Event) error {
 	if _, dup := p.sessions[e.SessionID]; dup {
@@ -290,33 +379,49 @@ func (p *Sessions) onReactivated(u *userEntry, e domain.Event) error {
 	return nil
 }
 
+// cutOff ends every live session of u issued before seq, in one pass over
+// the user's sessions (time linear in their number, times the heap's log).
 func (p *Sessions) cutOff(u *userEntry, seq uint64, reason string) {
-	for _, s := range slices.Clone(u.sessions) { // settle removes from u.sessions
+	kept := u.sessions[:0]
+	for _, s := range u.sessions {
 		if s.EndByUser(seq, reason) {
 			s.LastSeq = seq
-			p.settle(u, s)
+			if !p.place(s) {
+				continue
+			}
 		}
+		kept = append(kept, s)
 	}
+	clear(u.sessions[len(kept):])
+	u.sessions = kept
 }
 
 // settle puts s where its state says after it changed: in the deadline heap
 // while live, in the pending set while its revocation is unannounced, and
 // nowhere once it has ended.
 func (p *Sessions) settle(u *userEntry, s *entry) {
+	if !p.place(s) {
+		u.remove(s)
+	}
+}
+
+// place is settle but for the user's list: it reports whether s is still
+// held.
+func (p *Sessions) place(s *entry) bool {
 	switch {
 	case s.Live():
 		heap.Fix(&p.deadlines, s.heapIndex)
-		return
+		return true
 	case s.heapIndex >= 0:
 		heap.Remove(&p.deadlines, s.heapIndex)
 	}
 	if s.RevocationPending {
 		p.pending[s.ID] = s
-		return
+		return true
 	}
 	delete(p.pending, s.ID)
 	delete(p.sessions, s.ID)
-	u.remove(s)
+	return false
 }
 
 // maxInterned bounds the intern table: values past it are kept as they are.
@@ -386,20 +491,36 @@ func (p *Sessions) User(key string) (domain.User, bool) {
 
 // UserSessions returns copies of the user's live sessions, oldest first.
 func (p *Sessions) UserSessions(key string) []domain.Session {
-	p.mu.RLock()
-	u := p.users[key]
-	var out []domain.Session
-	if u != nil {
-		out = make([]domain.Session, 0, len(u.sessions))
-		for _, s := range u.sessions {
-			if s.Live() {
-				out = append(out, s.Session)
-			}
-		}
-	}
-	p.mu.RUnlock()
-	slices.SortFunc(out, func(a, b domain.Session) int { return cmp.Compare(a.IssuedSeq, b.IssuedSeq) })
+	out, _ := p.UserSessionsPage(key, 0, math.MaxInt)
 	return out
+}
+
+// UserSessionsPage returns copies of up to limit of the user's live
+// sessions issued after stream sequence after, oldest first, and whether
+// more follow. It costs O(log n + limit) in the user's n sessions.
+func (p *Sessions) UserSessionsPage(key string, after uint64, limit int) (page []domain.Session, more bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	u := p.users[key]
+	if u == nil {
+		return nil, false
+	}
+	i, found := u.find(after)
+	if found {
+		i++
+	}
+	page = make([]domain.Session, 0, min(limit, len(u.sessions)-i))
+	for ; i < len(u.sessions); i++ {
+		s := u.sessions[i]
+		if !s.Live() {
+			continue
+		}
+		if len(page) == limit {
+			return page, true
+		}
+		page = append(page, s.Session)
+	}
+	return page, false
 }
 
 // PendingRevocations returns the sessions whose reuse revocation still needs

@@ -1,11 +1,13 @@
 package projections
 
 import (
+	"cmp"
 	"container/heap"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 
 	"github.com/sessionledger/sessionledger/domain"
 )
@@ -26,7 +28,7 @@ import (
 // and user events are idempotent when applied in order.
 const (
 	snapshotMagic   = "SLSNAP"
-	SnapshotVersion = 5    // 2: users carry their last chain digest; 3: fixed-size token digests; 4: no user id; 5: sealed, running hash, refusals, every user
+	SnapshotVersion = 6    // 2: users carry their last chain digest; 3: fixed-size token digests; 4: no user id; 5: sealed, running hash, refusals, every user; 6: a user's last sequence counts its user events only
 	snapshotChunk   = 4096 // records encoded per hold of the read lock
 )
 
@@ -208,6 +210,9 @@ func RestoreSessions(data []byte, sealer Sealer, log *slog.Logger) (*Sessions, e
 	}
 	if r.err != nil || len(r.b) == 0 || r.b[0] != 'E' {
 		return nil, fmt.Errorf("%w: malformed data", ErrSnapshotMismatch)
+	}
+	for _, u := range p.users {
+		slices.SortFunc(u.sessions, func(a, b *entry) int { return cmp.Compare(a.IssuedSeq, b.IssuedSeq) })
 	}
 	r.b = r.b[1:]
 	end := r.uvarint()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -54,7 +55,8 @@ func jsonProblem(err error) string {
 	case errors.As(err, &se):
 		return fmt.Sprintf("syntax error at offset %d", se.Offset)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")
+		// The name is the client's input: not echoed.
+		return "the body has a field that this endpoint does not take"
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return "syntax error: the body ends inside a JSON value"
 	case errors.Is(err, io.EOF):
@@ -92,7 +94,8 @@ func parsePolicy(raw json.RawMessage, req *ledger.IssueRequest) error {
 	fields["inactivity_timeout"] = &p.InactivityTimeout
 	for name := range obj {
 		if _, ok := fields[name]; !ok {
-			return &domain.ValidationError{Field: "policy." + name, Reason: "is not a policy field (access_token_ttl, absolute_lifetime, inactivity_timeout)"}
+			// The name is the client's input: not echoed.
+			return &domain.ValidationError{Field: "policy", Reason: "has a field other than access_token_ttl, absolute_lifetime and inactivity_timeout"}
 		}
 	}
 	for _, name := range []string{"access_token_ttl", "absolute_lifetime", "inactivity_timeout"} {
@@ -142,13 +145,29 @@ type sessionView struct {
 	Generation   uint32        `json:"generation"`
 }
 
-// listSessions is GET /v1/users/{user_id}/sessions.
+// listSessions is GET /v1/users/{user_id}/sessions?limit=&cursor=: one page,
+// and next_cursor when more follow.
 func (s *Server) listSessions(c echo.Context) error {
 	userID, err := pathParam(c, "user_id")
 	if err != nil {
 		return &domain.ValidationError{Field: "user_id", Reason: "is not a valid path segment"}
 	}
-	sessions, err := s.ledger.Sessions(s.ctx(c), userID)
+	var page ledger.Page
+	q := c.QueryParams()
+	if v, ok := q["limit"]; ok {
+		n, err := strconv.Atoi(v[0])
+		if err != nil || len(v) > 1 || n < 1 {
+			return &domain.ValidationError{Field: "limit", Reason: fmt.Sprintf("must be one whole number from 1 to %d", ledger.MaxPageLimit)}
+		}
+		page.Limit = n
+	}
+	if v, ok := q["cursor"]; ok {
+		if len(v) > 1 || v[0] == "" {
+			return &domain.ValidationError{Field: "cursor", Reason: "must be one next_cursor value from a previous page"}
+		}
+		page.Cursor = v[0]
+	}
+	sessions, next, err := s.ledger.Sessions(s.ctx(c), userID, page)
 	if err != nil {
 		return err
 	}
@@ -162,7 +181,11 @@ func (s *Server) listSessions(c echo.Context) error {
 			Generation:   ss.Generation,
 		})
 	}
-	return c.JSON(http.StatusOK, map[string]any{"sessions": views})
+	body := map[string]any{"sessions": views}
+	if next != "" {
+		body["next_cursor"] = next
+	}
+	return c.JSON(http.StatusOK, body)
 }
 
 // revokeSession is DELETE /v1/sessions/{session_id}.

@@ -203,7 +203,7 @@ func (a *auditCmd) verify(ctx context.Context, keysFile, trustedFile string) err
 		return fmt.Errorf("%w: %d problems", errIntegrity, len(problems))
 	}
 	if !a.asJSON {
-		fmt.Fprintf(a.stdout, "ok: %d events of %d sessions; every event decodes, every user's chain is unbroken, every history is valid; %s\n", v.Events(), v.Sessions(), summary)
+		fmt.Fprintf(a.stdout, "ok: %d events of %d sessions; every event decodes and is where it was written (position, or the user's chain before expectations), every history is valid (%d writes superseded by an earlier user event); %s\n", v.Events(), v.Sessions(), v.Superseded(), summary)
 	} else {
 		fmt.Fprintf(a.stderr, "%s\n", summary)
 	}

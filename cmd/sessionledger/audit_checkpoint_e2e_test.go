@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -91,13 +90,15 @@ func readStream(t *testing.T, h *ledgerHarness) []message {
 	return msgs
 }
 
-// rechain rewrites every event's prevdigest from the bytes of its user's
-// previous event, as someone forging a history would: the per-user chains
-// are then whole again, and only the checkpoints can tell.
+// rechain rewrites every event's expectation from its place in msgs (the
+// last message before it under its session's or user's subjects), as
+// someone forging a history would: every structural check then passes
+// again, and only the checkpoints can tell. (The per-user hash chains of
+// earlier versions were as easy to recompute.)
 func rechain(t *testing.T, msgs []message) []message {
 	t.Helper()
 	out := make([]message, len(msgs))
-	last := map[string][]byte{}
+	last := map[string]uint64{}
 	for i, m := range msgs {
 		out[i] = m
 		if m.subject == integrity.CheckpointSubject {
@@ -107,12 +108,13 @@ func rechain(t *testing.T, msgs []message) []message {
 		if err != nil {
 			t.Fatal(err)
 		}
-		e.Prev = last[e.UserKey]
+		under := eventstore.ExpectFilter(e)
+		expect := last[under]
+		e.Expect = &expect
 		if out[i].data, err = domain.EncodeEvent(e); err != nil {
 			t.Fatal(err)
 		}
-		sum := sha256.Sum256(out[i].data)
-		last[e.UserKey] = sum[:]
+		last[under] = uint64(i + 1)
 	}
 	return out
 }
@@ -299,8 +301,8 @@ func TestAuditNamesWhatTheLedgerRefused(t *testing.T) {
 	if !ok {
 		t.Fatal("no session")
 	}
-	u, _ := h.m.follower.Projection().User(st.UserKey)
-	forged := domain.Event{ID: "01JFORGEDFORGEDFORGEDFORGE", Time: time.Now(), SessionID: s.ID, UserKey: st.UserKey, Prev: u.LastDigest[:],
+	expect := st.LastSeq
+	forged := domain.Event{ID: "01JFORGEDFORGEDFORGEDFORGE", Time: time.Now(), SessionID: s.ID, UserKey: st.UserKey, Expect: &expect,
 		Data: domain.SessionRevoked{Reason: domain.ReasonSignedOut, Actor: domain.ActorClient}}
 	data, err := domain.EncodeEvent(forged)
 	if err != nil {

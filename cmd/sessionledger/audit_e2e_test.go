@@ -139,7 +139,7 @@ func TestAuditOnAKnownHistory(t *testing.T) {
 	}
 	for _, l := range lines {
 		var ce map[string]any
-		if err := json.Unmarshal([]byte(l), &ce); err != nil || ce["specversion"] != "1.0" || ce["id"] == nil || ce["prevdigest"] == nil && ce["type"] != "session.issued" {
+		if err := json.Unmarshal([]byte(l), &ce); err != nil || ce["specversion"] != "1.0" || ce["id"] == nil || ce["expectseq"] == nil || ce["prevdigest"] != nil {
 			t.Fatalf("export line is not a CloudEvent of the ledger: %s", l)
 		}
 	}
@@ -242,24 +242,6 @@ func TestAuditVerifyNamesTheDamage(t *testing.T) {
 	without := func(i int) []message { return withoutMsg(msgs, i) }
 	swapped := func(i, j int) []message { return swappedMsgs(msgs, i, j) }
 	edited := func(i int, from, to string) []message { return editedMsg(t, msgs, i, from, to) }
-	// A cut-off moved before a session it ended: the session now looks issued after it.
-	carolCut := -1
-	for i, e := range events {
-		if e.Type() == domain.TypeUserSessionsRevoked {
-			carolCut = i
-		}
-	}
-	moved := append([]message(nil), msgs...)
-	cut := moved[carolCut]
-	moved = append(moved[:carolCut], moved[carolCut+1:]...)
-	var carol2 int
-	for i, e := range events {
-		if e.SessionID == s["carol2"].ID && e.Type() == domain.TypeSessionIssued {
-			carol2 = i
-		}
-	}
-	moved = append(moved[:carol2], append([]message{cut}, moved[carol2:]...)...)
-
 	for _, tc := range []struct {
 		name    string
 		msgs    []message
@@ -267,12 +249,13 @@ func TestAuditVerifyNamesTheDamage(t *testing.T) {
 		seq     uint64 // where verify must report it
 		mention string
 	}{
-		{"a rotation removed", without(alice[1]), "chain", seq(alice[2] - 1), "was altered, or events between them were removed or reordered"},
-		{"two events of a session reordered", swapped(alice[1], alice[2]), "chain", seq(alice[1]), ""},
-		{"an event edited", edited(alice[1], `"generation":1`, `"generation":7`), "chain", seq(alice[2]), fmt.Sprintf("previous event (seq %d)", seq(alice[1]))},
-		{"a reason edited", edited(alice[3], `"family_revoked"`, `"tolerated"`), "chain", seq(alice[4]), ""},
+		{"a rotation removed", without(alice[1]), "position", seq(alice[2] - 1), "removed or reordered"},
+		{"two events of a session reordered", swapped(alice[1], alice[2]), "position", seq(alice[1]), fmt.Sprintf("follows sequence %d", seq(alice[0]))},
+		{"an event edited", edited(alice[1], `"generation":1`, `"generation":7`), "transition", seq(alice[1]), "generation 7"},
 		{"an event replaced by garbage", edited(alice[2], `"specversion":"1.0"`, `"specversion":"9"`), "undecodable", seq(alice[2]), "specversion"},
-		{"a cut-off moved before a session it ended", moved, "chain", seq(carol2), ""},
+		// What keeps each session's and user's order and a valid history (a
+		// reason edited, a cut-off moved among other sessions' events) is
+		// for the signed checkpoints to tell: TestAuditVerifyWithCheckpoints.
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := auditRun(t, copyStream(t, tc.msgs), "verify", "--json")

@@ -48,13 +48,15 @@ func TestBadInputGetsAClear4xx(t *testing.T) {
 		{"issue: not an object", "POST", "/v1/sessions", "application/json", `[1,2]`, adminHeader, 400, "", ""},
 		{"issue: empty body", "POST", "/v1/sessions", "application/json", ``, adminHeader, 400, "", "empty"},
 		{"issue: two objects", "POST", "/v1/sessions", "application/json", `{"user_id":"a"}{}`, adminHeader, 400, "", "one JSON object"},
-		{"issue: unknown field", "POST", "/v1/sessions", "application/json", `{"user_id":"a","usr":"b"}`, adminHeader, 400, "", "usr"},
+		{"issue: unknown field", "POST", "/v1/sessions", "application/json", `{"user_id":"a","ZZecho1":"b"}`, adminHeader, 400, "", "field"},
 		{"issue: empty user id", "POST", "/v1/sessions", "application/json", `{"user_id":""}`, adminHeader, 400, "", "user_id"},
 		{"issue: no user id", "POST", "/v1/sessions", "application/json", `{}`, adminHeader, 400, "", "user_id"},
 		{"issue: user id not a string", "POST", "/v1/sessions", "application/json", `{"user_id":7}`, adminHeader, 400, "", "user_id"},
 		{"issue: control characters in user id", "POST", "/v1/sessions", "application/json", `{"user_id":"a\u0000b"}`, adminHeader, 400, "", "user_id"},
 		{"issue: user id too long", "POST", "/v1/sessions", "application/json", fmt.Sprintf(`{"user_id":%q}`, strings.Repeat("u", 256)), adminHeader, 400, "", "user_id"},
-		{"issue: unknown policy", "POST", "/v1/sessions", "application/json", `{"user_id":"a","policy":"gold"}`, adminHeader, 400, "", "policy"},
+		{"issue: unknown policy", "POST", "/v1/sessions", "application/json", `{"user_id":"a","policy":"ZZecho2"}`, adminHeader, 400, "", "policy"},
+		{"issue: unknown policy field", "POST", "/v1/sessions", "application/json", `{"user_id":"a","policy":{"ZZecho3":1}}`, adminHeader, 400, "", "policy"},
+		{"issue: reserved claim", "POST", "/v1/sessions", "application/json", `{"user_id":"a","claims":{"sid":"ZZecho4"}}`, adminHeader, 400, "", "claims"},
 		{"issue: policy of wrong type", "POST", "/v1/sessions", "application/json", `{"user_id":"a","policy":7}`, adminHeader, 400, "", "policy"},
 		{"issue: claims not an object", "POST", "/v1/sessions", "application/json", `{"user_id":"a","claims":[1]}`, adminHeader, 400, "", "claims"},
 		{"issue: claims too large", "POST", "/v1/sessions", "application/json", fmt.Sprintf(`{"user_id":"a","claims":{"x":%q}}`, strings.Repeat("c", 5000)), adminHeader, 400, "", "claims"},
@@ -66,6 +68,13 @@ func TestBadInputGetsAClear4xx(t *testing.T) {
 		{"revoke: malformed session id", "DELETE", "/v1/sessions/..%2F..", "", "", adminHeader, 404, "", "session"},
 		{"events: unknown session", "GET", "/v1/sessions/01JD3Z9V6Q4Q4WJ5X7K8M9N0PA/events", "", "", adminHeader, 404, "", "session"},
 		{"events: wildcard session id", "GET", "/v1/sessions/*/events", "", "", adminHeader, 404, "", "session"},
+		{"list: limit not a number", "GET", "/v1/users/alice/sessions?limit=ZZecho5", "", "", adminHeader, 400, "", "limit"},
+		{"list: limit 0", "GET", "/v1/users/alice/sessions?limit=0", "", "", adminHeader, 400, "", "limit"},
+		{"list: limit too large", "GET", "/v1/users/alice/sessions?limit=1001", "", "", adminHeader, 400, "", "limit"},
+		{"list: two limits", "GET", "/v1/users/alice/sessions?limit=1&limit=2", "", "", adminHeader, 400, "", "limit"},
+		{"list: forged cursor", "GET", "/v1/users/alice/sessions?cursor=ZZecho6", "", "", adminHeader, 400, "", "cursor"},
+		{"list: cursor with leading zeros", "GET", "/v1/users/alice/sessions?cursor=s007", "", "", adminHeader, 400, "", "cursor"},
+		{"list: empty cursor", "GET", "/v1/users/alice/sessions?cursor=", "", "", adminHeader, 400, "", "cursor"},
 		{"list: user id too long", "GET", "/v1/users/" + strings.Repeat("u", 300) + "/sessions", "", "", adminHeader, 400, "", "user_id"},
 		{"unknown route", "GET", "/v2/nothing", "", "", nil, 404, "", ""},
 	}
@@ -111,6 +120,9 @@ func TestBadInputGetsAClear4xx(t *testing.T) {
 			}
 			if strings.Contains(raw.String(), s.Refresh) || strings.Contains(raw.String(), testAdminToken) {
 				t.Fatalf("error body echoes a token: %s", raw.String())
+			}
+			if strings.Contains(raw.String(), "ZZecho") {
+				t.Fatalf("error body echoes the input: %s", raw.String())
 			}
 		})
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/rand"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -10,9 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oklog/ulid/v2"
-
-	"github.com/sessionledger/sessionledger/domain"
 	"github.com/sessionledger/sessionledger/internal/poll"
 )
 
@@ -34,9 +30,11 @@ func TestNoRequestOutlivesItsBudget(t *testing.T) {
 	if !b.active(s.Refresh) { // B holds it too
 		t.Fatal("B does not see the session")
 	}
-	var unknown domain.RefreshToken
-	unknown.SessionID = ulid.Make().String()
-	_, _ = rand.Read(unknown.Secret[:])
+	// A genuine token of a session no instance holds (it ended): only the
+	// stream can tell whether it was issued again a moment ago elsewhere.
+	// (A token the ledger never issued is refused without asking it.)
+	ended := a.issue(`{"user_id":"erin"}`)
+	a.mustAdmin("DELETE", "/v1/sessions/"+ended.ID, "", http.StatusNoContent)
 
 	leader := c.StreamLeader("LEDGER")
 	var stopped []int
@@ -58,7 +56,7 @@ func TestNoRequestOutlivesItsBudget(t *testing.T) {
 	form := func(v url.Values) string { return v.Encode() }
 	calls := []call{
 		{"refresh", "POST", "/oauth2/token", "application/x-www-form-urlencoded", form(url.Values{"grant_type": {"refresh_token"}, "refresh_token": {s.Refresh}}), false},
-		{"refresh of a session not held", "POST", "/oauth2/token", "application/x-www-form-urlencoded", form(url.Values{"grant_type": {"refresh_token"}, "refresh_token": {unknown.Encode()}}), false},
+		{"refresh of a session not held", "POST", "/oauth2/token", "application/x-www-form-urlencoded", form(url.Values{"grant_type": {"refresh_token"}, "refresh_token": {ended.Refresh}}), false},
 		{"sign-out", "POST", "/oauth2/revoke", "application/x-www-form-urlencoded", form(url.Values{"token": {s.Access}}), false},
 		{"introspect access", "POST", "/oauth2/introspect", "application/x-www-form-urlencoded", form(url.Values{"token": {s.Access}}), true},
 		{"introspect refresh", "POST", "/oauth2/introspect", "application/x-www-form-urlencoded", form(url.Values{"token": {s.Refresh}}), true},

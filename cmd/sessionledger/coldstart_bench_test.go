@@ -72,7 +72,7 @@ func seedStream(tb testing.TB, dataDir string, n int) {
 	digest := domain.Digest{KeyID: "d"}
 	policy, _ := domain.Preset(domain.PolicyConsumer)
 	written := 0
-	prev := make([][]byte, sessions) // each session has a user of its own: its chain
+	last := make([]uint64, sessions) // each session has a user of its own: its last event
 	for round := 0; written < n; round++ {
 		for i := 0; i < sessions && written < n; i++ {
 			var p domain.Payload
@@ -84,14 +84,19 @@ func seedStream(tb testing.TB, dataDir string, n int) {
 				p = domain.SessionRotated{Generation: uint32(round), RefreshToken: digest}
 			}
 			e := domain.Event{ID: ulid.Make().String(), Time: t0.Add(time.Duration(written) * time.Millisecond), SessionID: ids[i],
-				UserKey: fmt.Sprintf("%032x", i), Data: p, Prev: prev[i]}
+				UserKey: fmt.Sprintf("%032x", i), Data: p}
+			expect := last[i]
+			e.Expect = &expect
 			b, err := domain.EncodeEvent(e)
 			if err != nil {
 				tb.Fatal(err)
 			}
 			sum := sha256.Sum256(b)
-			prev[i] = sum[:]
-			msg := &nats.Msg{Subject: eventstore.SessionSubject(e), Data: b, Header: nats.Header{integrity.TagHeader: {tags.Tag(sum)}}}
+			// One connection keeps the order: this message is stored at
+			// written+1, and enforces its expectation as the ledger's do.
+			last[i] = uint64(written + 1)
+			msg := &nats.Msg{Subject: eventstore.SessionSubject(e), Data: b, Header: nats.Header{integrity.TagHeader: {tags.Tag(sum)},
+				jetstream.ExpectedLastSubjSeqHeader: {strconv.FormatUint(*e.Expect, 10)}, jetstream.ExpectedLastSubjSeqSubjHeader: {eventstore.ExpectFilter(e)}}}
 			if _, err := js.PublishMsgAsync(msg); err != nil {
 				tb.Fatal(err)
 			}

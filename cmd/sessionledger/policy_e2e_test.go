@@ -118,7 +118,7 @@ func TestPolicyInput(t *testing.T) {
 		{`{"access_token_ttl":"60","absolute_lifetime":10,"inactivity_timeout":0}`, "policy"},
 		{`{"absolute_lifetime":10,"inactivity_timeout":0}`, "policy.access_token_ttl"},
 		{`{"access_token_ttl":1,"absolute_lifetime":10}`, "policy.inactivity_timeout"},
-		{`{"access_token_ttl":1,"absolute_lifetime":10,"inactivity_timeout":0,"idle":3}`, "policy.idle"},
+		{`{"access_token_ttl":1,"absolute_lifetime":10,"inactivity_timeout":0,"idle":3}`, "field other than"},
 		{`{"access_token_ttl":1e30,"absolute_lifetime":10,"inactivity_timeout":0}`, "policy.access_token_ttl"},
 		{`{"access_token_ttl":60,"absolute_lifetime":9999999999999,"inactivity_timeout":0}`, "policy.absolute_lifetime"},
 		{`"platinum"`, "policy"},

@@ -145,6 +145,7 @@ func (m *Main) Run(ctx context.Context) error {
 	mets := metrics.New(metrics.State{
 		LiveSessions: proj.LiveSessions,
 		Refused:      proj.Refused,
+		Superseded:   proj.Superseded,
 		ProjectionLag: func() (uint64, error) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()

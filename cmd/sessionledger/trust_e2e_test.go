@@ -40,20 +40,34 @@ import (
 // promptly is how soon a refusal must reach the client that tried.
 const promptly = 2 * time.Second
 
-// forgedEvent is a well-formed event of the user with userKey that continues
-// the user's chain as the ledger holds it, with a fresh id: what anyone who
-// reads the stream can write.
+// forgedEvent is a well-formed event of the user with userKey, with a fresh
+// id and the expectation the ledger would write it under (the last message
+// under the session's subjects, or the user's last user event): what anyone
+// who reads the stream can write.
 func forgedEvent(t *testing.T, h *ledgerHarness, userKey, sessionID string, data domain.Payload) (domain.Event, []byte) {
 	t.Helper()
 	e := domain.Event{ID: ulid.Make().String(), Time: time.Now(), SessionID: sessionID, UserKey: userKey, Data: data}
-	if u, ok := h.m.follower.Projection().User(userKey); ok && u.ChainSeq > 0 {
-		e.Prev = append([]byte(nil), u.LastDigest[:]...)
+	var expect uint64
+	under := eventstore.ExpectFilter(e)
+	for _, m := range h.streamMessages() {
+		if strings.HasPrefix(m.Subject, strings.TrimSuffix(under, "*")) {
+			expect = m.Sequence
+		}
 	}
+	e.Expect = &expect
 	b, err := domain.EncodeEvent(e)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return e, b
+}
+
+// expecting adds to h the headers that make the stream enforce e's
+// expectation, as the ledger's appends do.
+func expecting(h nats.Header, e domain.Event) nats.Header {
+	h.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(*e.Expect, 10))
+	h.Set(jetstream.ExpectedLastSubjSeqSubjHeader, eventstore.ExpectFilter(e))
+	return h
 }
 
 // otherTagKeys are tag keys that are not the ledger's: a fresh random key
@@ -434,8 +448,8 @@ func TestInsiderCannotRewriteHistory(t *testing.T) {
 
 	js := h.insider()
 	ctx := context.Background()
-	// Verbatim, their expectation of the user's last sequence fails; with
-	// their message ids alone, JetStream takes them for retries of the
+	// Verbatim, their expectation of the session's last sequence fails;
+	// with their message ids alone, JetStream takes them for retries of the
 	// originals. Either way it stores nothing.
 	for _, m := range replayed {
 		_, err := js.PublishMsg(ctx, &nats.Msg{Subject: m.Subject, Data: m.Data, Header: m.Header})
@@ -464,6 +478,11 @@ func TestInsiderCannotRewriteHistory(t *testing.T) {
 		msg    *nats.Msg
 		reason string // in the refusal's log line
 	}{
+		// First: its expectation must hold when it is published.
+		{"with the ledger's own tag key and the expectation it would write: a rotation of the revoked session",
+			&nats.Msg{Subject: eventstore.SessionSubject(revive), Data: reviveData, Header: expecting(tag(ledgerKeys, reviveData), revive)}, "impossible transition"},
+		{"the same without its expectation",
+			&nats.Msg{Subject: eventstore.SessionSubject(revive), Data: reviveData, Header: tag(ledgerKeys, reviveData)}, "stored without the expectation it was written for"},
 		{"an untagged session.revoked for the victim's live session",
 			&nats.Msg{Subject: eventstore.SessionSubject(revoke), Data: revokeData}, integrity.ErrNoTag.Error()},
 		{"the same, tagged under another key with the ledger's key id",
@@ -471,11 +490,11 @@ func TestInsiderCannotRewriteHistory(t *testing.T) {
 		{"the same, tagged under a key the ledger does not have",
 			&nats.Msg{Subject: eventstore.SessionSubject(revoke), Data: revokeData, Header: tag(otherTagKeys(t, "forger"), revokeData)}, integrity.ErrUnknownKey.Error()},
 		{"the reuse-revoked session's issue again, with its valid tag",
-			&nats.Msg{Subject: replayed[0].Subject, Data: replayed[0].Data, Header: nats.Header{integrity.TagHeader: replayed[0].Header.Values(integrity.TagHeader)}}, "does not continue user " + rk + "'s chain"},
+			&nats.Msg{Subject: replayed[0].Subject, Data: replayed[0].Data, Header: nats.Header{integrity.TagHeader: replayed[0].Header.Values(integrity.TagHeader)}}, "stored without the expectation it was written for"},
 		{"its first rotation again, with its valid tag",
-			&nats.Msg{Subject: replayed[1].Subject, Data: replayed[1].Data, Header: nats.Header{integrity.TagHeader: replayed[1].Header.Values(integrity.TagHeader)}}, "does not continue user " + rk + "'s chain"},
+			&nats.Msg{Subject: replayed[1].Subject, Data: replayed[1].Data, Header: nats.Header{integrity.TagHeader: replayed[1].Header.Values(integrity.TagHeader)}}, "stored without the expectation it was written for"},
 		{"its second rotation again, with its valid tag",
-			&nats.Msg{Subject: replayed[2].Subject, Data: replayed[2].Data, Header: nats.Header{integrity.TagHeader: replayed[2].Header.Values(integrity.TagHeader)}}, "does not continue user " + rk + "'s chain"},
+			&nats.Msg{Subject: replayed[2].Subject, Data: replayed[2].Data, Header: nats.Header{integrity.TagHeader: replayed[2].Header.Values(integrity.TagHeader)}}, "stored without the expectation it was written for"},
 		{"an untagged user.reactivated for the deactivated user",
 			&nats.Msg{Subject: eventstore.SessionSubject(reactivate), Data: reactivateData}, integrity.ErrNoTag.Error()},
 		{"the victim's genuine issue, with its valid tag, under the bystander's subject",
@@ -483,8 +502,6 @@ func TestInsiderCannotRewriteHistory(t *testing.T) {
 			fmt.Sprintf("belongs under %q", victimIssued.Subject)},
 		{"five junk bytes under the victim's subjects",
 			&nats.Msg{Subject: "ledger." + vk + ".x.revoked", Data: []byte("hello")}, integrity.ErrNoTag.Error()},
-		{"with the ledger's own tag key: a rotation of the revoked session",
-			&nats.Msg{Subject: eventstore.SessionSubject(revive), Data: reviveData, Header: tag(ledgerKeys, reviveData)}, "impossible transition"},
 	}
 	refusedBefore := proj.Refused()
 	want := map[uint64]string{} // sequence → reason
