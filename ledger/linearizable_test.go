@@ -338,7 +338,6 @@ func (s countingStore) LastSeq(ctx context.Context) (uint64, error) {
 	return s.Store.LastSeq(ctx)
 }
 
-
 // TestFinalAnswersMakeNoRoundTrip: an introspection answer that no later
 // event can change comes from the projection without asking the stream; one
 // that could change (active) asks once, and so does one about a session the
