@@ -37,9 +37,11 @@ type Sessions struct {
 	applied atomic.Uint64 // last applied stream sequence
 	// fuzzyUntil is the end sequence of the snapshot this projection was
 	// restored from: up to it, events may find state that already has them,
-	// and fuzzyRefused are the sequences up to it that were refused.
-	fuzzyUntil   uint64
-	fuzzyRefused []uint64
+	// and fuzzyRefused and fuzzySuperseded are the sequences up to it that
+	// were refused, and superseded.
+	fuzzyUntil      uint64
+	fuzzyRefused    []uint64
+	fuzzySuperseded []uint64
 
 	// chain is the running hash of every record applied (integrity.Chain);
 	// checkpointCovers the sequence the last checkpoint in the stream
@@ -55,8 +57,9 @@ type Sessions struct {
 	// event was one (WasSuperseded).
 	recentSuperseded [1024]uint64
 	// While a snapshot is encoded, refusals are noted for it too.
-	snapshotting bool
-	snapRefused  []uint64
+	snapshotting   bool
+	snapRefused    []uint64
+	snapSuperseded []uint64
 
 	wmu     sync.Mutex
 	waiters []waiter
@@ -166,6 +169,9 @@ func (p *Sessions) ApplyRecord(r domain.Record) error {
 	if superseded {
 		n := p.supersededCount.Add(1)
 		p.recentSuperseded[(n-1)%uint64(len(p.recentSuperseded))] = r.Seq
+		if p.snapshotting {
+			p.snapSuperseded = append(p.snapSuperseded, r.Seq)
+		}
 	}
 	// Under the lock, with the running hash: a snapshot reads both at once.
 	p.applied.Store(r.Seq)
@@ -210,11 +216,15 @@ func (p *Sessions) applyEvent(e domain.Event) error {
 		if !(fuzzy && u != nil && e.Seq <= u.ChainSeq) && !bytes.Equal(e.Prev, p.chainHead(u)) {
 			return fmt.Errorf("event %s does not continue user %s's chain (a genuine event replayed out of place, or not the ledger's)", e.ID, e.UserKey)
 		}
-	} else if p.superseded(u, e) {
-		if fuzzy {
-			p.log.Debug("projection: event already reflected by the snapshot", "seq", e.Seq, "event", e.Type(), "session_id", e.SessionID)
+	} else if fuzzy {
+		// The restored state may be later than e: whether e was superseded
+		// is what was noted while the snapshot was encoded, not what that
+		// state says. One that was changes nothing again; any other is
+		// applied (idempotently) below.
+		if slices.Contains(p.fuzzySuperseded, e.Seq) {
 			return nil
 		}
+	} else if p.superseded(u, e) {
 		return errSuperseded
 	}
 	if u == nil {

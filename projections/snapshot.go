@@ -16,7 +16,7 @@ import (
 // running hash at the start (32 bytes) | sequence the last checkpoint covers
 // (uvarint) | refused sequences after it (list) | records, each 'U' user or
 // 'S' session | 'E' | end sequence (uvarint) | sequences refused while it
-// was encoded (list) | the seal (integrity.TagKeys.Seal: key id and an
+// was encoded (list) | sequences superseded while it was encoded (list) | the seal (integrity.TagKeys.Seal: key id and an
 // HMAC under the ledger's tag key, so that nobody without that key can
 // forge one). Strings, byte slices and lists are uvarint length-prefixed;
 // times are Unix nanoseconds (varint, 0 for none).
@@ -57,7 +57,7 @@ func (p *Sessions) Snapshot(sealer Sealer) (data []byte, startSeq uint64) {
 	b = binary.AppendUvarint(b, SnapshotVersion)
 
 	p.mu.Lock()
-	p.snapshotting, p.snapRefused = true, nil
+	p.snapshotting, p.snapRefused, p.snapSuperseded = true, nil, nil
 	startSeq = p.applied.Load()
 	b = binary.AppendUvarint(b, startSeq)
 	b = append(b, p.chain[:]...)
@@ -89,12 +89,13 @@ func (p *Sessions) Snapshot(sealer Sealer) (data []byte, startSeq uint64) {
 	p.mu.RUnlock()
 	p.mu.Lock()
 	endSeq := p.applied.Load()
-	refused := p.snapRefused
-	p.snapshotting, p.snapRefused = false, nil
+	refused, superseded := p.snapRefused, p.snapSuperseded
+	p.snapshotting, p.snapRefused, p.snapSuperseded = false, nil, nil
 	p.mu.Unlock()
 	b = append(b, 'E')
 	b = binary.AppendUvarint(b, endSeq)
 	b = appendSeqs(b, refused)
+	b = appendSeqs(b, superseded)
 	return sealer.Seal(b), startSeq
 }
 
@@ -217,6 +218,7 @@ func RestoreSessions(data []byte, sealer Sealer, log *slog.Logger) (*Sessions, e
 	r.b = r.b[1:]
 	end := r.uvarint()
 	p.fuzzyRefused = r.seqs()
+	p.fuzzySuperseded = r.seqs()
 	if r.err != nil || len(r.b) != 0 || end < start {
 		return nil, fmt.Errorf("%w: malformed data", ErrSnapshotMismatch)
 	}
