@@ -41,6 +41,7 @@ func benchCmd(ctx context.Context, args []string, lookupEnv func(string) (string
 	fs.StringVar(&binary, "server-binary", "", "attack, big-user: the sessionledger binary to run as the ledger (default: this one)")
 	fs.IntVar(&attack.Users, "users", 100_000, "attack: users preloaded, one session each")
 	fs.IntVar(&attack.Generation, "generation", 10_000, "attack: the generation one session is refreshed to before its generation-0 token is forged")
+	fs.IntVar(&attack.ForgedClients, "forged-clients", 16, "attack: concurrent clients sending one kind of forged token alone")
 	fs.Float64Var(&attack.ForgedRate, "forged-rate", 1000, "attack: forged requests per second while genuine clients refresh")
 	fs.IntVar(&big.Sessions, "user-sessions", 5000, "big-user: sessions of the one user, and users with one session each it is compared with")
 	fs.IntVar(&big.OtherClients, "other-clients", 16, "big-user: other users, one session and client each, whose latency is measured meanwhile")

@@ -44,7 +44,7 @@ func onlyStatus(p bench.Phase, status int) bool {
 
 func TestBenchAttackScenario(t *testing.T) {
 	var r bench.AttackResult
-	runBench(t, &r, "--scenario", "attack", "--users", "200", "--clients", "4", "--generation", "50", "--forged-rate", "100", "--duration", "1s")
+	runBench(t, &r, "--scenario", "attack", "--users", "200", "--clients", "4", "--forged-clients", "2", "--generation", "50", "--forged-rate", "100", "--duration", "1s")
 	if r.Preload.Issued != 200 || !onlyStatus(r.Genuine, http.StatusOK) || r.Genuine.OK == 0 {
 		t.Errorf("preload %+v, genuine refreshes %+v: want 200 sessions, then only 200s", r.Preload, r.Genuine)
 	}

@@ -21,11 +21,13 @@ import (
 // AttackConfig configures RunAttack.
 type AttackConfig struct {
 	Target
-	Users int // preloaded users, one session each
-	// Clients is the number of genuine clients (each chains one session of
-	// a preloaded user) and the concurrency of each forged-only phase.
-	Clients  int
-	Duration time.Duration // of each phase
+	Users   int // preloaded users, one session each
+	Clients int // genuine clients, each chaining one session of a preloaded user
+	// ForgedClients is the concurrency of each forged-only phase: enough to
+	// keep the server busy, few enough that a costly refusal is answered
+	// within the request budget instead of timing out in a queue.
+	ForgedClients int
+	Duration      time.Duration // of each phase
 	// Generation is how far one live session is refreshed before the
 	// old-generation phase presents a generation-0 token of it.
 	Generation int
@@ -45,13 +47,14 @@ var ForgedKinds = []string{ForgedUnknown, ForgedOldGeneration, ForgedGarbage, Fo
 
 // AttackResult is what RunAttack measured.
 type AttackResult struct {
-	Users      int     `json:"users"`
-	Clients    int     `json:"clients"`
-	Duration   string  `json:"phase_duration"`
-	Generation int     `json:"old_generation_session_at"`
-	ForgedRate float64 `json:"forged_rate"`
-	CPUSource  string  `json:"cpu_source,omitempty"`
-	Preload    Issue   `json:"preload"`
+	Users         int     `json:"users"`
+	Clients       int     `json:"clients"`
+	ForgedClients int     `json:"forged_clients"`
+	Duration      string  `json:"phase_duration"`
+	Generation    int     `json:"old_generation_session_at"`
+	ForgedRate    float64 `json:"forged_rate"`
+	CPUSource     string  `json:"cpu_source,omitempty"`
+	Preload       Issue   `json:"preload"`
 	// ChainSeconds is how long the sequential refreshes that took one
 	// session to Generation took.
 	ChainSeconds float64 `json:"old_generation_chain_seconds"`
@@ -59,7 +62,8 @@ type AttackResult struct {
 	// Genuine is the reference: clients chaining their refresh tokens,
 	// undisturbed.
 	Genuine Phase `json:"genuine"`
-	// Forged holds each kind sent alone, closed loop from Clients clients.
+	// Forged holds each kind sent alone, closed loop from ForgedClients
+	// clients.
 	Forged map[string]Phase `json:"forged"`
 	// CPURatio is, per kind, server CPU per refusal ÷ server CPU per genuine
 	// refresh.
@@ -84,15 +88,15 @@ type UnderAttack struct {
 // token alone; genuine refreshes while forged ones arrive at cfg.ForgedRate.
 // Progress goes to log.
 func RunAttack(ctx context.Context, cfg AttackConfig, log io.Writer) (AttackResult, error) {
-	r := AttackResult{Users: cfg.Users, Clients: cfg.Clients, Duration: cfg.Duration.String(), Generation: cfg.Generation,
-		ForgedRate: cfg.ForgedRate, Forged: map[string]Phase{}, CPURatio: map[string]float64{}}
-	if cfg.Users < cfg.Clients || cfg.Clients < 1 || cfg.Generation < 0 || cfg.ForgedRate <= 0 || cfg.Duration <= 0 {
-		return r, errors.New("bench: attack needs at least as many users as clients, one client, a generation ≥ 0, a forged rate and a duration")
+	r := AttackResult{Users: cfg.Users, Clients: cfg.Clients, ForgedClients: cfg.ForgedClients, Duration: cfg.Duration.String(),
+		Generation: cfg.Generation, ForgedRate: cfg.ForgedRate, Forged: map[string]Phase{}, CPURatio: map[string]float64{}}
+	if cfg.Users < cfg.Clients || cfg.Clients < 1 || cfg.ForgedClients < 1 || cfg.Generation < 0 || cfg.ForgedRate <= 0 || cfg.Duration <= 0 {
+		return r, errors.New("bench: attack needs at least as many users as clients, a client, a forged client, a generation ≥ 0, a forged rate and a duration")
 	}
 	if cfg.PID != 0 {
 		r.CPUSource = CPUSource
 	}
-	client := newBenchClient(cfg.Clients + maxInFlight)
+	client := newBenchClient(max(cfg.Clients+maxInFlight, cfg.ForgedClients))
 	base := strings.TrimRight(cfg.URL, "/")
 	cfg.URL = base
 
@@ -142,9 +146,9 @@ func RunAttack(ctx context.Context, cfg AttackConfig, log io.Writer) (AttackResu
 		return r, err
 	}
 	for _, kind := range ForgedKinds {
-		fmt.Fprintf(log, "forged %s tokens from %d clients for %v\n", kind, cfg.Clients, cfg.Duration)
+		fmt.Fprintf(log, "forged %s tokens from %d clients for %v\n", kind, cfg.ForgedClients, cfg.Duration)
 		p, err := measure(cfg.Target, func() Phase {
-			return hammer(ctx, client, base, cfg.Clients, time.Now().Add(cfg.Duration), func() string { return f.forge(kind) })
+			return hammer(ctx, client, base, cfg.ForgedClients, time.Now().Add(cfg.Duration), func() string { return f.forge(kind) })
 		})
 		if err != nil {
 			return r, err
@@ -244,7 +248,7 @@ func PrintAttack(w io.Writer, r AttackResult) {
 	if r.CPUSource != "" {
 		fmt.Fprintf(tw, "server CPU\t%s; idle %.3f cores\n", r.CPUSource, r.IdleCores)
 	}
-	fmt.Fprintf(tw, "phases\t%s each, %d clients\n", r.Duration, r.Clients)
+	fmt.Fprintf(tw, "phases\t%s each; %d genuine clients, %d forging alone\n", r.Duration, r.Clients, r.ForgedClients)
 	tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
