@@ -356,7 +356,7 @@ func refused(status int, out map[string]any) bool {
 	return status == http.StatusBadRequest && out["error"] == "invalid_grant"
 }
 
-// statusList formats statuses as "200×5, 503×2".
+// statusList formats counts by status as "5×200, 2×503" ("none" if empty).
 func statusList(m map[int]int) string {
 	var keys []int
 	for s := range m {
@@ -365,7 +365,7 @@ func statusList(m map[int]int) string {
 	sort.Ints(keys)
 	var parts []string
 	for _, s := range keys {
-		parts = append(parts, fmt.Sprintf("%d×%d", s, m[s]))
+		parts = append(parts, fmt.Sprintf("%d×%d", m[s], s))
 	}
 	if len(parts) == 0 {
 		return "none"
