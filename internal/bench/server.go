@@ -72,6 +72,7 @@ func StartServer(ctx context.Context, binary string, extra ...string) (*Server, 
 		}
 	}
 	s.cmd.Env = append(s.cmd.Env, "SESSIONLEDGER_ADMIN_TOKEN="+s.AdminToken)
+	stopWithParent(s.cmd)
 	if err := s.cmd.Start(); err != nil {
 		s.remove()
 		return nil, fmt.Errorf("bench: start %s: %w", binary, err)
