@@ -66,8 +66,8 @@ func TestBenchAttackScenario(t *testing.T) {
 func TestBenchBigUserScenario(t *testing.T) {
 	var r bench.BigUserResult
 	runBench(t, &r, "--scenario", "big-user", "--user-sessions", "50", "--clients", "4", "--other-clients", "2", "--other-rate", "20", "--duration", "1s")
-	if r.IssueManyUsers.Issued != 50 || r.IssueOneUser.Issued != 50 {
-		t.Errorf("issued %d for 50 users, %d for one user: want 50 each", r.IssueManyUsers.Issued, r.IssueOneUser.Issued)
+	if r.IssueManyUsers.Issued != 50 || r.IssueOneUser.Issued != 50 || r.IssueOneUser.ServerCPU == nil {
+		t.Errorf("issued %d for 50 users, %d for one user (server CPU %+v): want 50 each", r.IssueManyUsers.Issued, r.IssueOneUser.Issued, r.IssueOneUser.ServerCPU)
 	}
 	if !onlyStatus(r.OthersAlone, http.StatusOK) || !onlyStatus(r.ManyUsers.Refresh, http.StatusOK) || r.OneUser.Refresh.OK == 0 ||
 		r.OneUser.Refresh.Dropped != 0 || r.ManyUsers.Others.OK == 0 || r.OneUser.Others.OK == 0 {

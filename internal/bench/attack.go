@@ -243,7 +243,7 @@ func printable(n int) string {
 // PrintAttack writes r as a table.
 func PrintAttack(w io.Writer, r AttackResult) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "users\t%d preloaded, one session each: %.0f/s (%.1f s)%s\n", r.Preload.Issued, r.Preload.PerSec, r.Preload.Seconds, retried(r.Preload))
+	fmt.Fprintf(tw, "users\t%d preloaded, one session each: %s\n", r.Preload.Issued, issueLine(r.Preload))
 	fmt.Fprintf(tw, "old-generation session\trefreshed to generation %d in %.1f s, one after another\n", r.Generation, r.ChainSeconds)
 	if r.CPUSource != "" {
 		fmt.Fprintf(tw, "server CPU\t%s; idle %.3f cores\n", r.CPUSource, r.IdleCores)
@@ -281,10 +281,14 @@ func PrintAttack(w io.Writer, r AttackResult) {
 	tw.Flush()
 }
 
-// retried formats the answers an issue batch retried.
-func retried(is Issue) string {
-	if len(is.Errors) == 0 {
-		return ""
+// issueLine formats the rate, server CPU and retries of an issue batch.
+func issueLine(is Issue) string {
+	line := fmt.Sprintf("%.0f/s (%.1f s)", is.PerSec, is.Seconds)
+	if is.ServerCPU != nil {
+		line += fmt.Sprintf(", server CPU %.3f ms per session", is.ServerCPU.PerRequestMS)
 	}
-	return ", retried after " + statusList(is.Errors)
+	if len(is.Errors) > 0 {
+		line += ", retried after " + statusList(is.Errors)
+	}
+	return line
 }

@@ -205,8 +205,8 @@ func listSessions(ctx context.Context, client *http.Client, t Target, user strin
 // PrintBigUser writes r as a table.
 func PrintBigUser(w io.Writer, r BigUserResult) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "issue %d users, one session each\t%.0f/s (%.1f s)%s\n", r.IssueManyUsers.Issued, r.IssueManyUsers.PerSec, r.IssueManyUsers.Seconds, retried(r.IssueManyUsers))
-	fmt.Fprintf(tw, "issue %d sessions for one user\t%.0f/s (%.1f s)%s\n", r.IssueOneUser.Issued, r.IssueOneUser.PerSec, r.IssueOneUser.Seconds, retried(r.IssueOneUser))
+	fmt.Fprintf(tw, "issue %d users, one session each\t%s\n", r.IssueManyUsers.Issued, issueLine(r.IssueManyUsers))
+	fmt.Fprintf(tw, "issue %d sessions for one user\t%s\n", r.IssueOneUser.Issued, issueLine(r.IssueOneUser))
 	if r.CPUSource != "" {
 		fmt.Fprintf(tw, "server CPU\t%s\n", r.CPUSource)
 	}

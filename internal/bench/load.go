@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -162,6 +163,8 @@ type Issue struct {
 	Seconds float64     `json:"seconds"`
 	PerSec  float64     `json:"per_sec"`
 	Errors  map[int]int `json:"errors_by_status,omitempty"` // answers retried before a 201
+	// ServerCPU is per session issued (retries included).
+	ServerCPU *CPU `json:"server_cpu,omitempty"`
 }
 
 // issueRetries bounds the attempts to issue one session: 503 (and no answer)
@@ -176,39 +179,50 @@ func issueSessions(ctx context.Context, client *http.Client, t Target, clients, 
 	var next, done atomic.Int64
 	var mu sync.Mutex
 	is := Issue{Errors: map[int]int{}}
+	issue := func(i int) error {
+		body := fmt.Sprintf(`{"user_id":%q,"device":{"name":"bench","user_agent":"sessionledger-bench"}}`, userID(i))
+		for attempt := 1; ; attempt++ {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, t.URL+"/v1/sessions", strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+t.AdminToken)
+			req.Header.Set("Content-Type", "application/json")
+			status, out, err := do(client, req)
+			if status == http.StatusCreated {
+				tokens[i], _ = out["refresh_token"].(string)
+				done.Add(1)
+				return nil
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			mu.Lock()
+			is.Errors[status]++
+			mu.Unlock()
+			if (status != http.StatusServiceUnavailable && err == nil) || attempt == issueRetries {
+				return fmt.Errorf("bench: issue for %s: status %d: %v %v", userID(i), status, err, out)
+			}
+		}
+	}
 	stop := progress(log, "issued", n, &done)
+	defer stop()
 	start := time.Now()
-	err := forClients(min(clients, n), func(int) error {
-		for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
-			body := fmt.Sprintf(`{"user_id":%q,"device":{"name":"bench","user_agent":"sessionledger-bench"}}`, userID(i))
-			for attempt := 1; ; attempt++ {
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, t.URL+"/v1/sessions", strings.NewReader(body))
-				req.Header.Set("Authorization", "Bearer "+t.AdminToken)
-				req.Header.Set("Content-Type", "application/json")
-				status, out, err := do(client, req)
-				if status == http.StatusCreated {
-					tokens[i], _ = out["refresh_token"].(string)
-					break
-				}
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				mu.Lock()
-				is.Errors[status]++
-				mu.Unlock()
-				if (status != http.StatusServiceUnavailable && err == nil) || attempt == issueRetries {
-					return fmt.Errorf("bench: issue for %s: status %d: %v %v", userID(i), status, err, out)
+	var issueErr error
+	cpu, err := measured(t, func() (float64, int) {
+		issueErr = forClients(min(clients, n), func(int) error {
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				if err := issue(i); err != nil {
+					return err
 				}
 			}
-			done.Add(1)
-		}
-		return nil
+			return nil
+		})
+		is.Issued, is.Seconds = int(done.Load()), time.Since(start).Seconds()
+		return is.Seconds, is.Issued
 	})
-	stop()
-	is.Issued = int(done.Load())
-	is.Seconds = time.Since(start).Seconds()
-	is.PerSec = float64(is.Issued) / is.Seconds
-	return tokens, is, err
+	is.ServerCPU = cpu
+	if is.Seconds > 0 {
+		is.PerSec = float64(is.Issued) / is.Seconds
+	}
+	return tokens, is, errors.Join(issueErr, err)
 }
 
 // progress prints "what k/n" to log every 5 s until stop is called.
