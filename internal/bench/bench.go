@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -287,20 +286,7 @@ func Print(w io.Writer, r Result) {
 	fmt.Fprintf(tw, "issue\t%d sessions, %.0f/s\n", r.Issued, r.IssuePerSec)
 	fmt.Fprintf(tw, "refresh\t%d in %s, %.0f/s\n", r.Refreshes, r.Duration, r.RefreshPerSec)
 	fmt.Fprintf(tw, "latency\tp50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms\n", r.P50, r.P90, r.P99, r.Max)
-	var statuses []int
-	for s := range r.Errors {
-		statuses = append(statuses, s)
-	}
-	sort.Ints(statuses)
-	errs := "none"
-	if len(statuses) > 0 {
-		var parts []string
-		for _, s := range statuses {
-			parts = append(parts, fmt.Sprintf("%d×%d", r.Errors[s], s))
-		}
-		errs = strings.Join(parts, ", ")
-	}
-	fmt.Fprintf(tw, "errors\t%s\n", errs)
+	fmt.Fprintf(tw, "errors\t%s\n", statusList(r.Errors))
 	fmt.Fprintf(tw, "introspect\t%d in %s, %.0f/s, p50 %.2f ms, p99 %.2f ms\n", r.Introspections, r.Duration, r.IntrospectPerSec, r.IntrospectP50, r.IntrospectP99)
 	fmt.Fprintf(tw, "bare JetStream append\t%.0f/s (refresh = %.2f×)\n", r.AppendPerSec, r.RatioToAppend)
 	fmt.Fprintf(tw, "empty echo handler\t%.0f/s (refresh = %.2f×)\n", r.HandlerPerSec, r.RatioToHandler)
