@@ -156,17 +156,24 @@ func (t eventType) upcast(rev int, data []byte) ([]byte, error) {
 }
 
 // eventTypes is the table of known event types; a type missing here is an
-// error. Every type is at revision 1 so far.
+// error. Every type is at revision 2: revision 2 is the first whose envelope
+// carries expectseq (per-session concurrency), with the same data. The bump
+// makes a ledger of an earlier version stop at the first such event
+// (ErrUndecodable) instead of refusing it as a break of the user's chain and
+// answering from a projection that no longer follows the stream.
 var eventTypes = map[EventType]eventType{
-	TypeSessionIssued:       {decode: decodeAs[SessionIssued]},
-	TypeSessionRotated:      {decode: decodeAs[SessionRotated]},
-	TypeSessionReused:       {decode: decodeAs[SessionReused]},
-	TypeSessionRevoked:      {decode: decodeAs[SessionRevoked]},
-	TypeSessionExpired:      {decode: decodeAs[SessionExpired]},
-	TypeUserSessionsRevoked: {decode: decodeAs[UserSessionsRevoked]},
-	TypeUserDeactivated:     {decode: decodeAs[UserDeactivated]},
-	TypeUserReactivated:     {decode: decodeAs[UserReactivated]},
+	TypeSessionIssued:       {decode: decodeAs[SessionIssued], upcasters: sameData},
+	TypeSessionRotated:      {decode: decodeAs[SessionRotated], upcasters: sameData},
+	TypeSessionReused:       {decode: decodeAs[SessionReused], upcasters: sameData},
+	TypeSessionRevoked:      {decode: decodeAs[SessionRevoked], upcasters: sameData},
+	TypeSessionExpired:      {decode: decodeAs[SessionExpired], upcasters: sameData},
+	TypeUserSessionsRevoked: {decode: decodeAs[UserSessionsRevoked], upcasters: sameData},
+	TypeUserDeactivated:     {decode: decodeAs[UserDeactivated], upcasters: sameData},
+	TypeUserReactivated:     {decode: decodeAs[UserReactivated], upcasters: sameData},
 }
+
+// sameData brings revision 1 to revision 2: the data did not change.
+var sameData = []Upcaster{func(data []byte) ([]byte, error) { return data, nil }}
 
 // Revision returns the current revision of events of type t (0 for a type the
 // codec does not know).

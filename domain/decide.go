@@ -35,9 +35,10 @@ type RefreshDecision struct {
 // GenerationsBehind reports whether t is a genuine refresh token of s, and how
 // many rotations ago it was current (0: it is the current token). A forged
 // token, or one of another session, is not genuine. Comparisons are in
-// constant time, and the work is bounded: at most three HMACs for a tagged
+// constant time, and the work is bounded: at most four HMACs for a tagged
 // token (its tag proves that the ledger issued it, so a token two or more
-// rotations behind needs no walk), and MaxLegacyGenerationsBehind+1 for a
+// rotations behind needs no walk; the current one and the one before lead to
+// the recorded digest), and about twice MaxLegacyGenerationsBehind for a
 // legacy one.
 func (k TokenKeys) GenerationsBehind(s *Session, t RefreshToken) (behind uint32, genuine bool) {
 	if t.SessionID != s.ID || t.Generation > s.Generation {

@@ -2,6 +2,7 @@ package domain
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/oklog/ulid/v2"
 )
 
 var testKeys = TokenKeys{DigestKeyID: "d1", DigestKey: bytes.Repeat([]byte{1}, 32), SuccessorKey: bytes.Repeat([]byte{2}, 32)}
@@ -337,7 +340,7 @@ func TestDecodeRejects(t *testing.T) {
 	for name, in := range map[string][]byte{
 		"unknown type":       swap(`"session.revoked"`, `"session.teleported"`),
 		"other spec version": swap(`"specversion":"1.0"`, `"specversion":"0.3"`),
-		"newer schema":       swap(`"schemaversion":1`, `"schemaversion":2`),
+		"newer schema":       swap(`"schemaversion":2`, `"schemaversion":3`),
 		"no data":            swap(`"data":{"reason":"x","actor":""}`, `"data":null`),
 		"not json":           []byte("{"),
 		"no subject":         swap(`"subject":"`+testSID+`"`, `"subject":""`),
@@ -408,5 +411,16 @@ func TestParseRefreshTokenAllocationIsBounded(t *testing.T) {
 	good := token0().Encode()
 	if n := testing.AllocsPerRun(20, func() { _, _ = ParseRefreshToken(good) }); n > 1 {
 		t.Fatalf("parsing a token allocates %v times", n)
+	}
+}
+
+func TestSessionIDTime(t *testing.T) {
+	at := time.Date(2026, 11, 23, 17, 0, 0, 123e6, time.UTC)
+	id := ulid.MustNew(ulid.Timestamp(at), rand.Reader).String()
+	if got, ok := SessionIDTime(id); !ok || !got.Equal(at) {
+		t.Fatalf("SessionIDTime(%s) = %v %v, want %v", id, got, ok, at)
+	}
+	if _, ok := SessionIDTime("not a ulid"); ok {
+		t.Fatal("a malformed id has a time")
 	}
 }

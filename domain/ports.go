@@ -41,12 +41,21 @@ type Record struct {
 	Seq     uint64
 	Digest  [32]byte // SHA-256 of the stored bytes
 	UserKey string   // the user key its subject names, "" if none
-	Event   Event    // RecordEvent
-	Covers  uint64   // RecordCheckpoint: the sequence it commits to
-	Err     error    // RecordRejected: why
+	// Under is what the subject names after the user key: a session id,
+	// or "user" for the user's user events ("" for any other subject).
+	// The stream counts the message there for the next append's
+	// expectation, whatever it is.
+	Under  string
+	Event  Event  // RecordEvent
+	Covers uint64 // RecordCheckpoint: the sequence it commits to
+	Err    error  // RecordRejected: why
 }
 
 // EventRecord is the record of an event the ledger wrote.
 func EventRecord(e Event) Record {
-	return Record{Kind: RecordEvent, Seq: e.Seq, Digest: e.Digest, UserKey: e.UserKey, Event: e}
+	under := e.SessionID
+	if e.Type().IsUserEvent() {
+		under = "user"
+	}
+	return Record{Kind: RecordEvent, Seq: e.Seq, Digest: e.Digest, UserKey: e.UserKey, Under: under, Event: e}
 }

@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"strings"
+	"time"
 )
 
 // Refresh-token wire format:
@@ -192,4 +194,19 @@ func (k TokenKeys) Authentic(t RefreshToken) bool {
 	}
 	want := k.tag(t)
 	return hmac.Equal(want[:], t.Tag[:])
+}
+
+// SessionIDTime returns the time a session id (a ULID) names: its first
+// ten characters, milliseconds since the Unix epoch. It is the issuing
+// instance's clock when the id was made; false for a malformed id.
+func SessionIDTime(id string) (time.Time, bool) {
+	if !ValidSessionID(id) {
+		return time.Time{}, false
+	}
+	const crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+	var ms int64
+	for i := 0; i < 10; i++ {
+		ms = ms<<5 | int64(strings.IndexByte(crockford, id[i]))
+	}
+	return time.UnixMilli(ms).UTC(), true
 }

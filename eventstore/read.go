@@ -204,7 +204,8 @@ func (s *Store) reader() *reader {
 // newer version wrote it) is an error matching ErrUndecodable.
 func (rd *reader) record(msg jetstream.Msg, md *jetstream.MsgMetadata) (domain.Record, error) {
 	seq, subject, data := md.Sequence.Stream, msg.Subject(), msg.Data()
-	r := domain.Record{Seq: seq, UserKey: userKeyOf(subject)}
+	r := domain.Record{Seq: seq}
+	r.UserKey, r.Under = placeOf(subject)
 	reject := func(format string, args ...any) (domain.Record, error) {
 		r.Kind, r.Err = domain.RecordRejected, fmt.Errorf(format, args...)
 		return r, nil
@@ -253,21 +254,27 @@ func (rd *reader) record(msg jetstream.Msg, md *jetstream.MsgMetadata) (domain.R
 		return reject("event %s: %w", e.ID, err)
 	}
 	e.Seq = seq
-	r.Kind, r.Event, r.UserKey = domain.RecordEvent, e, e.UserKey
+	r.Kind, r.Event, r.UserKey, r.Under = domain.RecordEvent, e, e.UserKey, domain.EventRecord(e).Under
 	return r, nil
 }
 
-// userKeyOf returns the user key a subject names (ledger.<key>.…), "" if none.
-func userKeyOf(subject string) string {
+// placeOf returns the user key a subject names (ledger.<key>.…), and, for a
+// subject of the ledger's layout (ledger.<key>.<session id or user>.<name>),
+// what it names after it: "" where there is none.
+func placeOf(subject string) (userKey, under string) {
 	rest, ok := strings.CutPrefix(subject, SubjectPrefix+".")
 	if !ok {
-		return ""
+		return "", ""
 	}
 	key, tail, ok := strings.Cut(rest, ".")
 	if !ok || !strings.Contains(tail, ".") || key == "" {
-		return ""
+		return "", ""
 	}
-	return key
+	under, name, _ := strings.Cut(tail, ".")
+	if under == "" || name == "" || strings.Contains(name, ".") {
+		return key, ""
+	}
+	return key, under
 }
 
 // Follow delivers every stored message after afterSeq to apply as a record,

@@ -344,7 +344,7 @@ func TestHistoryLeavesOutRefusedMessages(t *testing.T) {
 func TestTaggedUndecodableStopsFollow(t *testing.T) {
 	newer := []byte(`{"specversion":"1.0","id":"X","type":"session.teleported","source":"urn:sessionledger","subject":"` + sid + `","time":"2026-01-01T00:00:00Z","schemaversion":1,"userkey":"uk1","data":{}}`)
 	newRevision := encode(t, ev("X", sid, domain.SessionRevoked{Reason: "x"}))
-	newRevision = bytes.Replace(newRevision, []byte(`"schemaversion":1`), []byte(`"schemaversion":2`), 1)
+	newRevision = bytes.Replace(newRevision, []byte(`"schemaversion":2`), []byte(`"schemaversion":3`), 1)
 	for _, tc := range []struct {
 		name, subject string
 		data          []byte

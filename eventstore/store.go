@@ -6,6 +6,7 @@
 package eventstore
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -212,8 +213,14 @@ func (s *Store) Append(ctx context.Context, e domain.Event) (uint64, error) {
 		actx, cancel := context.WithTimeout(ctx, requestTimeout)
 		ack, err := s.js.PublishMsg(actx, msg, opts...)
 		cancel()
+		if err == nil && ack.Duplicate {
+			// A duplicate ack carries the sequence of the first message
+			// with this Nats-Msg-Id: an attempt of ours whose ack was lost,
+			// or something stored under our id by someone who saw it.
+			return s.ours(ctx, e, data, filter, ack.Sequence)
+		}
 		if err == nil {
-			return ack.Sequence, nil // a duplicate ack carries the sequence of the first copy
+			return ack.Sequence, nil
 		}
 		lastErr = err
 		var apiErr *jetstream.APIError
@@ -227,7 +234,7 @@ func (s *Store) Append(ctx context.Context, e domain.Event) (uint64, error) {
 				switch {
 				case err != nil:
 					return 0, fmt.Errorf("eventstore: append %s %s: %w", e.Type(), e.ID, err)
-				case last != nil && last.Header.Get(jetstream.MsgIDHeader) == e.ID:
+				case last != nil && last.Header.Get(jetstream.MsgIDHeader) == e.ID && bytes.Equal(last.Data, data):
 					return last.Sequence, nil
 				}
 				c := &domain.ConflictError{Err: fmt.Errorf("eventstore: append %s %s: %w", e.Type(), e.ID, apiErr)}
@@ -245,6 +252,29 @@ func (s *Store) Append(ctx context.Context, e domain.Event) (uint64, error) {
 		}
 	}
 	return 0, fmt.Errorf("eventstore: append %s %s: %w (%v)", e.Type(), e.ID, domain.ErrUnavailable, lastErr)
+}
+
+// ours returns seq if the message stored there is e as this store encoded
+// it (data), and otherwise a conflict, so that the caller decides again with
+// a new event id: the message id was taken, and a check by id alone would
+// report as stored an event that is not.
+func (s *Store) ours(ctx context.Context, e domain.Event, data []byte, filter string, seq uint64) (uint64, error) {
+	m, err := withRetry(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+		return s.stream.GetMsg(ctx, seq)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("eventstore: append %s %s: read back %d: %w (%v)", e.Type(), e.ID, seq, domain.ErrUnavailable, err)
+	}
+	if bytes.Equal(m.Data, data) {
+		return seq, nil
+	}
+	c := &domain.ConflictError{Err: fmt.Errorf("eventstore: append %s %s: another message took its id, at %d", e.Type(), e.ID, seq)}
+	if last, err := s.lastMsg(ctx, filter); err != nil {
+		return 0, err
+	} else if last != nil {
+		c.Last = last.Sequence
+	}
+	return 0, c
 }
 
 // retryable reports whether a publish error leaves the outcome unknown or the

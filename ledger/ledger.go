@@ -213,6 +213,14 @@ func (l *Ledger) write(ctx context.Context, userKey string, decide func(now time
 		if err := l.proj.WaitApplied(ctx, seq); err != nil {
 			return domain.Event{}, d, false, err
 		}
+		if refused, known := l.proj.WasRefused(seq); refused || !known {
+			// The stream holds this very event (eventstore compares the
+			// bytes), so a refusal means the projection's view of where it
+			// belongs differs: nothing to report as done. (Unknown: hundreds
+			// of refusals in the moment since.)
+			l.log.Error("ledger: the projection did not apply the ledger's own event", "seq", seq, "event", e.Type(), "refused", refused)
+			return domain.Event{}, d, false, fmt.Errorf("ledger: %w: the event at sequence %d was not applied", domain.ErrUnavailable, seq)
+		}
 		superseded := l.superseded(e)
 		if superseded && l.cfg.OnSuperseded != nil {
 			l.cfg.OnSuperseded()

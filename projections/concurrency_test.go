@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oklog/ulid/v2"
 	"github.com/sessionledger/sessionledger/domain"
 )
 
@@ -321,5 +322,92 @@ func TestFuzzySnapshotKeepsSupersededWritesOut(t *testing.T) {
 	}
 	if g, w := dump(q), dump(p); g != w {
 		t.Fatalf("state differs:\n%s", firstDiff(g, w))
+	}
+}
+
+// TestReplaysAreRefusedByPosition: a genuine event stored again (as someone
+// with write access to the stream can, headers and all: a reader and the
+// server may parse headers differently) is refused by where it is stored:
+// a session event or user event that does not follow the message it was
+// written to follow, and an issue of a session that ended (remembered
+// within ReplayWindow of the user's newest issue, refused by its id's time
+// beyond it).
+func TestReplaysAreRefusedByPosition(t *testing.T) {
+	p := NewSessions(nil)
+	t0 := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	id := func(at time.Time) string { return ulid.MustNew(ulid.Timestamp(at), ulid.DefaultEntropy()).String() }
+	a, b, c := id(t0), id(t0.Add(time.Minute)), id(t0.Add(ReplayWindow+2*time.Minute))
+	seq := uint64(0)
+	apply := func(e domain.Event) domain.Event {
+		t.Helper()
+		seq++
+		e.Seq = seq
+		if err := p.Apply(e); err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	refused := func(name string, e domain.Event) {
+		t.Helper()
+		before := p.Refused()
+		apply(e)
+		if p.Refused() != before+1 {
+			t.Fatalf("%s stored again at %d was not refused", name, seq)
+		}
+	}
+	issueA := apply(written(0, a, "u1", 0, issued()))
+	rotA := apply(written(0, a, "u1", 1, domain.SessionRotated{Generation: 1}))
+	apply(written(0, a, "u1", 2, domain.SessionRevoked{Reason: "x"}))
+	deact := apply(written(0, "", "u1", 0, domain.UserDeactivated{UserID: "alice"}))
+	react := apply(written(0, "", "u1", 4, domain.UserReactivated{UserID: "alice"}))
+	issueB := apply(written(0, b, "u1", 0, issued()))
+
+	refused("the ended session's issue", issueA)
+	// An event of a session no longer held, after a user event: the
+	// projection cannot tell a copy from a write that lost the race to that
+	// user event (it keeps no ended sessions); either changes nothing, and
+	// `audit verify`, which keeps every session, names the copy.
+	before := p.Superseded()
+	apply(rotA)
+	if p.Superseded() != before+1 {
+		t.Fatal("a copy of an ended session's rotation after a user event is neither refused nor superseded")
+	}
+	refused("the deactivation", deact)
+	refused("the reactivation", react)
+	refused("the live session's issue", issueB)
+	if _, ok := p.Session(a); ok {
+		t.Fatal("the revoked session is back")
+	}
+	if u := user(t, p, "u1"); u.Deactivated {
+		t.Fatal("a replayed deactivation took effect")
+	}
+	// The ledger's own next events follow the refused copies.
+	u := user(t, p, "u1")
+	if u.LastSeq != 10 {
+		t.Fatalf("the user's last user-event message: %d, want the copy of the reactivation at 10", u.LastSeq)
+	}
+	apply(written(0, "", "u1", u.LastSeq, domain.UserSessionsRevoked{UserID: "alice"}))
+	if p.Refused() != 4 || p.LiveSessions() != 0 {
+		t.Fatalf("refused %d, live %d: the ledger's revoke-all after the copies", p.Refused(), p.LiveSessions())
+	}
+	// Much later: a newer issue moves the window on, and a copy of an issue
+	// older than the window is refused by its id's time.
+	apply(written(0, c, "u1", 0, issued()))
+	p.mu.RLock()
+	tombs := len(p.users["u1"].ended)
+	p.mu.RUnlock()
+	if tombs != 0 {
+		t.Fatalf("%d ended sessions still remembered after the window moved on", tombs)
+	}
+	refused("an issue from before the window", issueA)
+	refused("another from before the window", issueB)
+	// And a snapshot keeps what decides.
+	data, _ := p.Snapshot(testSealer)
+	q, err := RestoreSessions(data, testSealer, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g, w := dump(q), dump(p); g != w {
+		t.Fatalf("restored state differs:\n%s", firstDiff(g, w))
 	}
 }

@@ -93,24 +93,25 @@ func user(t *testing.T, p *Sessions, key string) domain.User {
 	return u
 }
 
-// withoutLastSeq is dump without the users' LastSeq, the one thing a
-// refusal may change.
+// withoutLastSeq is dump without the users' and sessions' LastSeq, the
+// one thing a refusal may change (it counts where the stream does).
 func withoutLastSeq(p *Sessions) string {
-	p.mu.RLock()
+	p.mu.Lock()
 	saved := map[string]uint64{}
 	for k, u := range p.users {
-		saved[k] = u.LastSeq
+		saved["u"+k], u.LastSeq = u.LastSeq, 0
 	}
-	p.mu.RUnlock()
-	p.mu.Lock()
-	for _, u := range p.users {
-		u.LastSeq = 0
+	for k, s := range p.sessions {
+		saved["s"+k], s.LastSeq = s.LastSeq, 0
 	}
 	p.mu.Unlock()
 	d := dump(p)
 	p.mu.Lock()
 	for k, u := range p.users {
-		u.LastSeq = saved[k]
+		u.LastSeq = saved["u"+k]
+	}
+	for k, s := range p.sessions {
+		s.LastSeq = saved["s"+k]
 	}
 	p.mu.Unlock()
 	return d
@@ -134,8 +135,12 @@ func TestReplayedGenuineEventIsRefused(t *testing.T) {
 		t.Fatalf("chain head %+v, want the issue of s2", head)
 	}
 
+	lastUser := cut.Seq // the last message under the user's user-event subjects
 	for _, r := range []domain.Record{cut, issue1, rot1, issue2} {
 		rep := s.replay(r)
+		if r.Event.Type().IsUserEvent() {
+			lastUser = rep.Seq
+		}
 		if !s.wasRefused(rep.Seq) {
 			t.Fatalf("%s replayed at %d (first at %d) was applied", r.Event.Type(), rep.Seq, r.Seq)
 		}
@@ -143,8 +148,8 @@ func TestReplayedGenuineEventIsRefused(t *testing.T) {
 			t.Fatalf("%s replayed at %d changed the projection:\n%s", r.Event.Type(), rep.Seq, firstDiff(got, before))
 		}
 		u := user(t, s.p, "u1")
-		if u.LastSeq != cut.Seq || u.ChainSeq != head.ChainSeq || u.LastDigest != head.LastDigest {
-			t.Fatalf("after the replay at %d: user %+v; want LastSeq %d (its last user event) and the chain head unchanged (%d)", rep.Seq, u, cut.Seq, head.ChainSeq)
+		if u.LastSeq != lastUser || u.ChainSeq != head.ChainSeq || u.LastDigest != head.LastDigest {
+			t.Fatalf("after the replay at %d: user %+v; want LastSeq %d (the last message under its user events) and the chain head unchanged (%d)", rep.Seq, u, lastUser, head.ChainSeq)
 		}
 	}
 	// The replayed revoke-all would have ended s2: it is still live.
@@ -162,7 +167,7 @@ func TestReplayedGenuineEventIsRefused(t *testing.T) {
 	if got, _ := s.p.Session(s2); got.Generation != 1 || got.LastSeq != next.Seq {
 		t.Fatalf("s2 after the ledger's rotation: %+v", got)
 	}
-	if u := user(t, s.p, "u1"); u.ChainSeq != next.Seq || u.LastSeq != cut.Seq || u.LastDigest != next.Digest {
+	if u := user(t, s.p, "u1"); u.ChainSeq != next.Seq || u.LastSeq != lastUser || u.LastDigest != next.Digest {
 		t.Fatalf("user after the ledger's next event: %+v", u)
 	}
 }
@@ -271,10 +276,15 @@ func TestRefusedRecordChangesNoUser(t *testing.T) {
 	s.add(domain.EventRecord(domain.Event{ID: "G", Time: t0, SessionID: s2, UserKey: "u9", Data: domain.SessionRotated{Generation: 1}, Digest: [32]byte{7}}))
 	s.add(domain.EventRecord(domain.Event{ID: "H", Time: t0, UserKey: "u8", Prev: make([]byte, 32), Data: domain.UserDeactivated{UserID: "x"}, Digest: [32]byte{8}}))
 	s.add(domain.Record{UserKey: "u7", Digest: [32]byte{6}}) // no kind at all
-	for _, k := range []string{"nobody", "", "u9", "u8", "u7"} {
+	for _, k := range []string{"nobody", "", "u9", "u7"} {
 		if got, ok := s.p.User(k); ok {
 			t.Errorf("a refused message created user %q: %+v", k, got)
 		}
+	}
+	// One under a user's user-event subjects is where the user's next user
+	// event must follow.
+	if got, ok := s.p.User("u8"); !ok || got.LastSeq != 8 {
+		t.Errorf("the refused user event under u8's subjects: user %+v held=%v, want LastSeq 8", got, ok)
 	}
 	if want := []uint64{2, 4, 5, 6, 7, 8, 9}; !slices.Equal(s.refused, want) {
 		t.Fatalf("refused %v, want %v", s.refused, want)

@@ -56,6 +56,7 @@ type Sessions struct {
 	// in a ring (supersededCount says where): a writer asks whether its own
 	// event was one (WasSuperseded).
 	recentSuperseded [1024]uint64
+	recentRefused    [256]uint64 // the same for refusals (rejectedCount)
 	// While a snapshot is encoded, refusals are noted for it too.
 	snapshotting   bool
 	snapRefused    []uint64
@@ -73,6 +74,43 @@ type userEntry struct {
 	// slice costs far less than a map; one with thousands is found by
 	// binary search.
 	sessions []*entry
+	// issuedUpTo is the newest session id time issued to the user
+	// (milliseconds), and ended the sessions that ended, or whose issue was
+	// superseded, with an id time within ReplayWindow of it (inPlace).
+	issuedUpTo int64
+	ended      []tomb
+	// expecting: the user has an event written under an expectation; one
+	// written without (an earlier version's) is refused from then on.
+	expecting bool
+}
+
+// tomb is a session that ended: its id, and its id's time.
+type tomb struct {
+	id string
+	ms int64
+}
+
+// issued notes a session issued to u.
+func (u *userEntry) issued(id string) {
+	if ms := idMillis(id); ms > u.issuedUpTo {
+		u.issuedUpTo = ms
+		u.ended = slices.DeleteFunc(u.ended, func(t tomb) bool { return t.ms < u.issuedUpTo-ReplayWindow.Milliseconds() })
+	}
+}
+
+// bury remembers that session id of u ended, while its issue could still
+// come back within ReplayWindow.
+func (u *userEntry) bury(id string) {
+	if ms := idMillis(id); ms >= u.issuedUpTo-ReplayWindow.Milliseconds() {
+		u.ended = append(u.ended, tomb{id, ms})
+	}
+}
+
+// idMillis is a session id's time in milliseconds (0 for a malformed id,
+// which the ledger never writes).
+func idMillis(id string) int64 {
+	t, _ := domain.SessionIDTime(id)
+	return t.UnixMilli()
 }
 
 // find returns the index of the user's session issued at seq, or where it
@@ -133,12 +171,15 @@ func (p *Sessions) Apply(e domain.Event) error { return p.ApplyRecord(domain.Eve
 // ApplyRecord folds the stored message r into the projection, in stream
 // order; records at or below the last applied sequence are ignored. Every
 // record goes into the running hash (Chain). An event is applied only when it
-// continues its user's chain (its prevdigest is the digest of the user's last
-// applied event) and is a possible transition (not a session issued twice,
-// nothing after a session's end); otherwise, like a record the ledger did not
-// write, it is refused: logged, counted, listed in the next checkpoint, and
-// it changes nothing but the sequence the user's next write must expect, so
-// that nobody can lock a user out with a stray message.
+// is where it was written (it follows the message it expected under its
+// session's or user's subjects, inPlace; in streams from before
+// expectations, it continues its user's chain) and is a possible transition
+// (not a session issued twice, nothing after a session's end); one that a
+// user event stored before it overtook is superseded: it changes nothing.
+// Anything else, like a record the ledger did not write, is refused:
+// logged, counted, listed in the next checkpoint, and it changes nothing
+// but where the next write under its subjects must follow, so that nobody
+// can lock a session or user out with a stray message.
 func (p *Sessions) ApplyRecord(r domain.Record) error {
 	if r.Seq <= p.applied.Load() {
 		return nil
@@ -165,6 +206,8 @@ func (p *Sessions) ApplyRecord(r domain.Record) error {
 	}
 	if refused != nil {
 		p.refuse(r)
+		n := p.rejectedCount.Add(1)
+		p.recentRefused[(n-1)%uint64(len(p.recentRefused))] = r.Seq
 	}
 	if superseded {
 		n := p.supersededCount.Add(1)
@@ -181,7 +224,6 @@ func (p *Sessions) ApplyRecord(r domain.Record) error {
 		p.log.Debug("projection: a write that lost the race to an earlier user event changed nothing", "seq", r.Seq, "event", r.Event.Type(), "session_id", r.Event.SessionID)
 	}
 	if refused != nil {
-		p.rejectedCount.Add(1)
 		p.log.Warn("projection: refused a message that is not the ledger's history", "seq", r.Seq, "user_key", r.UserKey, "reason", refused)
 	}
 	return nil
@@ -211,10 +253,13 @@ func (p *Sessions) applyEvent(e domain.Event) error {
 	}
 	if e.Expect == nil {
 		// Written before per-session concurrency: it must continue its
-		// user's chain. (An event with an expectation was checked against
-		// the headers the stream enforced when it was read.)
+		// user's chain, and come before the user's first event written
+		// under an expectation (the chain head stops moving then).
 		if !(fuzzy && u != nil && e.Seq <= u.ChainSeq) && !bytes.Equal(e.Prev, p.chainHead(u)) {
 			return fmt.Errorf("event %s does not continue user %s's chain (a genuine event replayed out of place, or not the ledger's)", e.ID, e.UserKey)
+		}
+		if !fuzzy && u != nil && u.expecting {
+			return fmt.Errorf("event %s is of an earlier version, after user %s's events written under expectations: %w", e.ID, e.UserKey, errOutOfPlace)
 		}
 	} else if fuzzy {
 		// The restored state may be later than e: whether e was superseded
@@ -224,11 +269,19 @@ func (p *Sessions) applyEvent(e domain.Event) error {
 		if slices.Contains(p.fuzzySuperseded, e.Seq) {
 			return nil
 		}
+	} else if err := p.inPlace(u, e); err != nil {
+		return err
 	} else if p.superseded(u, e) {
+		if _, issue := e.Data.(domain.SessionIssued); issue {
+			u.bury(e.SessionID) // a copy stored later is refused, reactivated or not
+		}
 		return errSuperseded
 	}
 	if u == nil {
 		u = &userEntry{User: domain.User{Key: e.UserKey}}
+	}
+	if e.Expect != nil {
+		u.expecting = true
 	}
 	var err error
 	if s := p.sessions[e.SessionID]; e.SessionID == "" || s == nil || e.Seq > s.LastSeq {
@@ -248,6 +301,55 @@ func (p *Sessions) applyEvent(e domain.Event) error {
 	}
 	if e.Expect == nil && e.Seq > u.ChainSeq {
 		u.ChainSeq, u.LastDigest = e.Seq, e.Digest
+	}
+	return nil
+}
+
+// errOutOfPlace: an event the ledger wrote, stored where it was not written
+// (a replay).
+var errOutOfPlace = errors.New("not stored where the ledger wrote it (a replay)")
+
+// ReplayWindow bounds how far apart, by the clocks of the instances that
+// made them, the session ids of one user's issues can land out of order:
+// more than a request's budget (at most a minute) plus the clock skew
+// between instances. An issue whose session id is older than the user's
+// newest by more than this is a replay; within it, the issues of sessions
+// that ended are remembered (userEntry.ended).
+const ReplayWindow = 5 * time.Minute
+
+// inPlace checks that e, written under an expectation, is stored where it
+// was written: after the message it expected under its session's or user's
+// subjects, as this projection counts them (refused messages included, as
+// the stream does). The headers the stream enforced are checked when the
+// message is read, but a reader and the server may parse headers
+// differently, so this is what decides. A session issued is new by
+// construction; a copy of its issue stored later is told apart by its
+// session id's time and the user's remembered ended sessions (ReplayWindow).
+// Called with mu held.
+func (p *Sessions) inPlace(u *userEntry, e domain.Event) error {
+	var at uint64 // where e must follow
+	switch e.Data.(type) {
+	case domain.SessionIssued:
+		if u != nil {
+			ms := idMillis(e.SessionID)
+			if ms < u.issuedUpTo-ReplayWindow.Milliseconds() || slices.ContainsFunc(u.ended, func(t tomb) bool { return t.id == e.SessionID }) {
+				return fmt.Errorf("session %s issued again after it ended, or long after the user's newer sessions: %w", e.SessionID, errOutOfPlace)
+			}
+		}
+	default:
+		switch s := p.sessions[e.SessionID]; {
+		case e.Type().IsUserEvent():
+			if u != nil {
+				at = u.LastSeq
+			}
+		case s != nil:
+			at = s.LastSeq
+		default:
+			return nil // a session not held has ended: superseded, or impossible
+		}
+	}
+	if *e.Expect != at {
+		return fmt.Errorf("event %s was written to follow sequence %d, but is stored after %d: %w", e.ID, *e.Expect, at, errOutOfPlace)
 	}
 	return nil
 }
@@ -287,10 +389,23 @@ func (p *Sessions) chainHead(u *userEntry) []byte {
 	return u.LastDigest[:]
 }
 
-// refuse records a refused message: the next checkpoint lists it. (A write
-// whose expectation it breaks learns its sequence from the conflict.)
-// Called with mu held.
+// refuse records a refused message: the next checkpoint lists it, and the
+// session or user whose subjects it is under counts it as the stream does
+// for the next append's expectation (the write learns its sequence from
+// the conflict). Called with mu held.
 func (p *Sessions) refuse(r domain.Record) {
+	switch s := p.sessions[r.Under]; {
+	case r.UserKey == "" || r.Under == "":
+	case r.Under == "user":
+		u := p.users[r.UserKey]
+		if u == nil {
+			u = &userEntry{User: domain.User{Key: r.UserKey}}
+			p.users[r.UserKey] = u
+		}
+		u.LastSeq = max(u.LastSeq, r.Seq)
+	case s != nil && s.UserKey == r.UserKey:
+		s.LastSeq = max(s.LastSeq, r.Seq)
+	}
 	p.refused = append(p.refused, r.Seq)
 	if p.snapshotting {
 		p.snapRefused = append(p.snapRefused, r.Seq)
@@ -337,10 +452,22 @@ func (p *Sessions) Superseded() uint64 { return p.supersededCount.Load() }
 func (p *Sessions) WasSuperseded(seq uint64) (superseded, known bool) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
+	return p.inRing(p.recentSuperseded[:], p.supersededCount.Load(), seq)
+}
+
+// WasRefused is WasSuperseded for refusals.
+func (p *Sessions) WasRefused(seq uint64) (refused, known bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.inRing(p.recentRefused[:], p.rejectedCount.Load(), seq)
+}
+
+// inRing tells whether seq is among the n sequences written in turn to
+// ring (the last len(ring) of them held). Called with mu held.
+func (p *Sessions) inRing(ring []uint64, n, seq uint64) (in, known bool) {
 	if seq > p.applied.Load() {
 		return false, false
 	}
-	ring, n := p.recentSuperseded[:], p.supersededCount.Load()
 	if n > uint64(len(ring)) && seq < ring[n%uint64(len(ring))] {
 		return false, false // before the oldest held
 	}
@@ -357,7 +484,11 @@ func (p *Sessions) onIssued(u *userEntry, e domain.Event) error {
 	}
 	p.share(u, &s.Session)
 	p.sessions[s.ID] = s
-	u.sessions = append(u.sessions, s)
+	// In stream order: an append, but for an issue replayed over a fuzzy
+	// snapshot that already holds later sessions of the user.
+	i, _ := u.find(s.IssuedSeq)
+	u.sessions = slices.Insert(u.sessions, i, s)
+	u.issued(s.ID)
 	heap.Push(&p.deadlines, s)
 	return nil
 }
@@ -397,6 +528,7 @@ func (p *Sessions) cutOff(u *userEntry, seq uint64, reason string) {
 		if s.EndByUser(seq, reason) {
 			s.LastSeq = seq
 			if !p.place(s) {
+				u.bury(s.ID)
 				continue
 			}
 		}
@@ -412,6 +544,7 @@ func (p *Sessions) cutOff(u *userEntry, seq uint64, reason string) {
 func (p *Sessions) settle(u *userEntry, s *entry) {
 	if !p.place(s) {
 		u.remove(s)
+		u.bury(s.ID)
 	}
 }
 
@@ -487,8 +620,10 @@ func (p *Sessions) Session(id string) (domain.Session, bool) {
 }
 
 // User returns a copy of the user's state, if the projection holds one: every
-// user with an applied event is kept (its chain head is what refuses a
-// genuine event replayed out of place), at about 170 bytes each (BenchmarkMemoryPerEndedUser).
+// user with an applied event is kept (its last user event and remembered
+// ended sessions are what refuse a genuine event stored again out of place),
+// at about 170 bytes each, plus the sessions it remembers
+// (BenchmarkMemoryPerEndedUser).
 func (p *Sessions) User(key string) (domain.User, bool) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()

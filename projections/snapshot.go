@@ -14,7 +14,7 @@ import (
 
 // Snapshot format: "SLSNAP" | version (uvarint) | start sequence (uvarint) |
 // running hash at the start (32 bytes) | sequence the last checkpoint covers
-// (uvarint) | refused sequences after it (list) | records, each 'U' user or
+// (uvarint) | refused sequences after it (list) | records, each 'U' user (key, deactivated, last user event, chain head, expecting, newest issue time, ended sessions within the replay window) or
 // 'S' session | 'E' | end sequence (uvarint) | sequences refused while it
 // was encoded (list) | sequences superseded while it was encoded (list) | the seal (integrity.TagKeys.Seal: key id and an
 // HMAC under the ledger's tag key, so that nobody without that key can
@@ -79,6 +79,13 @@ func (p *Sessions) Snapshot(sealer Sealer) (data []byte, startSeq uint64) {
 		b = binary.AppendUvarint(b, u.LastSeq)
 		b = binary.AppendUvarint(b, u.ChainSeq)
 		b = append(b, u.LastDigest[:]...)
+		b = appendBool(b, u.expecting)
+		b = binary.AppendVarint(b, u.issuedUpTo)
+		b = binary.AppendUvarint(b, uint64(len(u.ended)))
+		for _, t := range u.ended {
+			b = appendString(b, t.id)
+			b = binary.AppendVarint(b, t.ms)
+		}
 		breathe()
 	}
 	for _, s := range p.sessions {
@@ -184,6 +191,15 @@ func RestoreSessions(data []byte, sealer Sealer, log *slog.Logger) (*Sessions, e
 		u := &userEntry{}
 		u.Key, u.Deactivated, u.LastSeq, u.ChainSeq = r.string(), r.bool(), r.uvarint(), r.uvarint()
 		r.digest(&u.LastDigest)
+		u.expecting, u.issuedUpTo = r.bool(), r.varint()
+		n := r.uvarint()
+		if n > uint64(len(r.b)) {
+			r.fail()
+			break
+		}
+		for range n {
+			u.ended = append(u.ended, tomb{id: r.string(), ms: r.varint()})
+		}
 		p.users[u.Key] = u
 	}
 	for r.err == nil && len(r.b) > 0 && r.b[0] == 'S' {
