@@ -41,10 +41,10 @@ const maxSessionSeq = 1<<53 - 1
 // ErrTooLong before any of it is decoded, hashed or looked up, and Sign
 // refuses to make one.
 //
-// The ledger's tokens are a few hundred bytes. The largest it can issue is about
-// 35 KiB: 4096 bytes of custom claims that JSON escaping can enlarge sixfold
-// (each <, > and & becomes \u003c), a 255-byte user id likewise, and base64
-// adding a third. 64 KiB leaves room for that and for a long issuer and
+// The ledger's tokens are a few hundred bytes. The largest it can issue is
+// about 35 000 bytes: 4096 bytes of custom claims that JSON escaping can
+// enlarge sixfold (each <, > and & becomes \u003c), a 255-byte user id
+// likewise, and base64 adding a third. 64 KiB leaves room for that and for a long issuer and
 // audience, and still keeps what a forged token can cost to refuse (one
 // SHA-512 over at most 64 KiB and one signature check) within a few first
 // verifications.

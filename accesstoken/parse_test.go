@@ -198,7 +198,7 @@ func TestLargestTokenSignsAndVerifies(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := (MaxTokenLength - len(base)) * 3 / 4 // about where the cap is
-	for {
+	for range 64 {
 		tok, err := sign(n)
 		if err == nil {
 			n++
@@ -220,6 +220,7 @@ func TestLargestTokenSignsAndVerifies(t *testing.T) {
 		t.Logf("longest token: %d bytes (%d of padding); one byte more of claims: refused to sign", len(tok), n-1)
 		return
 	}
+	t.Fatalf("no longest token near %d bytes of padding: Sign does not refuse a token over MaxTokenLength", n)
 }
 
 // TestClaimsAreNotDecodedBeforeTheSignature: a genuine header and signature
