@@ -28,9 +28,17 @@ import (
 	"github.com/sessionledger/sessionledger/jwk"
 )
 
+// MaxTokenLength is the longest token Verify accepts, in bytes
+// (accesstoken.MaxTokenLength): a longer one is refused with ErrTooLong
+// before it is decoded or looked up in the cache.
+const MaxTokenLength = accesstoken.MaxTokenLength
+
 // Errors. Verify wraps the reason for operators; it never contains the token.
 var (
-	ErrInvalid     = accesstoken.ErrInvalid
+	ErrInvalid = accesstoken.ErrInvalid
+	// ErrTooLong: the token is longer than MaxTokenLength. It matches
+	// ErrInvalid too.
+	ErrTooLong     = accesstoken.ErrTooLong
 	ErrRevoked     = errors.New("the token's session has been revoked")
 	ErrFeedOffline = errors.New("revocation feed is not connected and the verifier fails closed")
 	// ErrSkippedMessages: the feed carried messages the verifier could not
@@ -339,10 +347,15 @@ func (v *Verifier) revoked(c *Claims) bool {
 	return ok && (c.SessionSeq == 0 || c.SessionSeq < cut.seq)
 }
 
-// Verify checks token and returns its claims. A token is refused if it does
-// not verify (signature, typ, iss, aud, exp, nbf, iat), if its lifetime
-// exceeds MaxTokenTTL, or if its session has been revoked.
+// Verify checks token and returns its claims. A token is refused if it is
+// longer than MaxTokenLength (before anything else), if it does not verify
+// (accesstoken.Parse: canonical encoding, signature, typ, iss, aud, exp, nbf,
+// iat), if its lifetime exceeds MaxTokenTTL, or if its session has been
+// revoked.
 func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
+	if len(token) > MaxTokenLength {
+		return nil, ErrTooLong
+	}
 	now := v.cfg.Now()
 	if v.cfg.FailClosed {
 		if err := v.feedHealth(); err != nil {
