@@ -33,6 +33,10 @@ import (
 // before it is decoded or looked up in the cache.
 const MaxTokenLength = accesstoken.MaxTokenLength
 
+// maxJWKSSize is the largest JWKS response read, in bytes. An Ed25519 key is
+// about 150 bytes of JSON: this holds thousands.
+const maxJWKSSize = 1 << 20
+
 // Errors. Verify wraps the reason for operators; it never contains the token.
 var (
 	ErrInvalid = accesstoken.ErrInvalid
@@ -449,8 +453,18 @@ func (v *Verifier) fetchKeys(ctx context.Context) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("verifier: JWKS: status %d", resp.StatusCode)
 	}
+	if resp.ContentLength > maxJWKSSize {
+		return fmt.Errorf("verifier: JWKS: the response is %d bytes, more than %d", resp.ContentLength, maxJWKSSize)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSSize+1))
+	if err != nil {
+		return fmt.Errorf("verifier: JWKS: %w", err)
+	}
+	if len(body) > maxJWKSSize {
+		return fmt.Errorf("verifier: JWKS: the response is more than %d bytes", maxJWKSSize)
+	}
 	var set jwk.Set
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&set); err != nil {
+	if err := json.Unmarshal(body, &set); err != nil {
 		return fmt.Errorf("verifier: JWKS: %w", err)
 	}
 	keys := set.Ed25519Keys()
