@@ -390,8 +390,9 @@ func (v *Verifier) remember(token string, c *Claims) {
 	v.cacheMu.Lock()
 	defer v.cacheMu.Unlock()
 	if len(v.cache) >= v.cfg.CacheSize {
-		// Full: drop an arbitrary tenth rather than track recency on the hot path.
-		n := v.cfg.CacheSize / 10
+		// Full: drop an arbitrary tenth (at least one) rather than track
+		// recency on the hot path.
+		n := max(v.cfg.CacheSize/10, 1)
 		for k := range v.cache {
 			if n <= 0 {
 				break
