@@ -44,10 +44,10 @@ const maxSessionSeq = 1<<53 - 1
 // The ledger's tokens are a few hundred bytes. The largest it can issue is
 // about 35 000 bytes: 4096 bytes of custom claims that JSON escaping can
 // enlarge sixfold (each <, > and & becomes \u003c), a 255-byte user id
-// likewise, and base64 adding a third. 64 KiB leaves room for that and for a long issuer and
-// audience, and still keeps what a forged token can cost to refuse (one
-// SHA-512 over at most 64 KiB and one signature check) within a few first
-// verifications.
+// likewise, and base64 adding a third. 64 KiB leaves room for that and for a
+// long issuer and audience, and still keeps what a forged token can cost to
+// refuse (one SHA-512 over at most 64 KiB and one signature check) within a
+// few first verifications.
 const MaxTokenLength = 64 << 10
 
 // maxHeaderLength is the longest encoded JOSE header Parse decodes; it is the

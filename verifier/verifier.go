@@ -5,10 +5,10 @@
 // It fetches and caches the ledger's JWKS (refetching, rate limited, on an
 // unknown kid), accepts only EdDSA tokens of type at+jwt from the configured
 // issuer and audience (at most MaxTokenLength bytes and canonically encoded,
-// checked with the signature before the claims are decoded), and follows the ledger's revocation events through a
-// Feed (eventstore.Feed on the ledger's NATS). Revoked sessions and user
-// cut-offs are remembered only as long as a token issued before them could
-// still be unexpired, so memory stays flat.
+// checked with the signature before the claims are decoded), and follows the
+// ledger's revocation events through a Feed (eventstore.Feed on the ledger's
+// NATS). Revoked sessions and user cut-offs are remembered only as long as a
+// token issued before them could still be unexpired, so memory stays flat.
 package verifier
 
 import (
