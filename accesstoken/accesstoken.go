@@ -36,8 +36,36 @@ const SessionSeqClaim = "sid_seq"
 // maxSessionSeq is the largest sequence a JSON number carries exactly.
 const maxSessionSeq = 1<<53 - 1
 
+// MaxTokenLength is the longest access token, in bytes, that Parse (so
+// Signer.Verify and the verifier too) accepts: a longer one is refused with
+// ErrTooLong before any of it is decoded, hashed or looked up, and Sign
+// refuses to make one.
+//
+// The ledger's tokens are a few hundred bytes. The largest it can issue is
+// about 35 000 bytes: 4096 bytes of custom claims that JSON escaping can
+// enlarge sixfold (each <, > and & becomes \u003c), a 255-byte user id
+// likewise, and base64 adding a third. 64 KiB leaves room for that and for a
+// long issuer and audience, and still keeps what a forged token can cost to
+// refuse (one SHA-512 over at most 64 KiB and one signature check) within a
+// few first verifications.
+const MaxTokenLength = 64 << 10
+
+// maxHeaderLength is the longest encoded JOSE header Parse decodes; it is the
+// one part of a token decoded before the signature is checked. The ledger's
+// is 110 characters ({"alg":"EdDSA","kid":<a 43-character thumbprint>,
+// "typ":"at+jwt"}).
+const maxHeaderLength = 512
+
+// signatureLength is the length of the encoded signature segment: an Ed25519
+// signature of 64 bytes is 86 base64url characters.
+var signatureLength = base64.RawURLEncoding.EncodedLen(ed25519.SignatureSize)
+
 // ErrInvalid is returned for any access token that does not verify.
 var ErrInvalid = errors.New("access token is not valid")
+
+// ErrTooLong is returned for a token longer than MaxTokenLength; it matches
+// ErrInvalid too.
+var ErrTooLong = fmt.Errorf("%w: longer than %d bytes", ErrInvalid, MaxTokenLength)
 
 // Key is a signing key with its key id.
 type Key struct {
@@ -213,6 +241,9 @@ func (s *Signer) Sign(c Claims) (string, error) {
 	sig := ed25519.Sign(s.active.private, buf)
 	buf = append(buf, '.')
 	buf = enc.AppendEncode(buf, sig)
+	if len(buf) > MaxTokenLength {
+		return "", fmt.Errorf("accesstoken: sign: the token would be %d bytes, more than MaxTokenLength (%d)", len(buf), MaxTokenLength)
+	}
 	return string(buf), nil
 }
 
@@ -230,9 +261,9 @@ func (s *Signer) Verify(token string, now time.Time) (Verified, error) {
 }
 
 // topLevelMembers counts the members of the JSON object payload, which the
-// JWT parser has already decoded (so it is valid JSON): the colons outside
-// strings at depth one. Fewer decoded claims than members means a member is
-// named twice, and decoders disagree on which copy wins.
+// claims have already been decoded from (so it is valid JSON): the colons
+// outside strings at depth one. Fewer decoded claims than members means a
+// member is named twice, and decoders disagree on which copy wins.
 func topLevelMembers(payload []byte) int {
 	n, depth, inString, escaped := 0, 0, false, false
 	for _, c := range payload {
@@ -271,39 +302,48 @@ type Rules struct {
 }
 
 // Parse is the one definition of a valid access token, for the ledger and for
-// the verifier other services import: an EdDSA signature (the only algorithm
-// accepted) by the key that key returns for the header's kid, typ at+jwt,
-// iss and aud as in r, exp required and not passed, iat and nbf not in the
-// future (each with r.Leeway), sub, sid, iat and exp present, sid_seq a
-// positive integer when present, and the lifetime within r.MaxLifetime. Members that are not ReservedClaims are returned as
-// the custom claims. Any failure is ErrInvalid, with the reason wrapped for
-// operators; it never contains the token.
+// the verifier other services import: at most MaxTokenLength bytes, three
+// segments of canonical base64url (no padding, no character outside the URL
+// alphabet, no line break, zero trailing bits: exactly one string encodes a
+// token), an EdDSA signature of 64 bytes (the only algorithm accepted) by the
+// key that key returns for the header's kid, typ at+jwt, no crit, iss and aud
+// as in r, exp required and not passed, iat and nbf not in the future (each
+// with r.Leeway), sub, sid, iat and exp present, sid_seq a positive integer
+// when present, no claim named twice, and the lifetime within r.MaxLifetime.
+// Members that are not ReservedClaims are returned as the custom claims.
+//
+// It checks the length first, then decodes only the header (itself bounded)
+// and checks the signature over the token's own header.payload bytes before
+// it decodes the claims: what it spends on a forged token is bounded and
+// independent of the claims it carries.
+//
+// Any failure is ErrInvalid, with the reason wrapped for operators; it never
+// contains the token.
 func Parse(token string, now time.Time, r Rules, key func(kid string) (ed25519.PublicKey, error)) (Verified, error) {
+	if len(token) > MaxTokenLength {
+		return Verified{}, ErrTooLong
+	}
+	payload, err := verifySignature(token, key)
+	if err != nil {
+		return Verified{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
 	claims := jwt.MapClaims{}
-	parser := jwt.NewParser(
-		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		return Verified{}, fmt.Errorf("%w: claims: %v", ErrInvalid, err)
+	}
+	if topLevelMembers(payload) != len(claims) {
+		return Verified{}, fmt.Errorf("%w: the claims name a member twice", ErrInvalid)
+	}
+	err = jwt.NewValidator(
 		jwt.WithIssuer(r.Issuer),
 		jwt.WithAudience(r.Audience),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
 		jwt.WithLeeway(r.Leeway),
 		jwt.WithTimeFunc(func() time.Time { return now }),
-	)
-	_, err := parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
-		if typ, _ := t.Header["typ"].(string); typ != TokenType {
-			return nil, fmt.Errorf("typ %q is not %s", typ, TokenType)
-		}
-		kid, _ := t.Header["kid"].(string)
-		return key(kid)
-	})
+	).Validate(claims)
 	if err != nil {
 		return Verified{}, fmt.Errorf("%w: %v", ErrInvalid, err)
-	}
-	if _, payload, ok := strings.Cut(token, "."); ok {
-		payload, _, _ = strings.Cut(payload, ".")
-		if b, err := base64.RawURLEncoding.DecodeString(payload); err != nil || topLevelMembers(b) != len(claims) {
-			return Verified{}, fmt.Errorf("%w: the claims name a member twice", ErrInvalid)
-		}
 	}
 	var v Verified
 	v.Subject, _ = claims["sub"].(string)
@@ -334,4 +374,79 @@ func Parse(token string, now time.Time, r Rules, key func(kid string) (ed25519.P
 		v.Custom = claims
 	}
 	return v, nil
+}
+
+// verifySignature checks the JWS compact serialization token (RFC 7515 §7.1)
+// and returns its decoded payload, which it has not parsed: three segments,
+// a header of at most maxHeaderLength characters with alg EdDSA, typ at+jwt,
+// a kid and no crit, and a 64-byte Ed25519 signature over the token's own
+// header.payload bytes by the key that key returns for the kid.
+func verifySignature(token string, key func(kid string) (ed25519.PublicKey, error)) ([]byte, error) {
+	header, rest, ok1 := strings.Cut(token, ".")
+	payload, signature, ok2 := strings.Cut(rest, ".")
+	if !ok1 || !ok2 || strings.Contains(signature, ".") {
+		return nil, errors.New("not three segments")
+	}
+	if len(header) > maxHeaderLength {
+		return nil, fmt.Errorf("header longer than %d characters", maxHeaderLength)
+	}
+	if len(signature) != signatureLength {
+		return nil, fmt.Errorf("signature is not %d characters (%d bytes)", signatureLength, ed25519.SignatureSize)
+	}
+	sig, err := decodeSegment(signature)
+	if err != nil {
+		return nil, fmt.Errorf("signature: %v", err)
+	}
+	h, err := decodeSegment(header)
+	if err != nil {
+		return nil, fmt.Errorf("header: %v", err)
+	}
+	var fields map[string]any
+	if err := json.Unmarshal(h, &fields); err != nil {
+		return nil, fmt.Errorf("header: %v", err)
+	}
+	if alg, _ := fields["alg"].(string); alg != jwt.SigningMethodEdDSA.Alg() {
+		return nil, fmt.Errorf("alg %q is not %s", alg, jwt.SigningMethodEdDSA.Alg())
+	}
+	if typ, _ := fields["typ"].(string); typ != TokenType {
+		return nil, fmt.Errorf("typ %q is not %s", typ, TokenType)
+	}
+	if _, ok := fields["crit"]; ok {
+		return nil, errors.New("header has crit: no extension is understood")
+	}
+	kid, _ := fields["kid"].(string)
+	pub, err := key(kid)
+	if err != nil {
+		return nil, fmt.Errorf("key: %v", err)
+	}
+	if len(pub) != ed25519.PublicKeySize {
+		return nil, errors.New("key: not an Ed25519 public key")
+	}
+	if !ed25519.Verify(pub, []byte(token[:len(header)+1+len(payload)]), sig) {
+		return nil, errors.New("signature does not verify")
+	}
+	p, err := decodeSegment(payload)
+	if err != nil {
+		return nil, fmt.Errorf("payload: %v", err)
+	}
+	return p, nil
+}
+
+// strictBase64 refuses padding, characters outside the URL alphabet and
+// non-zero trailing bits (RFC 4648 §3.5) but, like every encoding of
+// encoding/base64, skips CR and LF, which decodeSegment refuses itself.
+var strictBase64 = base64.RawURLEncoding.Strict()
+
+// decodeSegment decodes a segment of a token that must be canonical
+// base64url without padding (RFC 7515 §2): the only string that encodes its
+// bytes, so that a token cannot be altered and still verify.
+func decodeSegment(seg string) ([]byte, error) {
+	if strings.IndexByte(seg, '\n') >= 0 || strings.IndexByte(seg, '\r') >= 0 {
+		return nil, errors.New("not canonical base64url: a line break")
+	}
+	b, err := strictBase64.DecodeString(seg)
+	if err != nil {
+		return nil, fmt.Errorf("not canonical base64url: %v", err)
+	}
+	return b, nil
 }

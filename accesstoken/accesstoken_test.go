@@ -96,6 +96,7 @@ func TestVerifyRejects(t *testing.T) {
 		"path-like kid":             forge(t, jwt.SigningMethodEdDSA, priv, map[string]any{"typ": TokenType, "kid": "../../keys.json"}, good),
 		"no typ":                    forge(t, jwt.SigningMethodEdDSA, priv, map[string]any{"kid": kid}, good),
 		"typ JWT":                   forge(t, jwt.SigningMethodEdDSA, priv, map[string]any{"typ": "JWT", "kid": kid}, good),
+		"crit (RFC 7797 b64)":       forge(t, jwt.SigningMethodEdDSA, priv, map[string]any{"typ": TokenType, "kid": kid, "crit": []string{"b64"}, "b64": true}, good),
 		"wrong iss":                 forge(t, jwt.SigningMethodEdDSA, priv, hdr, with("iss", "https://evil")),
 		"wrong aud":                 forge(t, jwt.SigningMethodEdDSA, priv, hdr, with("aud", "other")),
 		"no exp":                    forge(t, jwt.SigningMethodEdDSA, priv, hdr, with("exp", nil)),
@@ -159,6 +160,9 @@ func FuzzVerify(f *testing.F) {
 	none, _ := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.MapClaims{"sub": "x"}).SignedString(jwt.UnsafeAllowNoneSignatureType)
 	f.Add(none)
 	f.Add("a.b.c")
+	for _, v := range malleated(f, genuineWithTrailingBits(f, s)) {
+		f.Add(v.tok)
+	}
 	f.Fuzz(func(t *testing.T, tok string) {
 		v, err := s.Verify(tok, now)
 		if err != nil {

@@ -4,10 +4,11 @@
 //
 // It fetches and caches the ledger's JWKS (refetching, rate limited, on an
 // unknown kid), accepts only EdDSA tokens of type at+jwt from the configured
-// issuer and audience, and follows the ledger's revocation events through a
-// Feed (eventstore.Feed on the ledger's NATS). Revoked sessions and user
-// cut-offs are remembered only as long as a token issued before them could
-// still be unexpired, so memory stays flat.
+// issuer and audience (at most MaxTokenLength bytes and canonically encoded,
+// checked with the signature before the claims are decoded), and follows the
+// ledger's revocation events through a Feed (eventstore.Feed on the ledger's
+// NATS). Revoked sessions and user cut-offs are remembered only as long as a
+// token issued before them could still be unexpired, so memory stays flat.
 package verifier
 
 import (
@@ -28,9 +29,21 @@ import (
 	"github.com/sessionledger/sessionledger/jwk"
 )
 
+// MaxTokenLength is the longest token Verify accepts, in bytes
+// (accesstoken.MaxTokenLength): a longer one is refused with ErrTooLong
+// before it is decoded or looked up in the cache.
+const MaxTokenLength = accesstoken.MaxTokenLength
+
+// maxJWKSSize is the largest JWKS response read, in bytes. An Ed25519 key is
+// about 150 bytes of JSON: this holds thousands.
+const maxJWKSSize = 1 << 20
+
 // Errors. Verify wraps the reason for operators; it never contains the token.
 var (
-	ErrInvalid     = accesstoken.ErrInvalid
+	ErrInvalid = accesstoken.ErrInvalid
+	// ErrTooLong: the token is longer than MaxTokenLength. It matches
+	// ErrInvalid too.
+	ErrTooLong     = accesstoken.ErrTooLong
 	ErrRevoked     = errors.New("the token's session has been revoked")
 	ErrFeedOffline = errors.New("revocation feed is not connected and the verifier fails closed")
 	// ErrSkippedMessages: the feed carried messages the verifier could not
@@ -339,10 +352,15 @@ func (v *Verifier) revoked(c *Claims) bool {
 	return ok && (c.SessionSeq == 0 || c.SessionSeq < cut.seq)
 }
 
-// Verify checks token and returns its claims. A token is refused if it does
-// not verify (signature, typ, iss, aud, exp, nbf, iat), if its lifetime
-// exceeds MaxTokenTTL, or if its session has been revoked.
+// Verify checks token and returns its claims. A token is refused if it is
+// longer than MaxTokenLength (before anything else), if it does not verify
+// (accesstoken.Parse: canonical encoding, signature, typ, iss, aud, exp, nbf,
+// iat), if its lifetime exceeds MaxTokenTTL, or if its session has been
+// revoked.
 func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
+	if len(token) > MaxTokenLength {
+		return nil, ErrTooLong
+	}
 	now := v.cfg.Now()
 	if v.cfg.FailClosed {
 		if err := v.feedHealth(); err != nil {
@@ -373,8 +391,9 @@ func (v *Verifier) remember(token string, c *Claims) {
 	v.cacheMu.Lock()
 	defer v.cacheMu.Unlock()
 	if len(v.cache) >= v.cfg.CacheSize {
-		// Full: drop an arbitrary tenth rather than track recency on the hot path.
-		n := v.cfg.CacheSize / 10
+		// Full: drop an arbitrary tenth (at least one) rather than track
+		// recency on the hot path.
+		n := max(v.cfg.CacheSize/10, 1)
 		for k := range v.cache {
 			if n <= 0 {
 				break
@@ -436,8 +455,18 @@ func (v *Verifier) fetchKeys(ctx context.Context) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("verifier: JWKS: status %d", resp.StatusCode)
 	}
+	if resp.ContentLength > maxJWKSSize {
+		return fmt.Errorf("verifier: JWKS: the response is %d bytes, more than %d", resp.ContentLength, maxJWKSSize)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSSize+1))
+	if err != nil {
+		return fmt.Errorf("verifier: JWKS: %w", err)
+	}
+	if len(body) > maxJWKSSize {
+		return fmt.Errorf("verifier: JWKS: the response is more than %d bytes", maxJWKSSize)
+	}
 	var set jwk.Set
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&set); err != nil {
+	if err := json.Unmarshal(body, &set); err != nil {
 		return fmt.Errorf("verifier: JWKS: %w", err)
 	}
 	keys := set.Ed25519Keys()
