@@ -40,7 +40,7 @@ func undecodable(t *testing.T) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	newer := bytes.Replace(b, []byte(`"schemaversion":1`), []byte(`"schemaversion":99`), 1)
+	newer := bytes.Replace(b, fmt.Appendf(nil, `"schemaversion":%d`, domain.Revision(domain.TypeSessionRevoked)), []byte(`"schemaversion":99`), 1)
 	if bytes.Equal(newer, b) {
 		t.Fatalf("no schemaversion in %s", b)
 	}
