@@ -84,10 +84,18 @@ type userEntry struct {
 	expecting bool
 }
 
-// tomb is a session that ended: its id, and its id's time.
+// tomb is a session that ended: its id's time and the rest of its id (the
+// random part, as written), with no pointer to keep its id alive.
 type tomb struct {
-	id string
-	ms int64
+	ms   int64
+	rest [domain.SessionIDLen - 10]byte
+}
+
+// tombOf is the tomb of session id.
+func tombOf(id string) tomb {
+	t := tomb{ms: idMillis(id)}
+	copy(t.rest[:], id[min(10, len(id)):])
+	return t
 }
 
 // issued notes a session issued to u.
@@ -101,8 +109,8 @@ func (u *userEntry) issued(id string) {
 // bury remembers that session id of u ended, while its issue could still
 // come back within ReplayWindow.
 func (u *userEntry) bury(id string) {
-	if ms := idMillis(id); ms >= u.issuedUpTo-ReplayWindow.Milliseconds() {
-		u.ended = append(u.ended, tomb{id, ms})
+	if t := tombOf(id); t.ms >= u.issuedUpTo-ReplayWindow.Milliseconds() {
+		u.ended = append(u.ended, t)
 	}
 }
 
@@ -331,8 +339,8 @@ func (p *Sessions) inPlace(u *userEntry, e domain.Event) error {
 	switch e.Data.(type) {
 	case domain.SessionIssued:
 		if u != nil {
-			ms := idMillis(e.SessionID)
-			if ms < u.issuedUpTo-ReplayWindow.Milliseconds() || slices.ContainsFunc(u.ended, func(t tomb) bool { return t.id == e.SessionID }) {
+			t := tombOf(e.SessionID)
+			if t.ms < u.issuedUpTo-ReplayWindow.Milliseconds() || slices.Contains(u.ended, t) {
 				return fmt.Errorf("session %s issued again after it ended, or long after the user's newer sessions: %w", e.SessionID, errOutOfPlace)
 			}
 		}

@@ -83,8 +83,8 @@ func (p *Sessions) Snapshot(sealer Sealer) (data []byte, startSeq uint64) {
 		b = binary.AppendVarint(b, u.issuedUpTo)
 		b = binary.AppendUvarint(b, uint64(len(u.ended)))
 		for _, t := range u.ended {
-			b = appendString(b, t.id)
 			b = binary.AppendVarint(b, t.ms)
+			b = append(b, t.rest[:]...)
 		}
 		breathe()
 	}
@@ -198,7 +198,13 @@ func RestoreSessions(data []byte, sealer Sealer, log *slog.Logger) (*Sessions, e
 			break
 		}
 		for range n {
-			u.ended = append(u.ended, tomb{id: r.string(), ms: r.varint()})
+			t := tomb{ms: r.varint()}
+			if len(r.b) < len(t.rest) {
+				r.fail()
+				break
+			}
+			r.b = r.b[copy(t.rest[:], r.b):]
+			u.ended = append(u.ended, t)
 		}
 		p.users[u.Key] = u
 	}
