@@ -89,12 +89,12 @@ func TestTagRefusesForgeriesInConstantWork(t *testing.T) {
 	}
 }
 
-// TestGenuineOldTokenCostsAtMostThreeHMACs: telling a genuine rotated-out
+// TestOldTokensNeedNoChainWalk: telling a genuine rotated-out
 // token from a forged one no longer walks the chain from it: a forged
 // generation-0 token for a session at generation 10,000 is refused by its
 // tag, and a genuine one is known for reuse at once. A legacy token is
 // walked at most MaxLegacyGenerationsBehind rotations.
-func TestGenuineOldTokenCostsAtMostThreeHMACs(t *testing.T) {
+func TestOldTokensNeedNoChainWalk(t *testing.T) {
 	first := testKeys.Seal(token0())
 	s := &Session{ID: testSID, Generation: 10_000}
 	cur := first

@@ -50,7 +50,7 @@ func forge(t *testing.T, genuine string) map[string]string {
 // issued is refused before any stream lookup and records nothing, whatever
 // its session and generation; the work for one, measured in allocations,
 // is that of a parse and one HMAC, also for a session 1,000 generations on
-// (domain's TestGenuineOldTokenCostsAtMostThreeHMACs: 10,000).
+// (domain's TestOldTokensNeedNoChainWalk: 10,000).
 // Before tags, an unknown session cost a wildcard stream lookup growing
 // with the number of users (17.9 ms of CPU at 55k users), and a forged
 // generation-0 token about 20,000 HMACs (25.6 ms).
