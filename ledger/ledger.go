@@ -49,9 +49,6 @@ type Config struct {
 	Logger         *slog.Logger
 	// OnConflict, if set, is called for each append that lost to another writer.
 	OnConflict func()
-	// OnSuperseded, if set, is called for each write that landed after a
-	// user event that had ended what it was decided on (it changed nothing).
-	OnSuperseded func()
 }
 
 // Keys are the secrets a Ledger needs.
@@ -221,11 +218,7 @@ func (l *Ledger) write(ctx context.Context, userKey string, decide func(now time
 			l.log.Error("ledger: the projection did not apply the ledger's own event", "seq", seq, "event", e.Type(), "refused", refused)
 			return domain.Event{}, d, false, fmt.Errorf("ledger: %w: the event at sequence %d was not applied", domain.ErrUnavailable, seq)
 		}
-		superseded := l.superseded(e)
-		if superseded && l.cfg.OnSuperseded != nil {
-			l.cfg.OnSuperseded()
-		}
-		return e, d, superseded, d.err
+		return e, d, l.superseded(e), d.err
 	}
 	return domain.Event{}, decision{}, false, fmt.Errorf("ledger: %d attempts lost to concurrent writers: %w", maxWriteAttempts, domain.ErrConflict)
 }
