@@ -61,6 +61,7 @@ type Sessions struct {
 	snapshotting   bool
 	snapRefused    []uint64
 	snapSuperseded []uint64
+	snapEnded      []endedOf
 
 	wmu     sync.Mutex
 	waiters []waiter
@@ -107,11 +108,22 @@ func (u *userEntry) issued(id string) {
 }
 
 // bury remembers that session id of u ended, while its issue could still
-// come back within ReplayWindow.
-func (u *userEntry) bury(id string) {
-	if t := tombOf(id); t.ms >= u.issuedUpTo-ReplayWindow.Milliseconds() {
+// come back within ReplayWindow. While a snapshot is encoded, it is also
+// noted for the snapshot: the user's record may be encoded before the end
+// and the session's after it (then not at all). Called with mu held.
+func (p *Sessions) bury(u *userEntry, id string) {
+	if t := tombOf(id); t.ms >= u.issuedUpTo-ReplayWindow.Milliseconds() && !slices.Contains(u.ended, t) {
 		u.ended = append(u.ended, t)
+		if p.snapshotting {
+			p.snapEnded = append(p.snapEnded, endedOf{u.Key, t})
+		}
 	}
+}
+
+// endedOf is a user's ended session, as a snapshot notes it.
+type endedOf struct {
+	userKey string
+	tomb
 }
 
 // idMillis is a session id's time in milliseconds (0 for a malformed id,
@@ -281,7 +293,7 @@ func (p *Sessions) applyEvent(e domain.Event) error {
 		return err
 	} else if p.superseded(u, e) {
 		if _, issue := e.Data.(domain.SessionIssued); issue {
-			u.bury(e.SessionID) // a copy stored later is refused, reactivated or not
+			p.bury(u, e.SessionID) // a copy stored later is refused, reactivated or not
 		}
 		return errSuperseded
 	}
@@ -290,6 +302,11 @@ func (p *Sessions) applyEvent(e domain.Event) error {
 	}
 	if e.Expect != nil {
 		u.expecting = true
+	}
+	if _, issue := e.Data.(domain.SessionIssued); issue {
+		// Also when the snapshot already held the session (fuzzy), whose
+		// user record may be older than it.
+		u.issued(e.SessionID)
 	}
 	var err error
 	if s := p.sessions[e.SessionID]; e.SessionID == "" || s == nil || e.Seq > s.LastSeq {
@@ -536,7 +553,7 @@ func (p *Sessions) cutOff(u *userEntry, seq uint64, reason string) {
 		if s.EndByUser(seq, reason) {
 			s.LastSeq = seq
 			if !p.place(s) {
-				u.bury(s.ID)
+				p.bury(u, s.ID)
 				continue
 			}
 		}
@@ -552,7 +569,7 @@ func (p *Sessions) cutOff(u *userEntry, seq uint64, reason string) {
 func (p *Sessions) settle(u *userEntry, s *entry) {
 	if !p.place(s) {
 		u.remove(s)
-		u.bury(s.ID)
+		p.bury(u, s.ID)
 	}
 }
 

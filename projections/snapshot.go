@@ -16,7 +16,8 @@ import (
 // running hash at the start (32 bytes) | sequence the last checkpoint covers
 // (uvarint) | refused sequences after it (list) | records, each 'U' user (key, deactivated, last user event, chain head, expecting, newest issue time, ended sessions within the replay window) or
 // 'S' session | 'E' | end sequence (uvarint) | sequences refused while it
-// was encoded (list) | sequences superseded while it was encoded (list) | the seal (integrity.TagKeys.Seal: key id and an
+// was encoded (list) | sequences superseded while it was encoded (list) |
+// sessions that ended while it was encoded (count, then user key and tomb) | the seal (integrity.TagKeys.Seal: key id and an
 // HMAC under the ledger's tag key, so that nobody without that key can
 // forge one). Strings, byte slices and lists are uvarint length-prefixed;
 // times are Unix nanoseconds (varint, 0 for none).
@@ -57,7 +58,7 @@ func (p *Sessions) Snapshot(sealer Sealer) (data []byte, startSeq uint64) {
 	b = binary.AppendUvarint(b, SnapshotVersion)
 
 	p.mu.Lock()
-	p.snapshotting, p.snapRefused, p.snapSuperseded = true, nil, nil
+	p.snapshotting, p.snapRefused, p.snapSuperseded, p.snapEnded = true, nil, nil, nil
 	startSeq = p.applied.Load()
 	b = binary.AppendUvarint(b, startSeq)
 	b = append(b, p.chain[:]...)
@@ -83,8 +84,7 @@ func (p *Sessions) Snapshot(sealer Sealer) (data []byte, startSeq uint64) {
 		b = binary.AppendVarint(b, u.issuedUpTo)
 		b = binary.AppendUvarint(b, uint64(len(u.ended)))
 		for _, t := range u.ended {
-			b = binary.AppendVarint(b, t.ms)
-			b = append(b, t.rest[:]...)
+			b = appendTomb(b, t)
 		}
 		breathe()
 	}
@@ -96,13 +96,18 @@ func (p *Sessions) Snapshot(sealer Sealer) (data []byte, startSeq uint64) {
 	p.mu.RUnlock()
 	p.mu.Lock()
 	endSeq := p.applied.Load()
-	refused, superseded := p.snapRefused, p.snapSuperseded
-	p.snapshotting, p.snapRefused, p.snapSuperseded = false, nil, nil
+	refused, superseded, ended := p.snapRefused, p.snapSuperseded, p.snapEnded
+	p.snapshotting, p.snapRefused, p.snapSuperseded, p.snapEnded = false, nil, nil, nil
 	p.mu.Unlock()
 	b = append(b, 'E')
 	b = binary.AppendUvarint(b, endSeq)
 	b = appendSeqs(b, refused)
 	b = appendSeqs(b, superseded)
+	b = binary.AppendUvarint(b, uint64(len(ended)))
+	for _, e := range ended {
+		b = appendString(b, e.userKey)
+		b = appendTomb(b, e.tomb)
+	}
 	return sealer.Seal(b), startSeq
 }
 
@@ -198,13 +203,7 @@ func RestoreSessions(data []byte, sealer Sealer, log *slog.Logger) (*Sessions, e
 			break
 		}
 		for range n {
-			t := tomb{ms: r.varint()}
-			if len(r.b) < len(t.rest) {
-				r.fail()
-				break
-			}
-			r.b = r.b[copy(t.rest[:], r.b):]
-			u.ended = append(u.ended, t)
+			u.ended = append(u.ended, r.tomb())
 		}
 		p.users[u.Key] = u
 	}
@@ -241,6 +240,23 @@ func RestoreSessions(data []byte, sealer Sealer, log *slog.Logger) (*Sessions, e
 	end := r.uvarint()
 	p.fuzzyRefused = r.seqs()
 	p.fuzzySuperseded = r.seqs()
+	// Sessions that ended while the snapshot was encoded: their user's
+	// record may be from before.
+	n := r.uvarint()
+	if n > uint64(len(r.b)) {
+		r.fail()
+	}
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		key, t := r.string(), r.tomb()
+		u := p.users[key]
+		if u == nil {
+			u = &userEntry{User: domain.User{Key: key}}
+			p.users[key] = u
+		}
+		if !slices.Contains(u.ended, t) {
+			u.ended = append(u.ended, t)
+		}
+	}
 	if r.err != nil || len(r.b) != 0 || end < start {
 		return nil, fmt.Errorf("%w: malformed data", ErrSnapshotMismatch)
 	}
@@ -344,6 +360,21 @@ func (r *reader) session(s *domain.Session) {
 	s.Status = domain.Status(r.b[0])
 	r.b = r.b[1:]
 	s.RevocationPending = r.bool()
+}
+
+func appendTomb(b []byte, t tomb) []byte {
+	b = binary.AppendVarint(b, t.ms)
+	return append(b, t.rest[:]...)
+}
+
+func (r *reader) tomb() tomb {
+	t := tomb{ms: r.varint()}
+	if len(r.b) < len(t.rest) {
+		r.fail()
+		return t
+	}
+	r.b = r.b[copy(t.rest[:], r.b):]
+	return t
 }
 
 func (r *reader) fail() {
