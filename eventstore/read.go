@@ -12,6 +12,7 @@ import (
 	gojson "github.com/goccy/go-json"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
 
 	"github.com/sessionledger/sessionledger/domain"
 	"github.com/sessionledger/sessionledger/integrity"
@@ -253,6 +254,9 @@ func (rd *reader) record(msg jetstream.Msg, md *jetstream.MsgMetadata) (domain.R
 	if err := checkExpectation(msg.Headers(), e); err != nil {
 		return reject("event %s: %w", e.ID, err)
 	}
+	if err := checkStoredInTime(e, md.Timestamp); err != nil {
+		return reject("event %s: %w", e.ID, err)
+	}
 	e.Seq = seq
 	r.Kind, r.Event, r.UserKey, r.Under = domain.RecordEvent, e, e.UserKey, domain.EventRecord(e).Under
 	return r, nil
@@ -308,6 +312,36 @@ func checkExpectation(h nats.Header, e domain.Event) error {
 	}
 	if h.Get(jetstream.ExpectedLastSubjSeqHeader) != strconv.FormatUint(*e.Expect, 10) || h.Get(jetstream.ExpectedLastSubjSeqSubjHeader) != ExpectFilter(e) {
 		return fmt.Errorf("stored without the expectation it was written for (%d under %s): %w", *e.Expect, ExpectFilter(e), errReplayed)
+	}
+	return nil
+}
+
+// MaxStoreDelay is how long after the ledger made an event's id (a ULID, by
+// the writing instance's clock) the stream may store it (by the server's
+// clock): the ledger's own attempts end with the request's budget (at most
+// a minute), and the rest is room for the two clocks to differ. It is the
+// window in which JetStream deduplicates a retried publish, too.
+const MaxStoreDelay = DuplicateWindow
+
+// checkStoredInTime refuses an event written under an expectation that the
+// stream stored longer than MaxStoreDelay after the ledger made it: a write
+// the ledger gave up on (its publish was seen, the stream did not store it,
+// the client was told it failed), stored later by someone who captured it
+// while its expectation still held. Within the window it is no different
+// from the ledger's own attempt whose acknowledgement was lost. The times
+// are the event's id (covered by the tag) and the server's store time, the
+// same for every reader. An id that is not a ULID is not the ledger's; such
+// events come only from tests of the store, and are left to the tag.
+func checkStoredInTime(e domain.Event, stored time.Time) error {
+	if e.Expect == nil || stored.IsZero() {
+		return nil
+	}
+	id, err := ulid.ParseStrict(e.ID)
+	if err != nil {
+		return nil
+	}
+	if delay := stored.Sub(ulid.Time(id.Time())); delay > MaxStoreDelay {
+		return fmt.Errorf("stored %v after it was made, more than %v: a write the ledger gave up on, stored by someone else: %w", delay.Round(time.Second), MaxStoreDelay, errReplayed)
 	}
 	return nil
 }

@@ -95,6 +95,10 @@ func (c *Config) complete() error {
 	switch {
 	case c.RequestTimeout < 0:
 		return errors.New("--request-timeout must not be negative")
+	case c.RequestTimeout > time.Minute:
+		// A write stored later than eventstore.MaxStoreDelay after it was
+		// made is refused as one the ledger gave up on.
+		return fmt.Errorf("--request-timeout %v must be at most 1m: the stream refuses a write stored more than %v after it was made", c.RequestTimeout, eventstore.MaxStoreDelay)
 	case c.RequestTimeout == 0:
 		c.RequestTimeout = ledger.DefaultRequestTimeout
 		if c.ReuseGrace > 0 {
