@@ -38,9 +38,10 @@ func readForm(c echo.Context) (url.Values, error) {
 		}
 		return nil, &errBadForm{http.StatusBadRequest, "the body is not a valid form"}
 	}
-	for name, values := range r.PostForm {
+	for _, values := range r.PostForm {
 		if len(values) > 1 {
-			return nil, &errBadForm{http.StatusBadRequest, "parameter " + url.QueryEscape(name) + " is repeated"}
+			// The name is the client's input: not echoed.
+			return nil, &errBadForm{http.StatusBadRequest, "a parameter is repeated"}
 		}
 	}
 	return r.PostForm, nil

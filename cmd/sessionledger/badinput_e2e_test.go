@@ -32,6 +32,7 @@ func TestBadInputGetsAClear4xx(t *testing.T) {
 		{"token: other grant", "POST", "/oauth2/token", form, "grant_type=password&username=a&password=b", nil, 400, "unsupported_grant_type", ""},
 		{"token: no refresh_token", "POST", "/oauth2/token", form, "grant_type=refresh_token", nil, 400, "invalid_request", ""},
 		{"token: repeated parameter", "POST", "/oauth2/token", form, "grant_type=refresh_token&refresh_token=a&refresh_token=b", nil, 400, "invalid_request", ""},
+		{"token: repeated unknown parameter", "POST", "/oauth2/token", form, "grant_type=refresh_token&refresh_token=a&ZZecho7=1&ZZecho7=2", nil, 400, "invalid_request", ""},
 		{"token: JSON body", "POST", "/oauth2/token", "application/json", `{"grant_type":"refresh_token"}`, nil, 400, "invalid_request", ""},
 		{"token: parameters in URL", "POST", "/oauth2/token?grant_type=refresh_token&refresh_token=" + url.QueryEscape(s.Refresh), form, "", nil, 400, "invalid_request", ""},
 		{"token: bad form encoding", "POST", "/oauth2/token", form, "grant_type=refresh_token&refresh_token=%zz", nil, 400, "invalid_request", ""},
