@@ -521,16 +521,18 @@ func TestFuzzySnapshotWithRefusalsConverges(t *testing.T) {
 	writing := make(chan struct{})
 	go func() {
 		defer close(snaps)
+		// At least one snapshot, even if a loaded machine runs this
+		// goroutine only after the writes are done.
 		for {
-			select {
-			case <-writing:
-				return
-			default:
-			}
 			d, start := s.p.Snapshot(testSealer)
 			snaps <- snap{d, start}
 			if len(snaps) == cap(snaps) {
 				return
+			}
+			select {
+			case <-writing:
+				return
+			default:
 			}
 		}
 	}()
