@@ -96,6 +96,7 @@ type Claims struct {
 	Subject    string
 	SessionID  string
 	SessionSeq uint64 // sid_seq: the stream sequence of the session's issue
+	ClientID   string // client_id (RFC 9068 §2.2): the client the session was issued for
 	ID         string // jti
 	IssuedAt   time.Time
 	ExpiresAt  time.Time
@@ -109,12 +110,15 @@ type Verified struct {
 	// SessionSeq is the stream sequence of the session's issue (sid_seq);
 	// 0 in a token of a ledger older than the claim.
 	SessionSeq uint64
-	ID         string
-	IssuedAt   time.Time
-	ExpiresAt  time.Time
-	Issuer     string
-	Audience   []string
-	Custom     map[string]any // the custom claims; nil when there are none
+	// ClientID is the client the session was issued for (client_id); empty
+	// in a token of a ledger older than the claim.
+	ClientID  string
+	ID        string
+	IssuedAt  time.Time
+	ExpiresAt time.Time
+	Issuer    string
+	Audience  []string
+	Custom    map[string]any // the custom claims; nil when there are none
 }
 
 // Signer signs access tokens with its active key and verifies tokens signed by
@@ -163,6 +167,7 @@ type tokenClaims struct {
 	jwt.RegisteredClaims
 	SessionID  string          `json:"sid"`
 	SessionSeq uint64          `json:"sid_seq,omitempty"`
+	ClientID   string          `json:"client_id,omitempty"`
 	custom     json.RawMessage `json:"-"`
 }
 
@@ -171,7 +176,8 @@ func (c tokenClaims) MarshalJSON() ([]byte, error) {
 		jwt.RegisteredClaims
 		SessionID  string `json:"sid"`
 		SessionSeq uint64 `json:"sid_seq,omitempty"`
-	}{c.RegisteredClaims, c.SessionID, c.SessionSeq})
+		ClientID   string `json:"client_id,omitempty"`
+	}{c.RegisteredClaims, c.SessionID, c.SessionSeq, c.ClientID})
 	if err != nil || len(c.custom) <= 2 {
 		return b, err
 	}
@@ -227,6 +233,7 @@ func (s *Signer) Sign(c Claims) (string, error) {
 		},
 		SessionID:  c.SessionID,
 		SessionSeq: c.SessionSeq,
+		ClientID:   c.ClientID,
 		custom:     withoutReserved(c.Custom),
 	})
 	if err != nil {
@@ -309,7 +316,7 @@ type Rules struct {
 // key that key returns for the header's kid, typ at+jwt, no crit, iss and aud
 // as in r, exp required and not passed, iat and nbf not in the future (each
 // with r.Leeway), sub, sid, iat and exp present, sid_seq a positive integer
-// when present, no claim named twice, and the lifetime within r.MaxLifetime.
+// and client_id a non-empty string when present, no claim named twice, and the lifetime within r.MaxLifetime.
 // Members that are not ReservedClaims are returned as the custom claims.
 //
 // It checks the length first, then decodes only the header (itself bounded)
@@ -363,6 +370,11 @@ func Parse(token string, now time.Time, r Rules, key func(kid string) (ed25519.P
 			return Verified{}, fmt.Errorf("%w: %s must be a positive integer", ErrInvalid, SessionSeqClaim)
 		}
 		v.SessionSeq = uint64(seq)
+	}
+	if raw, ok := claims["client_id"]; ok {
+		if v.ClientID, ok = raw.(string); !ok || v.ClientID == "" {
+			return Verified{}, fmt.Errorf("%w: client_id must be a non-empty string", ErrInvalid)
+		}
 	}
 	if r.MaxLifetime > 0 && v.ExpiresAt.Sub(v.IssuedAt) > r.MaxLifetime {
 		return Verified{}, fmt.Errorf("%w: lifetime %v exceeds the configured maximum %v", ErrInvalid, v.ExpiresAt.Sub(v.IssuedAt), r.MaxLifetime)
@@ -449,4 +461,20 @@ func decodeSegment(seg string) ([]byte, error) {
 		return nil, fmt.Errorf("not canonical base64url: %v", err)
 	}
 	return b, nil
+}
+
+// BearerToken returns the token of an Authorization header value of the
+// Bearer scheme (RFC 6750 §2.1): the scheme name in any case (RFC 9110
+// §11.1), one or more spaces, then the token, which holds no whitespace.
+// Whitespace around the whole value is the HTTP parser's to remove.
+func BearerToken(header string) (string, bool) {
+	scheme, rest, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	token := strings.TrimLeft(rest, " ")
+	if token == "" || strings.ContainsAny(token, " \t\r\n\v\f") {
+		return "", false
+	}
+	return token, true
 }

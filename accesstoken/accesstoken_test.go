@@ -26,7 +26,7 @@ func newSigner(t testing.TB) (*Signer, ed25519.PrivateKey) {
 }
 
 func claims() Claims {
-	return Claims{Subject: "alice", SessionID: "S1", SessionSeq: 42, ID: "J1", IssuedAt: now, ExpiresAt: now.Add(time.Hour), Custom: json.RawMessage(`{"role":"admin"}`)}
+	return Claims{Subject: "alice", SessionID: "S1", SessionSeq: 42, ClientID: "web-app", ID: "J1", IssuedAt: now, ExpiresAt: now.Add(time.Hour), Custom: json.RawMessage(`{"role":"admin"}`)}
 }
 
 func TestSignAndVerify(t *testing.T) {
@@ -39,13 +39,13 @@ func TestSignAndVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v.Subject != "alice" || v.SessionID != "S1" || v.SessionSeq != 42 || v.ID != "J1" || !v.ExpiresAt.Equal(now.Add(time.Hour)) {
+	if v.Subject != "alice" || v.SessionID != "S1" || v.SessionSeq != 42 || v.ClientID != "web-app" || v.ID != "J1" || !v.ExpiresAt.Equal(now.Add(time.Hour)) {
 		t.Fatalf("verified %+v", v)
 	}
 	payload, _ := jwt.NewParser().DecodeSegment(strings.Split(tok, ".")[1])
 	var m map[string]any
 	_ = json.Unmarshal(payload, &m)
-	if m["role"] != "admin" || m["sid"] != "S1" || m["sid_seq"] != 42.0 {
+	if m["role"] != "admin" || m["sid"] != "S1" || m["sid_seq"] != 42.0 || m["client_id"] != "web-app" {
 		t.Fatalf("payload %s", payload)
 	}
 	if _, err := s.Verify(tok, now.Add(time.Hour)); !errors.Is(err, ErrInvalid) {
@@ -107,6 +107,8 @@ func TestVerifyRejects(t *testing.T) {
 		"sid_seq fractional":        forge(t, jwt.SigningMethodEdDSA, priv, hdr, with("sid_seq", 7.5)),
 		"sid_seq negative":          forge(t, jwt.SigningMethodEdDSA, priv, hdr, with("sid_seq", -7)),
 		"sid_seq beyond 2^53":       forge(t, jwt.SigningMethodEdDSA, priv, hdr, with("sid_seq", 1e17)),
+		"client_id not a string":    forge(t, jwt.SigningMethodEdDSA, priv, hdr, with("client_id", 7)),
+		"client_id empty":           forge(t, jwt.SigningMethodEdDSA, priv, hdr, with("client_id", "")),
 		"garbage":                   "a.b.c",
 	} {
 		if name == "control (must verify)" {
@@ -255,6 +257,18 @@ func TestReservedNamesInCustomClaims(t *testing.T) {
 		}
 		if !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: accepted (%v)", name, err)
+		}
+	}
+}
+
+func TestBearerToken(t *testing.T) {
+	for header, want := range map[string]string{
+		"Bearer abc": "abc", "bearer abc": "abc", "BEARER abc": "abc", "Bearer   abc": "abc",
+		"Bearer": "", "Bearer ": "", "Bearerabc": "", "Basic abc": "", "Bearer a b": "", "Bearer a\tb": "", "": "",
+	} {
+		got, ok := BearerToken(header)
+		if got != want || ok != (want != "") {
+			t.Errorf("BearerToken(%q) = %q, %v; want %q", header, got, ok, want)
 		}
 	}
 }

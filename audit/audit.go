@@ -227,7 +227,10 @@ func Describe(e domain.Event) string {
 		if len(dev) > 0 {
 			device = strings.Join(dev, ", ")
 		}
-		return fmt.Sprintf("user %s, policy %s, from %s", d.UserID, d.Policy.Name, device)
+		if d.ClientID == "" {
+			return fmt.Sprintf("user %s, policy %s, from %s", d.UserID, d.Policy.Name, device)
+		}
+		return fmt.Sprintf("user %s, client %s, policy %s, from %s", d.UserID, d.ClientID, d.Policy.Name, device)
 	case domain.SessionRotated:
 		return fmt.Sprintf("generation %d", d.Generation)
 	case domain.SessionReused:

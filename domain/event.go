@@ -144,7 +144,11 @@ type Device struct {
 
 // SessionIssued: a backend opened a session. Token generation 0 starts here.
 type SessionIssued struct {
-	UserID       string          `json:"user_id"`
+	UserID string `json:"user_id"`
+	// ClientID is the client (app) the session was issued for: the
+	// client_id claim of its access tokens (RFC 9068). Empty in events of
+	// ledgers before the field; their tokens carry the configured default.
+	ClientID     string          `json:"client_id,omitempty"`
 	Policy       Policy          `json:"policy"`
 	Device       Device          `json:"device"`
 	Claims       json.RawMessage `json:"claims,omitempty"` // a JSON object of custom access-token claims

@@ -49,6 +49,8 @@ type Session struct {
 	ID      string
 	UserID  string
 	UserKey string
+	// ClientID is the client the session was issued for (SessionIssued.ClientID).
+	ClientID string
 	// Policy is shared, never changed in place: sessions of one preset can
 	// point to one value (the projection interns it).
 	Policy    *Policy
@@ -123,7 +125,7 @@ func (s *Session) Apply(e Event) error {
 	switch d := e.Data.(type) {
 	case SessionIssued:
 		*s = Session{
-			ID: e.SessionID, UserID: d.UserID, UserKey: e.UserKey,
+			ID: e.SessionID, UserID: d.UserID, UserKey: e.UserKey, ClientID: d.ClientID,
 			Policy: &d.Policy, Device: d.Device, Claims: d.Claims,
 			IssuedAt: InstantOf(e.Time), IssuedSeq: e.Seq, LastActive: InstantOf(e.Time),
 			Token: d.RefreshToken, Status: StatusActive,

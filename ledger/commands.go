@@ -20,6 +20,7 @@ import (
 // Input limits.
 const (
 	MaxUserIDLen      = 255
+	MaxClientIDLen    = 255
 	MaxDeviceFieldLen = 512
 	MaxClaimsLen      = 4096
 )
@@ -27,6 +28,9 @@ const (
 // IssueRequest asks for a new session.
 type IssueRequest struct {
 	UserID string
+	// ClientID names the client (app) the session is for: the client_id
+	// claim of its access tokens. Empty: Config.DefaultClientID.
+	ClientID string
 	// PolicyName names a preset; CustomPolicy gives values instead. Neither:
 	// the ledger's default policy.
 	PolicyName   string
@@ -64,9 +68,31 @@ func printable(s string) bool {
 	return true
 }
 
-// validate checks req and returns its policy and its claims in canonical form.
+// ValidateClientID checks a client id: 1 to 255 printable ASCII characters
+// without spaces (RFC 6749 allows any VSCHAR; a space in a client id is a
+// mistake more often than a name).
+func ValidateClientID(id string) error {
+	if id == "" || len(id) > MaxClientIDLen {
+		return invalid("client_id", fmt.Sprintf("must be 1 to %d characters", MaxClientIDLen))
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] <= ' ' || id[i] > '~' {
+			return invalid("client_id", "must be printable ASCII without spaces")
+		}
+	}
+	return nil
+}
+
+// validate checks req and returns its policy and its claims in canonical
+// form; it fills in the default client id.
 func (l *Ledger) validate(req *IssueRequest) (domain.Policy, json.RawMessage, error) {
 	if err := ValidateUserID(req.UserID); err != nil {
+		return domain.Policy{}, nil, err
+	}
+	if req.ClientID == "" {
+		req.ClientID = l.cfg.DefaultClientID
+	}
+	if err := ValidateClientID(req.ClientID); err != nil {
 		return domain.Policy{}, nil, err
 	}
 	for field, v := range map[string]string{"device.ip": req.Device.IP, "device.user_agent": req.Device.UserAgent, "device.name": req.Device.Name} {
@@ -339,6 +365,7 @@ type Introspection struct {
 	TokenType string // "refresh_token" or "access_token"
 	Subject   string
 	SessionID string
+	ClientID  string
 	ID        string // jti of an access token
 	IssuedAt  time.Time
 	ExpiresAt time.Time
@@ -374,7 +401,7 @@ func (l *Ledger) Introspect(ctx context.Context, raw string) (_ Introspection, e
 			case t.Generation < s.Generation || !l.keys.Token.Matches(t, s.Token):
 				return Introspection{}, true // rotated out, or forged: generations only grow
 			}
-			return Introspection{Active: true, TokenType: "refresh_token", Subject: s.UserID, SessionID: s.ID,
+			return Introspection{Active: true, TokenType: "refresh_token", Subject: s.UserID, SessionID: s.ID, ClientID: l.ClientID(s),
 				IssuedAt: s.LastActive.Time(), ExpiresAt: s.RefreshExpiresAt()}, false
 		}
 	} else if v, err := l.signer.Verify(raw, now); err == nil {
@@ -383,7 +410,7 @@ func (l *Ledger) Introspect(ctx context.Context, raw string) (_ Introspection, e
 			if s.UserID != v.Subject || !now.Before(v.ExpiresAt) {
 				return Introspection{}, true
 			}
-			return Introspection{Active: true, TokenType: "access_token", Subject: v.Subject, SessionID: v.SessionID,
+			return Introspection{Active: true, TokenType: "access_token", Subject: v.Subject, SessionID: v.SessionID, ClientID: v.ClientID,
 				ID: v.ID, IssuedAt: v.IssuedAt, ExpiresAt: v.ExpiresAt}, false
 		}
 	} else {

@@ -26,6 +26,9 @@ import (
 // Defaults.
 const (
 	DefaultReuseGrace = 10 * time.Second
+	// DefaultClientID is the client id of sessions issued without one when
+	// Config.DefaultClientID is not set.
+	DefaultClientID = "default"
 	// DefaultRequestTimeout is the budget of one request, end to end: every
 	// stream lookup, append and wait for the projection it makes shares it.
 	// It is at most half the default reuse grace window, so a client that
@@ -42,7 +45,11 @@ const (
 type Config struct {
 	ReuseGrace    time.Duration // tolerate the previous refresh token this long after its rotation; negative: never
 	DefaultPolicy domain.Policy
-	Now           func() time.Time
+	// DefaultClientID is the client id of sessions issued without one, and
+	// the client_id claim of tokens of sessions issued before client ids
+	// were recorded (DefaultClientID when empty).
+	DefaultClientID string
+	Now             func() time.Time
 	// RequestTimeout is the budget of one command or read, end to end (see
 	// DefaultRequestTimeout); a caller's earlier deadline wins.
 	RequestTimeout time.Duration
@@ -75,6 +82,9 @@ func New(store domain.EventStore, proj *projections.Sessions, signer *accesstoke
 	}
 	if cfg.DefaultPolicy.Name == "" {
 		cfg.DefaultPolicy, _ = domain.Preset(domain.PolicyConsumer)
+	}
+	if cfg.DefaultClientID == "" {
+		cfg.DefaultClientID = DefaultClientID
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -294,7 +304,7 @@ func (l *Ledger) Issue(ctx context.Context, req IssueRequest) (_ TokenPair, err 
 			return decision{err: err}
 		}
 		return decision{session: tok.SessionID, event: domain.SessionIssued{
-			UserID: req.UserID, Policy: policy, Device: req.Device, Claims: claims,
+			UserID: req.UserID, ClientID: req.ClientID, Policy: policy, Device: req.Device, Claims: claims,
 			RefreshToken: l.keys.Token.Digest(tok),
 		}}
 	})
@@ -407,6 +417,15 @@ func (l *Ledger) CompletePendingRevocations(ctx context.Context) {
 	}
 }
 
+// ClientID is the client_id of s's tokens: the one it was issued for, or,
+// for a session issued before client ids were recorded, the default.
+func (l *Ledger) ClientID(s *domain.Session) string {
+	if s.ClientID != "" {
+		return s.ClientID
+	}
+	return l.cfg.DefaultClientID
+}
+
 // mint signs an access token for s and pairs it with refresh token rt.
 func (l *Ledger) mint(s *domain.Session, rt domain.RefreshToken, now time.Time, outcome domain.RefreshOutcome) (TokenPair, error) {
 	exp := now.Add(s.Policy.AccessTokenTTL.Duration())
@@ -414,7 +433,7 @@ func (l *Ledger) mint(s *domain.Session, rt domain.RefreshToken, now time.Time, 
 		exp = abs
 	}
 	at, err := l.signer.Sign(accesstoken.Claims{
-		Subject: s.UserID, SessionID: s.ID, SessionSeq: s.IssuedSeq, ID: ulid.Make().String(),
+		Subject: s.UserID, SessionID: s.ID, SessionSeq: s.IssuedSeq, ClientID: l.ClientID(s), ID: ulid.Make().String(),
 		IssuedAt: now, ExpiresAt: exp, Custom: s.Claims,
 	})
 	if err != nil {

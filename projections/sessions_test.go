@@ -174,7 +174,7 @@ func TestDueFollowsDeadlines(t *testing.T) {
 
 func TestSnapshotRoundTrip(t *testing.T) {
 	p := NewSessions(nil)
-	full := domain.SessionIssued{UserID: "alice", Policy: domain.Policy{Name: "custom", AccessTokenTTL: 60, AbsoluteLifetime: 3600, InactivityTimeout: 600},
+	full := domain.SessionIssued{UserID: "alice", ClientID: "ios-app", Policy: domain.Policy{Name: "custom", AccessTokenTTL: 60, AbsoluteLifetime: 3600, InactivityTimeout: 600},
 		Device: domain.Device{IP: "203.0.113.1", UserAgent: "UA", Name: "phone"}, Claims: []byte(`{"r":1}`),
 		RefreshToken: domain.Digest{KeyID: "d1", Value: [32]byte{1, 2, 3}}}
 	apply(t, p, 1, s1, full)
@@ -220,8 +220,8 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		"flipped byte":                    flip(data, len(data)/2),
 		"truncated":                       data[:len(data)-40],
 		"empty":                           nil,
-		"other version":                   reseal(t, bytes.Replace(unseal(t, data), []byte("SLSNAP\x06"), []byte("SLSNAP\x05"), 1)),
-		"garbage body":                    reseal(t, []byte("SLSNAP\x06\x05\xff\xff\xff\xff\x0f")),
+		"other version":                   reseal(t, bytes.Replace(unseal(t, data), []byte{'P', SnapshotVersion}, []byte{'P', SnapshotVersion - 1}, 1)),
+		"garbage body":                    reseal(t, append([]byte{'S', 'L', 'S', 'N', 'A', 'P', SnapshotVersion}, "\x05\xff\xff\xff\xff\x0f"...)),
 		"forged: sealed with another key": otherSealer.Seal(unseal(t, data)),
 		"forged: unkeyed checksum":        resum(unseal(t, data)),
 	} {

@@ -29,7 +29,7 @@ import (
 // and user events are idempotent when applied in order.
 const (
 	snapshotMagic   = "SLSNAP"
-	SnapshotVersion = 6    // 2: users carry their last chain digest; 3: fixed-size token digests; 4: no user id; 5: sealed, running hash, refusals, every user; 6: a user's last sequence counts its user events only
+	SnapshotVersion = 7    // 2: users carry their last chain digest; 3: fixed-size token digests; 4: no user id; 5: sealed, running hash, refusals, every user; 6: a user's last sequence counts its user events only; 7: sessions carry their client id
 	snapshotChunk   = 4096 // records encoded per hold of the read lock
 )
 
@@ -138,7 +138,7 @@ func (p *Sessions) encodedSessionBytes() int {
 }
 
 func appendSession(b []byte, s *domain.Session) []byte {
-	for _, str := range []string{s.ID, s.UserID, s.UserKey, s.Policy.Name, s.Device.IP, s.Device.UserAgent, s.Device.Name, s.Token.KeyID, s.EndReason} {
+	for _, str := range []string{s.ID, s.UserID, s.UserKey, s.Policy.Name, s.Device.IP, s.Device.UserAgent, s.Device.Name, s.Token.KeyID, s.EndReason, s.ClientID} {
 		b = appendString(b, str)
 	}
 	for _, v := range []domain.Seconds{s.Policy.AccessTokenTTL, s.Policy.AbsoluteLifetime, s.Policy.InactivityTimeout} {
@@ -340,7 +340,7 @@ func (r *reader) bool() bool {
 
 func (r *reader) session(s *domain.Session) {
 	s.Policy = &domain.Policy{}
-	for _, str := range []*string{&s.ID, &s.UserID, &s.UserKey, &s.Policy.Name, &s.Device.IP, &s.Device.UserAgent, &s.Device.Name, &s.Token.KeyID, &s.EndReason} {
+	for _, str := range []*string{&s.ID, &s.UserID, &s.UserKey, &s.Policy.Name, &s.Device.IP, &s.Device.UserAgent, &s.Device.Name, &s.Token.KeyID, &s.EndReason, &s.ClientID} {
 		*str = r.string()
 	}
 	for _, v := range []*domain.Seconds{&s.Policy.AccessTokenTTL, &s.Policy.AbsoluteLifetime, &s.Policy.InactivityTimeout} {

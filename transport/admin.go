@@ -20,7 +20,8 @@ import (
 const timeFormat = time.RFC3339
 
 // decodeJSON reads the request body as one JSON value into v, refusing
-// unknown fields and trailing data.
+// unknown fields, trailing data, and text the decoder would repair
+// (checkJSONText).
 func decodeJSON(c echo.Context, v any) error {
 	r := c.Request()
 	if !isMediaType(r, echo.MIMEApplicationJSON) {
@@ -33,6 +34,9 @@ func decodeJSON(c echo.Context, v any) error {
 			return writeProblem(c, he.Code, http.StatusText(he.Code), "")
 		}
 		return writeProblem(c, http.StatusBadRequest, "Bad Request", "the body could not be read")
+	}
+	if err := checkJSONText(body); err != nil {
+		return writeProblem(c, http.StatusBadRequest, "Invalid JSON", err.Error())
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -51,7 +55,10 @@ func jsonProblem(err error) string {
 	var se *json.SyntaxError
 	switch {
 	case errors.As(err, &te):
-		return fmt.Sprintf("field %q must be of type %s", te.Field, te.Type)
+		if te.Field == "" {
+			return "the body must be a JSON object"
+		}
+		return fmt.Sprintf("field %q must be %s", te.Field, jsonKind(te.Type))
 	case errors.As(err, &se):
 		return fmt.Sprintf("syntax error at offset %d", se.Offset)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
@@ -66,10 +73,11 @@ func jsonProblem(err error) string {
 }
 
 type issueBody struct {
-	UserID string          `json:"user_id"`
-	Policy json.RawMessage `json:"policy"`
-	Claims json.RawMessage `json:"claims"`
-	Device *domain.Device  `json:"device"`
+	UserID   string          `json:"user_id"`
+	ClientID string          `json:"client_id"`
+	Policy   json.RawMessage `json:"policy"`
+	Claims   json.RawMessage `json:"claims"`
+	Device   *domain.Device  `json:"device"`
 }
 
 // parsePolicy reads "policy": a preset name, or an object of whole seconds.
@@ -119,7 +127,7 @@ func (s *Server) issue(c echo.Context) error {
 	if err := decodeJSON(c, &body); err != nil || c.Response().Committed {
 		return err
 	}
-	req := ledger.IssueRequest{UserID: body.UserID, Claims: body.Claims}
+	req := ledger.IssueRequest{UserID: body.UserID, ClientID: body.ClientID, Claims: body.Claims}
 	if body.Device != nil {
 		req.Device = *body.Device
 	}
@@ -137,6 +145,7 @@ func (s *Server) issue(c echo.Context) error {
 type sessionView struct {
 	SessionID    string        `json:"session_id"`
 	UserID       string        `json:"user_id"`
+	ClientID     string        `json:"client_id"`
 	Policy       domain.Policy `json:"policy"`
 	Device       domain.Device `json:"device"`
 	CreatedAt    string        `json:"created_at"`
@@ -174,7 +183,7 @@ func (s *Server) listSessions(c echo.Context) error {
 	views := make([]sessionView, 0, len(sessions))
 	for _, ss := range sessions {
 		views = append(views, sessionView{
-			SessionID: ss.ID, UserID: ss.UserID, Policy: *ss.Policy, Device: ss.Device,
+			SessionID: ss.ID, UserID: ss.UserID, ClientID: s.ledger.ClientID(&ss), Policy: *ss.Policy, Device: ss.Device,
 			CreatedAt:    ss.IssuedAt.Time().Format(timeFormat),
 			LastActiveAt: ss.LastActive.Time().Format(timeFormat),
 			ExpiresAt:    ss.RefreshExpiresAt().UTC().Format(timeFormat),

@@ -54,9 +54,18 @@ func tokenParam(c echo.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	tok := form.Get("token")
-	if tok == "" {
-		return "", &errBadForm{http.StatusBadRequest, "token is required"}
+	return formToken(form, "token")
+}
+
+// formToken reads a form parameter holding a token: required, and exactly
+// the token (tokenWhitespace).
+func formToken(form url.Values, name string) (string, error) {
+	tok := form.Get(name)
+	switch {
+	case tok == "":
+		return "", &errBadForm{http.StatusBadRequest, name + " is required"}
+	case tokenWhitespace(tok):
+		return "", &errBadForm{http.StatusBadRequest, name + " has leading or trailing whitespace; send the token exactly as it was issued"}
 	}
 	return tok, nil
 }
@@ -101,9 +110,9 @@ func (s *Server) token(c echo.Context) error {
 	default:
 		return writeOAuthError(c, http.StatusBadRequest, "unsupported_grant_type", "only grant_type=refresh_token is supported")
 	}
-	rt := form.Get("refresh_token")
-	if rt == "" {
-		return writeOAuthError(c, http.StatusBadRequest, "invalid_request", "refresh_token is required")
+	rt, err := formToken(form, "refresh_token")
+	if err != nil {
+		return formError(c, err)
 	}
 	start := time.Now()
 	pair, err := s.ledger.Refresh(s.ctx(c), rt)
@@ -155,6 +164,7 @@ type introspection struct {
 	TokenType string `json:"token_type,omitempty"`
 	Subject   string `json:"sub,omitempty"`
 	SessionID string `json:"sid,omitempty"`
+	ClientID  string `json:"client_id,omitempty"`
 	JTI       string `json:"jti,omitempty"`
 	IssuedAt  int64  `json:"iat,omitempty"`
 	ExpiresAt int64  `json:"exp,omitempty"`
@@ -178,7 +188,7 @@ func (s *Server) introspect(c echo.Context) error {
 		return c.JSON(http.StatusOK, introspection{})
 	}
 	return c.JSON(http.StatusOK, introspection{
-		Active: true, TokenType: in.TokenType, Subject: in.Subject, SessionID: in.SessionID, JTI: in.ID,
+		Active: true, TokenType: in.TokenType, Subject: in.Subject, SessionID: in.SessionID, ClientID: in.ClientID, JTI: in.ID,
 		IssuedAt: in.IssuedAt.Unix(), ExpiresAt: in.ExpiresAt.Unix(), Issuer: s.signer.Issuer(),
 	})
 }

@@ -4,7 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"strings"
+
+	"github.com/sessionledger/sessionledger/accesstoken"
 )
 
 type claimsKey struct{}
@@ -20,13 +21,10 @@ func ClaimsFrom(ctx context.Context) (*Claims, bool) {
 	return c, ok
 }
 
-// BearerToken returns the token of an "Authorization: Bearer" header.
+// BearerToken returns the token of an "Authorization: Bearer" header: the
+// scheme in any case, as accesstoken.BearerToken reads it, the ledger's rule.
 func BearerToken(r *http.Request) (string, bool) {
-	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
-		return "", false
-	}
-	return strings.TrimSpace(token), true
+	return accesstoken.BearerToken(r.Header.Get("Authorization"))
 }
 
 // Reject writes the RFC 6750 answer for a request whose token was refused by

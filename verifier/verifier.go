@@ -126,10 +126,13 @@ type Claims struct {
 	// a revoke-all or deactivation of the user at a later sequence revokes
 	// the session. 0 in a token of a ledger older than the claim.
 	SessionSeq uint64
-	ID         string         // jti
-	IssuedAt   time.Time      // iat
-	ExpiresAt  time.Time      // exp
-	Custom     map[string]any // the session's custom claims
+	// ClientID (client_id, RFC 9068) is the client the session was issued
+	// for; empty in a token of a ledger older than the claim.
+	ClientID  string
+	ID        string         // jti
+	IssuedAt  time.Time      // iat
+	ExpiresAt time.Time      // exp
+	Custom    map[string]any // the session's custom claims
 }
 
 // Verifier verifies access tokens. It is safe for concurrent use.
@@ -411,7 +414,7 @@ func (v *Verifier) parse(ctx context.Context, token string, now time.Time) (*Cla
 	if err != nil {
 		return nil, err
 	}
-	c := &Claims{Subject: t.Subject, SessionID: t.SessionID, SessionSeq: t.SessionSeq, ID: t.ID, IssuedAt: t.IssuedAt, ExpiresAt: t.ExpiresAt, Custom: t.Custom}
+	c := &Claims{Subject: t.Subject, SessionID: t.SessionID, SessionSeq: t.SessionSeq, ClientID: t.ClientID, ID: t.ID, IssuedAt: t.IssuedAt, ExpiresAt: t.ExpiresAt, Custom: t.Custom}
 	if c.Custom == nil {
 		c.Custom = map[string]any{}
 	}

@@ -14,7 +14,10 @@ import (
 
 // Config is the configuration of sessionledger serve.
 type Config struct {
-	HTTPAddr   string
+	HTTPAddr string
+	// AdminAddr, when set, is the listen address of the admin API and
+	// /metrics, which HTTPAddr then does not serve.
+	AdminAddr  string
 	DataDir    string
 	NATSListen string
 	// NATSSync is the embedded server's JetStream sync interval: a duration,
@@ -24,17 +27,23 @@ type Config struct {
 	NATSAuth eventstore.Auth
 	// Keys, when set (SESSIONLEDGER_KEYS), holds the keys in keys.json form
 	// instead of the data dir, so that instances can share them.
-	Keys       string
-	Issuer     string
-	Audience   string
-	AdminToken string
-	ReuseGrace time.Duration
+	Keys string
+	// IntrospectionClients, when set (SESSIONLEDGER_INTROSPECTION_CLIENTS),
+	// holds the introspection clients in the form of the data dir's file,
+	// which is then not read.
+	IntrospectionClients *string
+	Issuer               string
+	Audience             string
+	AdminToken           string
+	ReuseGrace           time.Duration
 	// RequestTimeout is the budget of one request, end to end
 	// (ledger.Config.RequestTimeout): at most half of ReuseGrace. Zero:
 	// ledger.DefaultRequestTimeout, or half of ReuseGrace when that is less.
 	RequestTimeout time.Duration
 	// DefaultPolicy names the preset for sessions issued without a policy.
 	DefaultPolicy string
+	// DefaultClientID is the client id of sessions issued without one.
+	DefaultClientID string
 	// SweepInterval is how often expiries are swept (tests shorten it).
 	SweepInterval time.Duration
 	// SnapshotInterval is how often a projection snapshot is considered (0:
@@ -68,6 +77,7 @@ func DefaultConfig() Config {
 		NATSListen:         "127.0.0.1:4222",
 		ReuseGrace:         ledger.DefaultReuseGrace,
 		DefaultPolicy:      domain.PolicyConsumer,
+		DefaultClientID:    ledger.DefaultClientID,
 		SweepInterval:      ledger.DefaultSweepInterval,
 		SnapshotInterval:   5 * time.Minute,
 		SnapshotMinEvents:  100_000,
@@ -113,6 +123,9 @@ func (c *Config) complete() error {
 	if _, err := domain.Preset(c.DefaultPolicy); err != nil {
 		return fmt.Errorf("--default-policy: %w", err)
 	}
+	if err := ledger.ValidateClientID(c.DefaultClientID); err != nil {
+		return fmt.Errorf("--default-client-id: %w", err)
+	}
 	if c.Replicas < 1 || c.Replicas > 5 {
 		return errors.New("--replicas must be between 1 and 5")
 	}
@@ -121,6 +134,15 @@ func (c *Config) complete() error {
 	}
 	if c.CheckpointInterval < 0 {
 		return errors.New("--checkpoint-interval must not be negative")
+	}
+	if c.AdminAddr != "" {
+		_, port, err := net.SplitHostPort(c.AdminAddr)
+		if err != nil {
+			return fmt.Errorf("--admin-addr %q: %w", c.AdminAddr, err)
+		}
+		if c.AdminAddr == c.HTTPAddr && port != "0" {
+			return errors.New("--admin-addr must differ from --http-addr")
+		}
 	}
 	if c.DataDir == "" {
 		return errors.New("--data-dir must not be empty")
