@@ -6,7 +6,6 @@ package transport
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -28,6 +28,7 @@ import (
 	"github.com/sessionledger/sessionledger/integrity"
 	"github.com/sessionledger/sessionledger/ledger"
 	"github.com/sessionledger/sessionledger/metrics"
+	"github.com/sessionledger/sessionledger/secrets"
 )
 
 // DefaultMaxBodyBytes bounds request bodies.
@@ -54,6 +55,13 @@ type Config struct {
 	// CheckpointKeys are the public keys that verify the stream's
 	// checkpoints, served at CheckpointKeysPath for auditors.
 	CheckpointKeys integrity.PublicKeys
+	// IntrospectionClients are the resource servers that may introspect
+	// tokens with HTTP Basic authentication (client_secret_basic); nil: none.
+	IntrospectionClients *secrets.ClientsSource
+	// SeparateAdmin serves the admin API and /metrics on AdminHandler only,
+	// so that Handler can face the internet alone: there, introspection
+	// takes introspection clients and not the admin token.
+	SeparateAdmin bool
 }
 
 // CheckpointKeysPath is where the checkpoint keys are served (a JWK Set).
@@ -62,6 +70,7 @@ const CheckpointKeysPath = "/.well-known/ledger-checkpoint-keys.json"
 // Server is the HTTP API.
 type Server struct {
 	e         *echo.Echo
+	admin     *echo.Echo // the admin listener's, when Config.SeparateAdmin
 	ledger    *ledger.Ledger
 	signer    *accesstoken.Signer
 	log       *slog.Logger
@@ -90,6 +99,22 @@ func New(l *ledger.Ledger, signer *accesstoken.Signer, cfg Config) (*Server, err
 		return nil, err
 	}
 
+	s.e = s.newEcho()
+	s.publicRoutes(s.e)
+	if cfg.SeparateAdmin {
+		s.admin = s.newEcho()
+		s.admin.GET("/healthz", s.healthz)
+		s.admin.GET("/readyz", s.readyz)
+		s.adminRoutes(s.admin)
+		s.admin.POST("/oauth2/introspect", s.introspect, s.requireIntrospector(true), s.requireReady)
+	} else {
+		s.adminRoutes(s.e)
+	}
+	return s, nil
+}
+
+// newEcho returns an echo instance with the middleware every listener has.
+func (s *Server) newEcho() *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
@@ -103,11 +128,13 @@ func New(l *ledger.Ledger, signer *accesstoken.Signer, cfg Config) (*Server, err
 			return err
 		},
 	}))
-	e.Use(middleware.BodyLimitWithConfig(middleware.BodyLimitConfig{Limit: bytesLimit(cfg.MaxBodyBytes)}))
+	e.Use(middleware.BodyLimitWithConfig(middleware.BodyLimitConfig{Limit: bytesLimit(s.cfg.MaxBodyBytes)}))
+	return e
+}
 
-	if cfg.Metrics != nil {
-		e.GET("/metrics", echo.WrapHandler(cfg.Metrics.Handler()))
-	}
+// publicRoutes are what clients, verifiers and resource servers call: the
+// OAuth endpoints, the published keys and metadata, and health.
+func (s *Server) publicRoutes(e *echo.Echo) {
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 	e.GET("/.well-known/jwks.json", s.jwks)
@@ -116,8 +143,15 @@ func New(l *ledger.Ledger, signer *accesstoken.Signer, cfg Config) (*Server, err
 	limit := s.rateLimiter()
 	e.POST("/oauth2/token", s.token, limit, s.requireReady)
 	e.POST("/oauth2/revoke", s.revoke, limit, s.requireReady)
-	e.POST("/oauth2/introspect", s.introspect, s.requireAdmin, s.requireReady)
+	// With a separate admin listener, the admin token is not taken here.
+	e.POST("/oauth2/introspect", s.introspect, s.requireIntrospector(!s.cfg.SeparateAdmin), s.requireReady)
+}
 
+// adminRoutes are the admin API and the metrics.
+func (s *Server) adminRoutes(e *echo.Echo) {
+	if s.cfg.Metrics != nil {
+		e.GET("/metrics", echo.WrapHandler(s.cfg.Metrics.Handler()))
+	}
 	admin := e.Group("/v1", s.requireAdmin, s.requireReady)
 	admin.POST("/sessions", s.issue)
 	admin.DELETE("/sessions/:session_id", s.revokeSession)
@@ -126,18 +160,34 @@ func New(l *ledger.Ledger, signer *accesstoken.Signer, cfg Config) (*Server, err
 	admin.DELETE("/users/:user_id/sessions", s.revokeUser)
 	admin.POST("/users/:user_id/deactivate", s.deactivate)
 	admin.POST("/users/:user_id/reactivate", s.reactivate)
-	s.e = e
-	return s, nil
 }
 
-// Handler returns the API as an http.Handler.
+// Handler returns the API as an http.Handler: all of it, or, with
+// Config.SeparateAdmin, the public part.
 func (s *Server) Handler() http.Handler { return s.e }
 
-// Routes lists the registered method and path pairs.
+// AdminHandler returns the admin API and /metrics (with introspection and
+// health) when Config.SeparateAdmin is set; nil otherwise.
+func (s *Server) AdminHandler() http.Handler {
+	if s.admin == nil {
+		return nil
+	}
+	return s.admin
+}
+
+// Routes lists the registered method and path pairs of every listener,
+// each once.
 func (s *Server) Routes() []string {
 	var out []string
-	for _, r := range s.e.Routes() {
-		out = append(out, r.Method+" "+r.Path)
+	for _, e := range []*echo.Echo{s.e, s.admin} {
+		if e == nil {
+			continue
+		}
+		for _, r := range e.Routes() {
+			if route := r.Method + " " + r.Path; !slices.Contains(out, route) {
+				out = append(out, route)
+			}
+		}
 	}
 	return out
 }
@@ -216,13 +266,12 @@ func (s *Server) logFailure(c echo.Context, msg string, err error) {
 	s.log.Error(msg, "route", c.Path(), "err", err)
 }
 
-// requireAdmin checks "Authorization: Bearer <admin token>" in constant time.
+// requireAdmin checks "Authorization: Bearer <admin token>" (the scheme in
+// any case) in constant time.
 func (s *Server) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		auth := c.Request().Header.Get(echo.HeaderAuthorization)
-		token, ok := strings.CutPrefix(auth, "Bearer ")
-		sum := sha256.Sum256([]byte(strings.TrimSpace(token)))
-		if !ok || subtle.ConstantTimeCompare(sum[:], s.adminHash[:]) != 1 {
+		token, ok := accesstoken.BearerToken(c.Request().Header.Get(echo.HeaderAuthorization))
+		if !ok || !s.isAdminToken(token) {
 			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="sessionledger admin"`)
 			return writeProblem(c, http.StatusUnauthorized, "Unauthorized", "an admin bearer token is required")
 		}
@@ -336,7 +385,7 @@ func metadata(issuer string) map[string]any {
 		"response_types_supported":                      []string{},
 		"token_endpoint_auth_methods_supported":         []string{"none"},
 		"revocation_endpoint_auth_methods_supported":    []string{"none"},
-		"introspection_endpoint_auth_methods_supported": []string{"bearer"},
+		"introspection_endpoint_auth_methods_supported": []string{"client_secret_basic"},
 	}
 }
 

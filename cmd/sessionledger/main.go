@@ -44,6 +44,7 @@ commands:
   tail    follow revocations live (sessions revoked, expired, reuse-revoked; users cut off)
   audit   verify the stream, a session's or user's timeline, the state at an instant, export
   bench   drive a ledger over HTTP and compare with a bare JetStream append and an empty handler
+  introspection-clients   add, list or remove the resource servers that may introspect tokens
 
 Run "sessionledger <command> -h" for the command's flags.
 `
@@ -62,6 +63,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runAudit(ctx, args[1:], os.LookupEnv, stdout, stderr)
 	case "bench":
 		return benchCmd(ctx, args[1:], os.LookupEnv, stdout, stderr)
+	case "introspection-clients":
+		return introspectionClients(ctx, args[1:], os.LookupEnv, stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stderr, usage)
 		return nil
@@ -100,6 +103,7 @@ func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stder
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "HTTP listen address")
+	fs.StringVar(&cfg.AdminAddr, "admin-addr", cfg.AdminAddr, `serve the admin API and /metrics on this address only, not on --http-addr (e.g. 127.0.0.1:8090); "" serves everything on --http-addr`)
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "data directory: embedded JetStream store, keys and admin token")
 	fs.StringVar(&cfg.NATSListen, "nats-listen", cfg.NATSListen, `client address of the embedded nats-server ("" for in-process only)`)
 	addNATSFlags(fs, &cfg.NATSURL, &cfg.NATSAuth, cfg.NATSURL, "use these NATS servers (comma-separated URLs) instead of the embedded one")
@@ -108,6 +112,7 @@ func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stder
 	fs.DurationVar(&cfg.ReuseGrace, "reuse-grace", cfg.ReuseGrace, "how long after a rotation the previous refresh token still yields the same successor (0 disables)")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", cfg.RequestTimeout, "the budget of one request, end to end, after which it is answered 503 with Retry-After; at most half of --reuse-grace (0: 5s, or half of --reuse-grace when that is less)")
 	fs.StringVar(&cfg.DefaultPolicy, "default-policy", cfg.DefaultPolicy, "preset for sessions issued without a policy: consumer, high_security, mobile")
+	fs.StringVar(&cfg.DefaultClientID, "default-client-id", cfg.DefaultClientID, "client id of sessions issued without one: the client_id claim of their access tokens (RFC 9068)")
 	fs.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", cfg.SnapshotInterval, "how often to consider writing a projection snapshot (0 disables)")
 	fs.Uint64Var(&cfg.SnapshotMinEvents, "snapshot-min-events", cfg.SnapshotMinEvents, "events applied since the stored snapshot before a new one is written")
 	fs.StringVar(&cfg.NATSSync, "nats-sync", cfg.NATSSync, `embedded NATS: JetStream sync interval, a duration or "always" (fsync every write; default: nats-server's, 2m)`)
@@ -130,6 +135,9 @@ func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stder
 	}
 	if v, ok := lookupEnv("SESSIONLEDGER_KEYS"); ok {
 		cfg.Keys = v
+	}
+	if v, ok := lookupEnv("SESSIONLEDGER_INTROSPECTION_CLIENTS"); ok {
+		cfg.IntrospectionClients = &v
 	}
 	return cfg, cfg.complete()
 }

@@ -42,6 +42,9 @@ type Main struct {
 	api      *transport.Server
 	http     *http.Server
 	ln       net.Listener
+	// The admin listener, with --admin-addr.
+	adminHTTP *http.Server
+	adminLn   net.Listener
 
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -54,6 +57,15 @@ func NewMain(cfg Config, log *slog.Logger) *Main {
 
 // HTTPURL is the base URL the API listens on.
 func (m *Main) HTTPURL() string { return "http://" + m.ln.Addr().String() }
+
+// AdminURL is the base URL of the admin API: the admin listener's with
+// --admin-addr, HTTPURL otherwise.
+func (m *Main) AdminURL() string {
+	if m.adminLn != nil {
+		return "http://" + m.adminLn.Addr().String()
+	}
+	return m.HTTPURL()
+}
 
 // NATSURL is the URL other processes use to reach the ledger's NATS.
 func (m *Main) NATSURL() string {
@@ -161,10 +173,15 @@ func (m *Main) Run(ctx context.Context) error {
 	m.ledger = ledger.New(m.store, proj, signer, ledger.Keys{
 		Token:      domain.TokenKeys{DigestKeyID: keys.DigestKeyID, DigestKey: keys.DigestKey, SuccessorKey: keys.SuccessorKey},
 		SubjectKey: keys.SubjectKey,
-	}, ledger.Config{ReuseGrace: graceSetting(cfg.ReuseGrace), RequestTimeout: cfg.RequestTimeout, DefaultPolicy: defaultPolicy, Now: cfg.Now, Logger: log, OnConflict: mets.AppendConflict})
+	}, ledger.Config{ReuseGrace: graceSetting(cfg.ReuseGrace), RequestTimeout: cfg.RequestTimeout, DefaultPolicy: defaultPolicy, DefaultClientID: cfg.DefaultClientID, Now: cfg.Now, Logger: log, OnConflict: mets.AppendConflict})
 	m.follower.Start()
 
+	clients, err := introspectionClientSource(cfg)
+	if err != nil {
+		return err
+	}
 	m.api, err = transport.New(m.ledger, signer, transport.Config{
+		IntrospectionClients: clients, SeparateAdmin: cfg.AdminAddr != "",
 		AdminToken: adminToken, Issuer: cfg.Issuer, Logger: log, Ready: m.follower.Ready,
 		RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst, TrustedProxyHeader: cfg.TrustedProxyHeader,
 		Metrics: mets, CheckpointKeys: integrity.PublicKeys{checkpointKey.ID: checkpointKey.Private.Public().(ed25519.PublicKey)},
@@ -173,6 +190,20 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	return m.listen()
+}
+
+// introspectionClientSource is the source of the introspection clients:
+// SESSIONLEDGER_INTROSPECTION_CLIENTS when set, the data dir's file
+// otherwise (read again when it changes).
+func introspectionClientSource(cfg Config) (*secrets.ClientsSource, error) {
+	if cfg.IntrospectionClients != nil {
+		c, err := secrets.ParseClients([]byte(*cfg.IntrospectionClients), "SESSIONLEDGER_INTROSPECTION_CLIENTS")
+		if err != nil {
+			return nil, err
+		}
+		return secrets.FixedClients(c), nil
+	}
+	return secrets.WatchClients(filepath.Join(cfg.DataDir, secrets.ClientsFile))
 }
 
 // connect starts the embedded nats-server, or dials --nats-url.
@@ -200,14 +231,29 @@ func (m *Main) connect() error {
 	return err
 }
 
-// listen serves the API on --http-addr.
+// listen serves the API on --http-addr, and the admin API on --admin-addr
+// when that is set.
 func (m *Main) listen() error {
 	var err error
 	if m.ln, err = net.Listen("tcp", m.Config.HTTPAddr); err != nil {
 		return fmt.Errorf("listen %s: %w", m.Config.HTTPAddr, err)
 	}
-	m.http = &http.Server{
-		Handler:           m.api.Handler(),
+	if m.Config.AdminAddr != "" {
+		if m.adminLn, err = net.Listen("tcp", m.Config.AdminAddr); err != nil {
+			return fmt.Errorf("--admin-addr: listen %s: %w", m.Config.AdminAddr, err)
+		}
+		m.adminHTTP = m.serveHTTP(m.adminLn, m.api.AdminHandler())
+		m.Logger.Info("admin API listening", "addr", m.adminLn.Addr().String())
+	}
+	m.http = m.serveHTTP(m.ln, m.api.Handler())
+	m.Logger.Info("sessionledger listening", "addr", m.ln.Addr().String(), "issuer", m.Config.Issuer, "replay_to_seq", m.follower.ReplayTo())
+	return nil
+}
+
+// serveHTTP serves h on ln until Close.
+func (m *Main) serveHTTP(ln net.Listener, h http.Handler) *http.Server {
+	srv := &http.Server{
+		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -217,12 +263,11 @@ func (m *Main) listen() error {
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		if err := m.http.Serve(m.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			m.Logger.Error("http server stopped", "err", err)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			m.Logger.Error("http server stopped", "addr", ln.Addr().String(), "err", err)
 		}
 	}()
-	m.Logger.Info("sessionledger listening", "addr", m.ln.Addr().String(), "issuer", m.Config.Issuer, "replay_to_seq", m.follower.ReplayTo())
-	return nil
+	return srv
 }
 
 // Close shuts down gracefully: HTTP first, then the projection (and the
@@ -231,8 +276,10 @@ func (m *Main) Close() error {
 	m.closeOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		defer cancel()
-		if m.http != nil {
-			_ = m.http.Shutdown(ctx)
+		for _, srv := range []*http.Server{m.http, m.adminHTTP} {
+			if srv != nil {
+				_ = srv.Shutdown(ctx)
+			}
 		}
 		m.wg.Wait()
 		if m.follower != nil {

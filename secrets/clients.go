@@ -1,0 +1,267 @@
+package secrets
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Introspection clients are the resource servers allowed to call the token
+// introspection endpoint (RFC 7662) with HTTP Basic authentication
+// (client_secret_basic, RFC 6749 §2.3.1), each with a name and a secret of
+// its own, so that none needs the admin token. The ledger keeps only a
+// SHA-256 digest of each secret: a secret is 32 random bytes, which no
+// search can find from its digest.
+
+// ClientsFile is the data dir's file of introspection clients.
+const ClientsFile = "introspection-clients.json"
+
+// ClientSecretPrefix starts every client secret, so that one found in the
+// wild is recognised.
+const ClientSecretPrefix = "slcs_"
+
+// MaxClients bounds the number of introspection clients in one file.
+const MaxClients = 1000
+
+// Client is one introspection client as stored.
+type Client struct {
+	ID string `json:"client_id"`
+	// SecretSHA256 is the base64url SHA-256 digest of the client's secret.
+	SecretSHA256 string    `json:"secret_sha256"`
+	Created      time.Time `json:"created"`
+}
+
+type clientsFile struct {
+	Clients []Client `json:"clients"`
+}
+
+// Clients is a set of introspection clients.
+type Clients struct {
+	byID map[string][sha256.Size]byte
+	list []Client
+}
+
+// List returns the clients, in the order they were added.
+func (c *Clients) List() []Client { return slices.Clone(c.list) }
+
+// Len is the number of clients.
+func (c *Clients) Len() int { return len(c.list) }
+
+// dummy is compared with when a client id is unknown, so that an unknown id
+// and a wrong secret take the same work.
+var dummy = sha256.Sum256([]byte("sessionledger: no such client"))
+
+// Authenticate reports whether secret is the secret of client id, comparing
+// digests in constant time.
+func (c *Clients) Authenticate(id, secret string) bool {
+	want, ok := c.byID[id]
+	if !ok {
+		want = dummy
+	}
+	got := sha256.Sum256([]byte(secret))
+	return subtle.ConstantTimeCompare(got[:], want[:]) == 1 && ok
+}
+
+// ParseClients reads a clients file's contents; source names it in errors.
+func ParseClients(b []byte, source string) (*Clients, error) {
+	var f clientsFile
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("secrets: %s is not an introspection clients file: %v", source, err)
+	}
+	if len(f.Clients) > MaxClients {
+		return nil, fmt.Errorf("secrets: %s holds %d introspection clients, more than %d", source, len(f.Clients), MaxClients)
+	}
+	c := &Clients{byID: make(map[string][sha256.Size]byte, len(f.Clients)), list: f.Clients}
+	for i, cl := range f.Clients {
+		if err := ValidateClientName(cl.ID); err != nil {
+			return nil, fmt.Errorf("secrets: %s: client %d: %w", source, i+1, err)
+		}
+		if _, dup := c.byID[cl.ID]; dup {
+			return nil, fmt.Errorf("secrets: %s: client %q is listed twice", source, cl.ID)
+		}
+		sum, err := base64.RawURLEncoding.DecodeString(cl.SecretSHA256)
+		if err != nil || len(sum) != sha256.Size {
+			return nil, fmt.Errorf("secrets: %s: client %q: secret_sha256 is not a base64url SHA-256 digest", source, cl.ID)
+		}
+		c.byID[cl.ID] = [sha256.Size]byte(sum)
+	}
+	return c, nil
+}
+
+// ValidateClientName checks an introspection client's id: 1 to 64 characters
+// of letters, digits, '.', '_' and '-' (it is sent URL-encoded in HTTP Basic
+// and shown in logs and lists, so it is kept plain).
+func ValidateClientName(id string) error {
+	if id == "" || len(id) > 64 {
+		return errors.New("a client id is 1 to 64 characters")
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return errors.New("a client id holds only letters, digits, '.', '_' and '-'")
+		}
+	}
+	return nil
+}
+
+// LoadClients reads the clients file at path; a missing file is an empty set.
+func LoadClients(path string) (*Clients, error) {
+	b, err := readPrivate(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &Clients{byID: map[string][sha256.Size]byte{}}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return ParseClients(b, path)
+}
+
+// AddClient adds an introspection client named id to the clients file in
+// dir and returns its secret, which is not stored: it is shown once.
+func AddClient(dir, id string) (secret string, err error) {
+	if err := ValidateClientName(id); err != nil {
+		return "", err
+	}
+	secret = ClientSecretPrefix + base64.RawURLEncoding.EncodeToString(random(32))
+	sum := sha256.Sum256([]byte(secret))
+	err = updateClients(dir, func(list []Client) ([]Client, error) {
+		if slices.ContainsFunc(list, func(c Client) bool { return c.ID == id }) {
+			return nil, fmt.Errorf("secrets: an introspection client %q exists; remove it first to replace its secret", id)
+		}
+		if len(list) >= MaxClients {
+			return nil, fmt.Errorf("secrets: there are %d introspection clients already, the most a file holds", len(list))
+		}
+		return append(list, Client{ID: id, SecretSHA256: base64.RawURLEncoding.EncodeToString(sum[:]), Created: time.Now().UTC().Truncate(time.Second)}), nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return secret, nil
+}
+
+// RemoveClient removes the introspection client named id from the clients
+// file in dir.
+func RemoveClient(dir, id string) error {
+	return updateClients(dir, func(list []Client) ([]Client, error) {
+		i := slices.IndexFunc(list, func(c Client) bool { return c.ID == id })
+		if i < 0 {
+			return nil, fmt.Errorf("secrets: no introspection client %q", id)
+		}
+		return slices.Delete(list, i, i+1), nil
+	})
+}
+
+// updateClients rewrites the clients file in dir with change applied: a
+// private temporary file renamed over the old one, so that a ledger reading
+// it sees the old set or the new one, never half of either.
+func updateClients(dir string, change func([]Client) ([]Client, error)) error {
+	path := filepath.Join(dir, ClientsFile)
+	current, err := LoadClients(path)
+	if err != nil {
+		return err
+	}
+	list, err := change(current.List())
+	if err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(clientsFile{Clients: list}, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("secrets: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, "."+ClientsFile+".*")
+	if err != nil {
+		return fmt.Errorf("secrets: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	_, werr := tmp.Write(append(b, '\n'))
+	if err := errors.Join(werr, tmp.Chmod(0o600), tmp.Sync(), tmp.Close()); err != nil {
+		return fmt.Errorf("secrets: write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("secrets: %w", err)
+	}
+	return nil
+}
+
+// ClientsSource gives the current introspection clients: fixed ones (from
+// the environment), or the data dir's file, read again when it changes
+// (looked at no more than once a second), so that a client added or removed
+// with "sessionledger introspection-clients" counts without a restart.
+type ClientsSource struct {
+	path string
+
+	mu      sync.Mutex
+	checked time.Time
+	stamp   fileStamp
+	clients *Clients
+	err     error
+}
+
+type fileStamp struct {
+	mod  time.Time
+	size int64
+	ok   bool
+}
+
+// FixedClients is a source that always gives c.
+func FixedClients(c *Clients) *ClientsSource { return &ClientsSource{clients: c} }
+
+// WatchClients is a source reading the clients file at path, which it reads
+// once now: a file that cannot be read is an error at start.
+func WatchClients(path string) (*ClientsSource, error) {
+	s := &ClientsSource{path: path}
+	s.refresh(time.Now())
+	if s.err != nil {
+		return nil, s.err
+	}
+	return s, nil
+}
+
+// Current returns the clients now. A file that has become unreadable or
+// invalid since keeps the last good set and returns the error with it, for
+// the caller to log.
+func (s *ClientsSource) Current() (*Clients, error) {
+	if s.path == "" {
+		return s.clients, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now := time.Now(); now.Sub(s.checked) >= time.Second {
+		s.refresh(now)
+	}
+	return s.clients, s.err
+}
+
+func (s *ClientsSource) refresh(now time.Time) {
+	s.checked = now
+	var st fileStamp
+	if fi, err := os.Stat(s.path); err == nil {
+		st = fileStamp{fi.ModTime(), fi.Size(), true}
+	}
+	if st == s.stamp && s.clients != nil {
+		return
+	}
+	c, err := LoadClients(s.path)
+	if err != nil {
+		s.err = err
+		if s.clients == nil {
+			s.clients = &Clients{byID: map[string][sha256.Size]byte{}}
+		}
+		return
+	}
+	s.clients, s.err, s.stamp = c, nil, st
+}

@@ -1,0 +1,88 @@
+package transport
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/sessionledger/sessionledger/accesstoken"
+)
+
+// requireIntrospector lets a request to the introspection endpoint through
+// when it authenticates an introspection client with HTTP Basic
+// (client_secret_basic, RFC 6749 §2.3.1: the id and secret form-urlencoded,
+// then joined by a colon) or, where acceptAdmin, carries the admin token as a
+// bearer token. Anything else is 401 invalid_client (RFC 6749 §5.2) with a
+// challenge for each scheme taken here.
+func (s *Server) requireIntrospector(acceptAdmin bool) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			h := c.Request().Header.Get(echo.HeaderAuthorization)
+			if acceptAdmin {
+				if token, ok := accesstoken.BearerToken(h); ok {
+					if s.isAdminToken(token) {
+						return next(c)
+					}
+					return s.refuseIntrospector(c, acceptAdmin)
+				}
+			}
+			id, secret, ok := basicCredentials(h)
+			if ok && s.cfg.IntrospectionClients != nil {
+				clients, err := s.cfg.IntrospectionClients.Current()
+				if err != nil {
+					// The last good set still answers; the operator is told.
+					s.log.Error("introspection clients file unreadable; using the set read before", "err", err)
+				}
+				if clients.Authenticate(id, secret) {
+					return next(c)
+				}
+			}
+			return s.refuseIntrospector(c, acceptAdmin)
+		}
+	}
+}
+
+func (s *Server) refuseIntrospector(c echo.Context, acceptAdmin bool) error {
+	h := c.Response().Header()
+	h.Add("WWW-Authenticate", `Basic realm="sessionledger introspection", charset="UTF-8"`)
+	if acceptAdmin {
+		h.Add("WWW-Authenticate", `Bearer realm="sessionledger admin"`)
+	}
+	return writeOAuthError(c, http.StatusUnauthorized, "invalid_client", "client authentication failed: HTTP Basic with an introspection client's id and secret is required")
+}
+
+// basicCredentials reads the client id and secret of an HTTP Basic
+// Authorization header value (RFC 7617; scheme in any case), each
+// form-urlencoded as RFC 6749 §2.3.1 requires.
+func basicCredentials(h string) (id, secret string, ok bool) {
+	scheme, rest, found := strings.Cut(h, " ")
+	if !found || !strings.EqualFold(scheme, "Basic") {
+		return "", "", false
+	}
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimLeft(rest, " "))
+	if err != nil {
+		return "", "", false
+	}
+	rawID, rawSecret, found := strings.Cut(string(raw), ":")
+	if !found {
+		return "", "", false
+	}
+	if id, err = url.QueryUnescape(rawID); err != nil {
+		return "", "", false
+	}
+	if secret, err = url.QueryUnescape(rawSecret); err != nil {
+		return "", "", false
+	}
+	return id, secret, id != ""
+}
+
+// isAdminToken compares token with the admin token in constant time.
+func (s *Server) isAdminToken(token string) bool {
+	sum := sha256.Sum256([]byte(token))
+	return subtle.ConstantTimeCompare(sum[:], s.adminHash[:]) == 1
+}
