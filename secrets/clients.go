@@ -198,23 +198,17 @@ func updateClients(dir string, change func([]Client) ([]Client, error)) error {
 }
 
 // ClientsSource gives the current introspection clients: fixed ones (from
-// the environment), or the data dir's file, read again when it changes
-// (looked at no more than once a second), so that a client added or removed
-// with "sessionledger introspection-clients" counts without a restart.
+// the environment), or the data dir's file, read again when it changes, so
+// that a client added or removed with "sessionledger introspection-clients"
+// counts at once, without a restart. Each use costs one stat of the file
+// (about a microsecond); the file is read only when it is another file
+// (updates rename a new one into place) or its size or time changed.
 type ClientsSource struct {
 	path string
 
 	mu      sync.Mutex
-	checked time.Time
-	stamp   fileStamp
+	stat    os.FileInfo // of the file last read; nil: there was none
 	clients *Clients
-	err     error
-}
-
-type fileStamp struct {
-	mod  time.Time
-	size int64
-	ok   bool
 }
 
 // FixedClients is a source that always gives c.
@@ -224,44 +218,51 @@ func FixedClients(c *Clients) *ClientsSource { return &ClientsSource{clients: c}
 // once now: a file that cannot be read is an error at start.
 func WatchClients(path string) (*ClientsSource, error) {
 	s := &ClientsSource{path: path}
-	s.refresh(time.Now())
-	if s.err != nil {
-		return nil, s.err
+	if err := s.refresh(); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
 
-// Current returns the clients now. A file that has become unreadable or
-// invalid since keeps the last good set and returns the error with it, for
-// the caller to log.
+// Current returns the clients now. When the file has changed into one that
+// cannot be read or is invalid, the last good set stays, and the error is
+// returned once, with it, for the caller to log.
 func (s *ClientsSource) Current() (*Clients, error) {
 	if s.path == "" {
 		return s.clients, nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if now := time.Now(); now.Sub(s.checked) >= time.Second {
-		s.refresh(now)
-	}
-	return s.clients, s.err
+	err := s.refresh()
+	return s.clients, err
 }
 
-func (s *ClientsSource) refresh(now time.Time) {
-	s.checked = now
-	var st fileStamp
-	if fi, err := os.Stat(s.path); err == nil {
-		st = fileStamp{fi.ModTime(), fi.Size(), true}
+// refresh reads the file if it is not the one last read, and returns an
+// error the first time a file cannot be used.
+func (s *ClientsSource) refresh() error {
+	fi, err := os.Stat(s.path)
+	if err != nil {
+		fi = nil
 	}
-	if st == s.stamp && s.clients != nil {
-		return
+	if s.clients != nil && sameFile(fi, s.stat) {
+		return nil
 	}
+	s.stat = fi
 	c, err := LoadClients(s.path)
 	if err != nil {
-		s.err = err
 		if s.clients == nil {
 			s.clients = &Clients{byID: map[string][sha256.Size]byte{}}
 		}
-		return
+		return err
 	}
-	s.clients, s.err, s.stamp = c, nil, st
+	s.clients = c
+	return nil
+}
+
+// sameFile reports whether a and b describe the same file unchanged.
+func sameFile(a, b os.FileInfo) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
 }

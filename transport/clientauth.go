@@ -36,7 +36,7 @@ func (s *Server) requireIntrospector(acceptAdmin bool) echo.MiddlewareFunc {
 				clients, err := s.cfg.IntrospectionClients.Current()
 				if err != nil {
 					// The last good set still answers; the operator is told.
-					s.log.Error("introspection clients file unreadable; using the set read before", "err", err)
+					s.log.Error("introspection clients file changed into one that cannot be used; the clients read before still count", "err", err)
 				}
 				if clients.Authenticate(id, secret) {
 					return next(c)

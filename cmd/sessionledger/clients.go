@@ -19,11 +19,11 @@ const clientsUsage = `usage: sessionledger introspection-clients <add|list|remov
 Introspection clients are resource servers that may call /oauth2/introspect
 with HTTP Basic authentication (client_secret_basic) instead of the admin
 token. They are kept in <data-dir>/` + secrets.ClientsFile + ` (secrets as
-SHA-256 digests only); a running ledger sees a change within a second.
+SHA-256 digests only); a running ledger sees a change at once.
 
   add ID      create a client and print its secret, once (JSON on stdout)
   list        list the clients (ids and creation times; never a secret)
-  remove ID   remove a client: its secret stops working within a second
+  remove ID   remove a client: its secret stops working at once
 `
 
 // introspectionClients runs "sessionledger introspection-clients".
