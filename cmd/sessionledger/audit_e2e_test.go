@@ -76,7 +76,7 @@ func TestAuditOnAKnownHistory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"session.issued", "user alice, policy consumer, from laptop, Firefox, 203.0.113.7",
+	for _, want := range []string{"session.issued", "user alice, client default, policy consumer, from laptop, Firefox, 203.0.113.7",
 		"session.rotated", "generation 1", "generation 2", "session.reused", "family_revoked", "session.revoked", "reason reuse_detected, by ledger"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("alice's timeline lacks %q:\n%s", want, out)
