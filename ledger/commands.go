@@ -410,7 +410,11 @@ func (l *Ledger) Introspect(ctx context.Context, raw string) (_ Introspection, e
 			if s.UserID != v.Subject || !now.Before(v.ExpiresAt) {
 				return Introspection{}, true
 			}
-			return Introspection{Active: true, TokenType: "access_token", Subject: v.Subject, SessionID: v.SessionID, ClientID: v.ClientID,
+			client := v.ClientID
+			if client == "" { // a token minted before the claim
+				client = l.ClientID(s)
+			}
+			return Introspection{Active: true, TokenType: "access_token", Subject: v.Subject, SessionID: v.SessionID, ClientID: client,
 				ID: v.ID, IssuedAt: v.IssuedAt, ExpiresAt: v.ExpiresAt}, false
 		}
 	} else {

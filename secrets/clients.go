@@ -64,6 +64,9 @@ var dummy = sha256.Sum256([]byte("sessionledger: no such client"))
 // Authenticate reports whether secret is the secret of client id, comparing
 // digests in constant time.
 func (c *Clients) Authenticate(id, secret string) bool {
+	if c == nil {
+		return false
+	}
 	want, ok := c.byID[id]
 	if !ok {
 		want = dummy
@@ -72,13 +75,22 @@ func (c *Clients) Authenticate(id, secret string) bool {
 	return subtle.ConstantTimeCompare(got[:], want[:]) == 1 && ok
 }
 
+// emptySecret is the digest of the empty string: no client's secret.
+var emptySecret = sha256.Sum256(nil)
+
 // ParseClients reads a clients file's contents; source names it in errors.
+// Empty contents (or only whitespace) are no clients.
 func ParseClients(b []byte, source string) (*Clients, error) {
 	var f clientsFile
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("secrets: %s is not an introspection clients file: %v", source, err)
+	if strings.TrimSpace(string(b)) != "" {
+		dec := json.NewDecoder(strings.NewReader(string(b)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&f); err != nil {
+			return nil, fmt.Errorf("secrets: %s is not an introspection clients file: %v", source, err)
+		}
+		if dec.More() {
+			return nil, fmt.Errorf("secrets: %s has data after its JSON object", source)
+		}
 	}
 	if len(f.Clients) > MaxClients {
 		return nil, fmt.Errorf("secrets: %s holds %d introspection clients, more than %d", source, len(f.Clients), MaxClients)
@@ -94,6 +106,9 @@ func ParseClients(b []byte, source string) (*Clients, error) {
 		sum, err := base64.RawURLEncoding.DecodeString(cl.SecretSHA256)
 		if err != nil || len(sum) != sha256.Size {
 			return nil, fmt.Errorf("secrets: %s: client %q: secret_sha256 is not a base64url SHA-256 digest", source, cl.ID)
+		}
+		if [sha256.Size]byte(sum) == emptySecret {
+			return nil, fmt.Errorf("secrets: %s: client %q has an empty secret", source, cl.ID)
 		}
 		c.byID[cl.ID] = [sha256.Size]byte(sum)
 	}
@@ -163,9 +178,22 @@ func RemoveClient(dir, id string) error {
 }
 
 // updateClients rewrites the clients file in dir with change applied: a
-// private temporary file renamed over the old one, so that a ledger reading
-// it sees the old set or the new one, never half of either.
+// private temporary file, owned as the old one was, renamed over it, so that
+// a ledger reading it sees the old set or the new one, never half of either.
+// Commands changing the file at once take turns (a lock file beside it), so
+// none loses another's change.
 func updateClients(dir string, change func([]Client) ([]Client, error)) error {
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("secrets: the data dir %s does not exist: give the ledger's --data-dir", dir)
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, "."+ClientsFile+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("secrets: %w", err)
+	}
+	defer lock.Close()
+	if err := lockFile(lock); err != nil {
+		return fmt.Errorf("secrets: lock %s: %w", lock.Name(), err)
+	}
 	path := filepath.Join(dir, ClientsFile)
 	current, err := LoadClients(path)
 	if err != nil {
@@ -179,20 +207,27 @@ func updateClients(dir string, change func([]Client) ([]Client, error)) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("secrets: %w", err)
-	}
 	tmp, err := os.CreateTemp(dir, "."+ClientsFile+".*")
 	if err != nil {
 		return fmt.Errorf("secrets: %w", err)
 	}
 	defer os.Remove(tmp.Name())
+	if old, err := os.Stat(path); err == nil {
+		if err := keepOwner(tmp, old); err != nil {
+			tmp.Close()
+			return fmt.Errorf("secrets: %w", err)
+		}
+	}
 	_, werr := tmp.Write(append(b, '\n'))
 	if err := errors.Join(werr, tmp.Chmod(0o600), tmp.Sync(), tmp.Close()); err != nil {
 		return fmt.Errorf("secrets: write %s: %w", path, err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("secrets: %w", err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync() // the rename itself, durably
+		d.Close()
 	}
 	return nil
 }
@@ -225,8 +260,9 @@ func WatchClients(path string) (*ClientsSource, error) {
 }
 
 // Current returns the clients now. When the file has changed into one that
-// cannot be read or is invalid, the last good set stays, and the error is
-// returned once, with it, for the caller to log.
+// cannot be read or is invalid, no client counts until it is fixed (a
+// client removed must not go on working because the new file was written
+// wrongly), and the error is returned once per change, for the caller to log.
 func (s *ClientsSource) Current() (*Clients, error) {
 	if s.path == "" {
 		return s.clients, nil
@@ -250,9 +286,7 @@ func (s *ClientsSource) refresh() error {
 	s.stat = fi
 	c, err := LoadClients(s.path)
 	if err != nil {
-		if s.clients == nil {
-			s.clients = &Clients{byID: map[string][sha256.Size]byte{}}
-		}
+		s.clients = &Clients{byID: map[string][sha256.Size]byte{}}
 		return err
 	}
 	s.clients = c
@@ -264,5 +298,7 @@ func sameFile(a, b os.FileInfo) bool {
 	if a == nil || b == nil {
 		return a == nil && b == nil
 	}
-	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
+	as, an := changeTime(a)
+	bs, bn := changeTime(b)
+	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime()) && as == bs && an == bn
 }

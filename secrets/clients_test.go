@@ -1,9 +1,13 @@
 package secrets
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -62,16 +66,30 @@ func TestIntrospectionClients(t *testing.T) {
 	if cur, _ := src.Current(); cur.Authenticate("billing", b) || !cur.Authenticate("orders-api", a) {
 		t.Fatal("the watcher did not see the removal")
 	}
-	// A file broken later keeps the last good set and says so.
+	// A file broken later counts as no clients (a removal written wrongly
+	// must not leave the removed client working) and says so, once.
 	if err := os.WriteFile(path, []byte("{"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cur, err := src.Current()
-	if err == nil || !cur.Authenticate("orders-api", a) {
+	if err == nil || cur.Authenticate("orders-api", a) {
 		t.Fatalf("broken file: %v", err)
 	}
-	if _, err := src.Current(); err != nil {
-		t.Fatalf("the same broken file reported twice: %v", err)
+	if cur, err := src.Current(); err != nil || cur.Authenticate("orders-api", a) {
+		t.Fatalf("the same broken file: reported twice (%v), or a client counts again", err)
+	}
+	// A rewrite in place of the same size is seen (the change time moves).
+	good, _ := json.Marshal(clientsFile{Clients: c.List()[:1]})
+	if err := os.WriteFile(path, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if cur, err := src.Current(); err != nil || !cur.Authenticate("orders-api", a) {
+		t.Fatalf("repaired file: %v", err)
+	}
+	// The CLI refuses a data dir that does not exist rather than make one
+	// the ledger never reads.
+	if _, err := AddClient(filepath.Join(dir, "typo"), "x"); err == nil {
+		t.Fatal("a missing data dir was created")
 	}
 	// A file others can read is refused, like the keys.
 	if err := os.Chmod(path, 0o644); err != nil {
@@ -94,7 +112,51 @@ func TestParseClientsRefusesBadFiles(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	if c, err := ParseClients([]byte(`{"clients":[{"client_id":"a","secret_sha256":"47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"}]}`), "test"); err != nil || !c.Authenticate("a", "") {
-		t.Fatalf("a valid file (the digest of the empty string): %v", err)
+	for name, content := range map[string]string{
+		"the digest of the empty secret": `{"clients":[{"client_id":"a","secret_sha256":"47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"}]}`,
+		"trailing data":                  `{"clients":[]} {}`,
+	} {
+		if _, err := ParseClients([]byte(content), "test"); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if c, err := ParseClients([]byte(" \n"), "test"); err != nil || c.Len() != 0 || c.Authenticate("a", "") {
+		t.Fatalf("empty contents are no clients: %v", err)
+	}
+	var none *Clients
+	if none.Authenticate("a", "b") {
+		t.Fatal("a nil set authenticated")
+	}
+}
+
+// TestConcurrentChangesAreNotLost: commands changing the clients file at
+// once take turns, so every change lands.
+func TestConcurrentChangesAreNotLost(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := AddClient(dir, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 21)
+	for i := range 20 {
+		wg.Go(func() {
+			_, err := AddClient(dir, fmt.Sprintf("c%d", i))
+			errs <- err
+		})
+	}
+	wg.Go(func() { errs <- RemoveClient(dir, "gone") })
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := LoadClients(filepath.Join(dir, ClientsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Len() != 20 || slices.ContainsFunc(c.List(), func(cl Client) bool { return cl.ID == "gone" }) {
+		t.Fatalf("%d clients after 20 adds and a removal: %v", c.Len(), c.List())
 	}
 }

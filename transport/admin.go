@@ -38,6 +38,9 @@ func decodeJSON(c echo.Context, v any) error {
 	if err := checkJSONText(body); err != nil {
 		return writeProblem(c, http.StatusBadRequest, "Invalid JSON", err.Error())
 	}
+	if err := checkMembers(body); err != nil {
+		return writeProblem(c, http.StatusBadRequest, "Invalid JSON", err.Error())
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

@@ -26,6 +26,7 @@ func (s *Server) requireIntrospector(acceptAdmin bool) echo.MiddlewareFunc {
 			if acceptAdmin {
 				if token, ok := accesstoken.BearerToken(h); ok {
 					if s.isAdminToken(token) {
+						c.Set(introspectorKey, introspectorAdmin)
 						return next(c)
 					}
 					return s.refuseIntrospector(c, acceptAdmin)
@@ -39,6 +40,7 @@ func (s *Server) requireIntrospector(acceptAdmin bool) echo.MiddlewareFunc {
 					s.log.Error("introspection clients file changed into one that cannot be used; the clients read before still count", "err", err)
 				}
 				if clients.Authenticate(id, secret) {
+					c.Set(introspectorKey, introspectorClient)
 					return next(c)
 				}
 			}
@@ -46,6 +48,14 @@ func (s *Server) requireIntrospector(acceptAdmin bool) echo.MiddlewareFunc {
 		}
 	}
 }
+
+// Who is introspecting, for the handler: an introspection client is told
+// about access tokens only.
+const (
+	introspectorKey    = "sessionledger.introspector"
+	introspectorAdmin  = "admin"
+	introspectorClient = "client"
+)
 
 func (s *Server) refuseIntrospector(c echo.Context, acceptAdmin bool) error {
 	h := c.Response().Header()

@@ -1,8 +1,11 @@
 package transport
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"reflect"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -122,4 +125,70 @@ func tokenWhitespace(v string) bool {
 
 func isSpace(c byte) bool {
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'
+}
+
+// errDuplicateMember describes an object that names a member twice: Go's
+// decoder keeps the last copy, and matches struct fields ignoring case, so
+// {"user_id":"alice","USER_ID":"bob"} would be read as bob without a word.
+var errDuplicateMember = errors.New("an object names a member twice (member names of the request's own fields are compared ignoring case)")
+
+// checkMembers refuses a JSON body in which an object names a member twice.
+// Objects the request decodes into its fields (the body, device, policy)
+// compare names ignoring case, as the decoder matches them; the custom
+// claims, which keep their names, compare exactly. Syntax errors are left to
+// the decoder, which says where they are.
+func checkMembers(b []byte) error {
+	type frame struct {
+		object  bool
+		wantKey bool
+		fold    bool // compare names ignoring case
+		lastKey string
+		keys    map[string]struct{}
+	}
+	var stack []*frame
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	valueDone := func() {
+		if n := len(stack); n > 0 && stack[n-1].object {
+			stack[n-1].wantKey = true
+		}
+	}
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil // the end, or bad syntax for the decoder to report
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if top != nil && top.object && top.wantKey {
+			if key, ok := tok.(string); ok {
+				name := key
+				if top.fold {
+					name = strings.ToLower(key)
+				}
+				if _, dup := top.keys[name]; dup {
+					return errDuplicateMember
+				}
+				top.keys[name] = struct{}{}
+				top.wantKey, top.lastKey = false, key
+				continue
+			}
+		}
+		switch tok {
+		case json.Delim('{'):
+			fold := top == nil || (top.object && top.fold && !strings.EqualFold(top.lastKey, "claims"))
+			stack = append(stack, &frame{object: true, wantKey: true, fold: fold, keys: map[string]struct{}{}})
+		case json.Delim('['):
+			stack = append(stack, &frame{})
+		case json.Delim('}'), json.Delim(']'):
+			if len(stack) > 0 {
+				stack = stack[:len(stack)-1]
+			}
+			valueDone()
+		default:
+			valueDone()
+		}
+	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/sessionledger/sessionledger/domain"
 	"github.com/sessionledger/sessionledger/ledger"
 )
 
@@ -178,6 +179,14 @@ func (s *Server) introspect(c echo.Context) error {
 		return formError(c, err)
 	}
 	c.Response().Header().Set("Cache-Control", "no-store")
+	if c.Get(introspectorKey) == introspectorClient {
+		// A resource server is sent access tokens, never refresh tokens: it
+		// is told nothing about one (RFC 7662 §2.2 lets the answer depend
+		// on who asks), and the lookup is not made.
+		if _, err := domain.ParseRefreshToken(tok); err == nil {
+			return c.JSON(http.StatusOK, introspection{})
+		}
+	}
 	in, err := s.ledger.Introspect(s.ctx(c), tok)
 	if err != nil {
 		a := lookup(err)

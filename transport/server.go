@@ -84,6 +84,11 @@ func New(l *ledger.Ledger, signer *accesstoken.Signer, cfg Config) (*Server, err
 	if len(cfg.AdminToken) < 16 {
 		return nil, errors.New("transport: an admin token of at least 16 characters is required")
 	}
+	if strings.ContainsFunc(cfg.AdminToken, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		// A bearer token holds no whitespace (RFC 6750 §2.1): such a token
+		// could never be sent.
+		return nil, errors.New("transport: the admin token must not contain whitespace or control characters")
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -104,7 +109,7 @@ func New(l *ledger.Ledger, signer *accesstoken.Signer, cfg Config) (*Server, err
 	if cfg.SeparateAdmin {
 		s.admin = s.newEcho()
 		s.admin.GET("/healthz", s.healthz)
-		s.admin.GET("/readyz", s.readyz)
+		s.admin.GET("/readyz", s.readyzWithReason)
 		s.adminRoutes(s.admin)
 		s.admin.POST("/oauth2/introspect", s.introspect, s.requireIntrospector(true), s.requireReady)
 	} else {
@@ -136,7 +141,11 @@ func (s *Server) newEcho() *echo.Echo {
 // OAuth endpoints, the published keys and metadata, and health.
 func (s *Server) publicRoutes(e *echo.Echo) {
 	e.GET("/healthz", s.healthz)
-	e.GET("/readyz", s.readyz)
+	if s.cfg.SeparateAdmin {
+		e.GET("/readyz", s.readyz) // the reason is for operators, on the admin port
+	} else {
+		e.GET("/readyz", s.readyzWithReason)
+	}
 	e.GET("/.well-known/jwks.json", s.jwks)
 	e.GET(CheckpointKeysPath, s.checkpointKeys)
 	e.GET("/.well-known/oauth-authorization-server", s.serverMetadata)
@@ -350,9 +359,20 @@ func (s *Server) healthz(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 }
 
-func (s *Server) readyz(c echo.Context) error {
+// readyzWithReason answers /readyz with the reason the ledger is not ready,
+// for operators.
+func (s *Server) readyzWithReason(c echo.Context) error {
 	if err := s.cfg.Ready(); err != nil {
 		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": err.Error()})
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// readyz answers /readyz without the reason, on a public listener beside an
+// admin one.
+func (s *Server) readyz(c echo.Context) error {
+	if err := s.cfg.Ready(); err != nil {
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 }

@@ -240,6 +240,7 @@ func (m *Main) listen() error {
 	}
 	if m.Config.AdminAddr != "" {
 		if m.adminLn, err = net.Listen("tcp", m.Config.AdminAddr); err != nil {
+			m.ln.Close()
 			return fmt.Errorf("--admin-addr: listen %s: %w", m.Config.AdminAddr, err)
 		}
 		m.adminHTTP = m.serveHTTP(m.adminLn, m.api.AdminHandler())

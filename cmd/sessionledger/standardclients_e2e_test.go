@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/base64"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -232,8 +233,16 @@ func TestIntrospectionClientsFromTheEnvironment(t *testing.T) {
 	env := string(contents)
 	h := boot(t, "", func(c *Config) { c.IntrospectionClients = &env })
 	s := h.issue(`{"user_id":"alice"}`)
-	if st, out := h.form("/oauth2/introspect", url.Values{"token": {s.Refresh}}, basic("gateway", secret)); st != http.StatusOK || out["active"] != true {
+	if st, out := h.form("/oauth2/introspect", url.Values{"token": {s.Access}}, basic("gateway", secret)); st != http.StatusOK || out["active"] != true {
 		t.Fatalf("%d %v", st, out)
+	}
+	// A resource server is told nothing about a refresh token, which it is
+	// never sent; the admin is.
+	if st, out := h.form("/oauth2/introspect", url.Values{"token": {s.Refresh}}, basic("gateway", secret)); st != http.StatusOK || mustJSON(t, out) != `{"active":false}` {
+		t.Fatalf("an introspection client learned of a refresh token: %d %v", st, out)
+	}
+	if !h.active(s.Refresh) {
+		t.Fatal("the admin is told about refresh tokens")
 	}
 	bad := `{"clients":[{"client_id":"x","secret_sha256":"short"}]}`
 	cfg := DefaultConfig()
@@ -332,6 +341,25 @@ func TestJSONInputIsNeverRepaired(t *testing.T) {
 	if claimsOf(t, a.Access)["sub"] != "emoji-😀" || claimsOf(t, b.Access)["sub"] != "emoji-😀" {
 		t.Fatal("a surrogate pair was not read as its character")
 	}
+	// A member named twice, or in another case, is not read as the last copy.
+	for name, body := range map[string]string{
+		"user_id twice":        `{"user_id":"alice","user_id":"bob"}`,
+		"user_id in two cases": `{"user_id":"alice","USER_ID":"bob"}`,
+		"device name twice":    `{"user_id":"alice","device":{"name":"a","Name":"b"}}`,
+		"a claim named twice":  `{"user_id":"alice","claims":{"team":"a","team":"b"}}`,
+		"nested claim twice":   `{"user_id":"alice","claims":{"org":{"id":1,"id":2}}}`,
+		"claims in two cases":  `{"user_id":"alice","claims":{"a":1},"Claims":{"b":2}}`,
+	} {
+		st, out := h.admin("POST", "/v1/sessions", body)
+		if st != http.StatusBadRequest || !strings.Contains(mustJSON(t, out), "twice") {
+			t.Fatalf("%s: %d %v", name, st, out)
+		}
+	}
+	// Claims keep their names: two that differ in case are two claims.
+	c := claimsOf(t, h.issue(`{"user_id":"carol","claims":{"team":"a","Team":"b","list":[{"k":1},{"k":2}]}}`).Access)
+	if c["team"] != "a" || c["Team"] != "b" {
+		t.Fatalf("claims %v", c)
+	}
 	// A type error says which JSON was expected, not a Go type.
 	st, out := h.admin("POST", "/v1/sessions", `{"user_id":"a","device":"phone"}`)
 	if detail, _ := out["detail"].(string); st != http.StatusBadRequest || detail != `field "device" must be an object` {
@@ -354,13 +382,16 @@ func TestSeparateAdminListener(t *testing.T) {
 	admin := &ledgerHarness{t: t, url: h.m.AdminURL(), client: h.client}
 	s := admin.issue(`{"user_id":"alice"}`)
 
-	// Public: what clients and verifiers call.
+	// Public: what clients and verifiers call; /readyz without the reason,
+	// which is for operators, on the admin port.
 	for _, path := range []string{"/healthz", "/readyz", "/.well-known/jwks.json", "/.well-known/oauth-authorization-server"} {
 		if st, _ := h.do("GET", path, "", "", nil); st != http.StatusOK {
 			t.Fatalf("public %s: %d", path, st)
 		}
 	}
 	next := h.mustRefresh(s.Refresh)
+	h.wantGet("/readyz", http.StatusOK, `{"status":"ready"}`)
+	admin.wantGet("/readyz", http.StatusOK, `{"status":"ready"}`)
 	// Not public: the admin API and metrics, even with the admin token, and
 	// introspection with the admin token.
 	for _, path := range []string{"/v1/users/alice/sessions", "/metrics"} {
@@ -399,5 +430,22 @@ func TestSeparateAdminListener(t *testing.T) {
 	cfg.AdminAddr = cfg.HTTPAddr
 	if err := cfg.complete(); err == nil {
 		t.Fatal("--admin-addr equal to --http-addr was accepted")
+	}
+}
+
+// TestAdminTokenThatCannotBeSentIsRefused: a bearer token holds no
+// whitespace, so an admin token with a space could never authenticate;
+// serve says so at start instead of answering 401 to every call.
+func TestAdminTokenThatCannotBeSentIsRefused(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.HTTPAddr, cfg.NATSListen, cfg.DataDir = "127.0.0.1:0", "", t.TempDir()
+	cfg.AdminToken = "an admin token with spaces in it"
+	if err := cfg.complete(); err != nil {
+		t.Fatal(err)
+	}
+	m := NewMain(cfg, slog.New(slog.DiscardHandler))
+	defer m.Close()
+	if err := m.Run(t.Context()); err == nil || !strings.Contains(err.Error(), "whitespace") {
+		t.Fatalf("Run: %v", err)
 	}
 }
