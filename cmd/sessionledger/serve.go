@@ -70,6 +70,9 @@ func (m *Main) WaitReady(ctx context.Context) error { return m.follower.WaitRead
 // Run starts the ledger and returns once it listens. It keeps running until
 // Close.
 func (m *Main) Run(ctx context.Context) error {
+	if err := m.claim(); err != nil {
+		return err
+	}
 	cfg := m.Config
 	log := m.Logger
 	var keys *secrets.Set
@@ -200,12 +203,8 @@ func (m *Main) connect() error {
 	return err
 }
 
-// listen serves the API on --http-addr.
+// listen serves the API on --http-addr (bound by claim).
 func (m *Main) listen() error {
-	var err error
-	if m.ln, err = net.Listen("tcp", m.Config.HTTPAddr); err != nil {
-		return fmt.Errorf("listen %s: %w", m.Config.HTTPAddr, err)
-	}
 	m.http = &http.Server{
 		Handler:           m.api.Handler(),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -233,6 +232,8 @@ func (m *Main) Close() error {
 		defer cancel()
 		if m.http != nil {
 			_ = m.http.Shutdown(ctx)
+		} else if m.ln != nil {
+			_ = m.ln.Close() // bound, never served
 		}
 		m.wg.Wait()
 		if m.follower != nil {
