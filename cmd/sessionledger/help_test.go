@@ -1,24 +1,32 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"os"
 	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // runMain runs this binary's main as a child process (see TestMain) with
-// args and returns its exit status and everything it wrote.
+// args and returns its exit status and everything it wrote. A process still
+// running after 20 s is killed, and the test fails.
 func runMain(t *testing.T, env []string, args ...string) (int, string) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0])
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0])
 	cmd.Env = append(os.Environ(), "SESSIONLEDGER_TEST_RUN_MAIN=1", "SESSIONLEDGER_TEST_ARGS="+strings.Join(args, "\n"),
 		// Under -race a process sleeps a second before it exits; these exit at once.
 		"GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	cmd.Env = append(cmd.Env, env...)
 	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("%v: still running after 20 s; output:\n%s", args, out)
+	}
 	var exit *exec.ExitError
 	switch {
 	case errors.As(err, &exit):

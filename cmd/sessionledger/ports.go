@@ -9,18 +9,28 @@ import (
 
 // claim takes, before anything else starts, what this instance must have to
 // itself, so that a second ledger started by mistake is refused at once with
-// the reason: the HTTP address (bound here, served on once the ledger is
-// ready) and, with the embedded NATS, its client address (checked here; the
+// the reason: with the embedded NATS, the data dir (locked, see
+// dataDirLockFile); the HTTP address (bound here, served on once the ledger
+// is ready); with the embedded NATS, its client address (checked here; the
 // server binds it a moment later). Close releases them.
 func (m *Main) claim() error {
+	embedded := m.Config.NATSURL == ""
 	var err error
+	if embedded {
+		if m.lock, err = lockDataDir(m.Config.DataDir); err != nil {
+			return err
+		}
+	}
 	if m.ln, err = listenHTTP(m.Config.HTTPAddr); err != nil {
 		return err
 	}
-	if m.Config.NATSURL == "" {
-		return checkNATSListen(m.Config.NATSListen)
+	if !embedded {
+		return nil
 	}
-	return nil
+	if err := m.lock.record(thisHolder(m.ln.Addr().String())); err != nil {
+		return err
+	}
+	return checkNATSListen(m.Config.NATSListen)
 }
 
 // listenHTTP binds --http-addr.

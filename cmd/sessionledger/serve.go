@@ -42,6 +42,7 @@ type Main struct {
 	api      *transport.Server
 	http     *http.Server
 	ln       net.Listener
+	lock     *dataDirLock // the data dir's, with the embedded NATS
 
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -244,6 +245,9 @@ func (m *Main) Close() error {
 		}
 		if m.embedded != nil {
 			m.embedded.Shutdown()
+		}
+		if m.lock != nil {
+			_ = m.lock.release()
 		}
 	})
 	return nil
