@@ -31,6 +31,7 @@ func TestComposeMatchesTestedTopology(t *testing.T) {
 			Command     []string          `yaml:"command"`
 			Volumes     []string          `yaml:"volumes"`
 			Environment map[string]string `yaml:"environment"`
+			Ports       []string          `yaml:"ports"`
 		} `yaml:"services"`
 		Volumes map[string]any `yaml:"volumes"`
 	}
@@ -40,6 +41,29 @@ func TestComposeMatchesTestedTopology(t *testing.T) {
 	}
 	if err := yaml.Unmarshal(raw, &compose); err != nil {
 		t.Fatal(err)
+	}
+	// docker-compose 1.29 (Debian's) refuses a top-level name; Compose v2
+	// loads the file either way.
+	var top map[string]any
+	if err := yaml.Unmarshal(raw, &top); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := top["name"]; ok {
+		t.Error("docker-compose.yml has a top-level name, which docker-compose 1.29 refuses")
+	}
+	// Published on loopback only: plain HTTP, and NATS readable without
+	// credentials.
+	published := 0
+	for name, svc := range compose.Services {
+		for _, p := range svc.Ports {
+			published++
+			if parts := strings.Split(p, ":"); len(parts) != 3 || parts[0] != "127.0.0.1" {
+				t.Errorf("%s publishes %q: want 127.0.0.1:<host port>:<container port>", name, p)
+			}
+		}
+	}
+	if published != 3 {
+		t.Errorf("%d ports published, want 3 (two ledgers and one NATS node)", published)
 	}
 	// One accounts file for every deployment: compose's nodes include
 	// deploy/nats-accounts.conf, the embedded server and the in-process test
