@@ -4,6 +4,16 @@
 //
 //	go run ./cmd/example-api --ledger-url http://localhost:8080 --nats-url nats://127.0.0.1:4222
 //	curl -H "Authorization: Bearer $ACCESS_TOKEN" localhost:8081/me
+//
+// Against a NATS that wants credentials and TLS, give them as for
+// `sessionledger tail` (read access is enough), the secrets in the environment:
+//
+//	SESSIONLEDGER_NATS_PASSWORD=… go run ./cmd/example-api --nats-url tls://nats.example.com:4222 \
+//	  --nats-user auditor --nats-ca ca.pem [--nats-cert client.pem --nats-key client-key.pem]
+//
+// Like sessionledger's commands, every flag can also be set as
+// SESSIONLEDGER_<NAME> (--nats-url as SESSIONLEDGER_NATS_URL); a flag wins.
+// --help lists them.
 package main
 
 import (
@@ -22,6 +32,7 @@ import (
 	"time"
 
 	"github.com/sessionledger/sessionledger/eventstore"
+	"github.com/sessionledger/sessionledger/internal/cliflags"
 	"github.com/sessionledger/sessionledger/verifier"
 )
 
@@ -29,13 +40,13 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	if err := run(ctx, os.Args[1:], log); err != nil && !errors.Is(err, flag.ErrHelp) {
+	if err := run(ctx, os.Args[1:], os.LookupEnv, log); err != nil && !errors.Is(err, flag.ErrHelp) {
 		log.Error("example-api", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, args []string, log *slog.Logger) error {
+func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), log *slog.Logger) error {
 	fs := flag.NewFlagSet("example-api", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:8081", "HTTP listen address")
 	ledgerURL := fs.String("ledger-url", "http://localhost:8080", "the ledger's base URL (its JWKS is fetched from there)")
@@ -46,8 +57,12 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 	auth.AddFlags(fs) // read-only credentials are enough
 	maxTTL := fs.Duration("max-token-ttl", time.Hour, "the longest access-token lifetime the ledger issues")
 	failClosed := fs.Bool("fail-closed", false, "refuse every token while the revocation feed is down")
-	if err := fs.Parse(args); err != nil {
+	fs.Usage = cliflags.Usage(fs, "example-api")
+	if err := cliflags.Parse(fs, args, lookupEnv); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("example-api takes no arguments, got %q", fs.Args())
 	}
 	base := strings.TrimRight(*ledgerURL, "/")
 	if *issuer == "" {

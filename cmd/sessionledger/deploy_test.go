@@ -3,12 +3,15 @@ package main
 import (
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/moby/patternmatcher"
+	"github.com/moby/patternmatcher/ignorefile"
 	"github.com/nats-io/nats-server/v2/server"
 	"gopkg.in/yaml.v3"
 
@@ -28,6 +31,7 @@ func TestComposeMatchesTestedTopology(t *testing.T) {
 			Command     []string          `yaml:"command"`
 			Volumes     []string          `yaml:"volumes"`
 			Environment map[string]string `yaml:"environment"`
+			Ports       []string          `yaml:"ports"`
 		} `yaml:"services"`
 		Volumes map[string]any `yaml:"volumes"`
 	}
@@ -37,6 +41,29 @@ func TestComposeMatchesTestedTopology(t *testing.T) {
 	}
 	if err := yaml.Unmarshal(raw, &compose); err != nil {
 		t.Fatal(err)
+	}
+	// docker-compose 1.29 (Debian's) refuses a top-level name; Compose v2
+	// loads the file either way.
+	var top map[string]any
+	if err := yaml.Unmarshal(raw, &top); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := top["name"]; ok {
+		t.Error("docker-compose.yml has a top-level name, which docker-compose 1.29 refuses")
+	}
+	// Published on loopback only: plain HTTP, and NATS readable without
+	// credentials.
+	published := 0
+	for name, svc := range compose.Services {
+		for _, p := range svc.Ports {
+			published++
+			if parts := strings.Split(p, ":"); len(parts) != 3 || parts[0] != "127.0.0.1" {
+				t.Errorf("%s publishes %q: want 127.0.0.1:<host port>:<container port>", name, p)
+			}
+		}
+	}
+	if published != 3 {
+		t.Errorf("%d ports published, want 3 (two ledgers and one NATS node)", published)
 	}
 	// One accounts file for every deployment: compose's nodes include
 	// deploy/nats-accounts.conf, the embedded server and the in-process test
@@ -143,6 +170,73 @@ func checkAccounts(t *testing.T, name string, opts *server.Options) {
 			}
 		default:
 			t.Fatalf("%s: unexpected user %s", name, u.Username)
+		}
+	}
+}
+
+// TestDockerignoreKeepsSecretsOutOfTheBuildContext evaluates .dockerignore
+// with Docker's own reader and matcher: the data dir (keys.json, the admin
+// token), the git history and test output stay out of the build context, and
+// everything the Dockerfile builds from (go.mod, go.sum, every Go source and
+// the file it embeds) goes in.
+func TestDockerignoreKeepsSecretsOutOfTheBuildContext(t *testing.T) {
+	root := filepath.Join("..", "..")
+	f, err := os.Open(filepath.Join(root, ".dockerignore"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	patterns, err := ignorefile.ReadAll(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pm, err := patternmatcher.New(patterns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	excluded := func(path string) bool {
+		t.Helper()
+		ex, err := pm.MatchesOrParentMatches(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ex
+	}
+	for _, path := range []string{
+		"data/keys.json", "data/admin-token", "data/stream.json", "data/jetstream/LEDGER/streams/LEDGER/msgs/1.blk",
+		".git/config", ".git/HEAD", "sessionledger", "main.test", "cmd/sessionledger/sessionledger.test", "cpu.prof",
+		"node_modules/@redocly/cli/package.json", "docs/node_modules/x/index.js", "deploy/tls/server-key.pem", "ledger.creds",
+	} {
+		if !excluded(path) {
+			t.Errorf("%s goes into the Docker build context", path)
+		}
+	}
+	need := []string{"go.mod", "go.sum", "Dockerfile", "cmd/sessionledger/main.go", "eventstore/embedded/accounts.conf"}
+	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == "node_modules") {
+			return filepath.SkipDir
+		}
+		if strings.HasSuffix(path, ".go") {
+			rel, err := filepath.Rel(root, path)
+			if err != nil {
+				return err
+			}
+			need = append(need, filepath.ToSlash(rel))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(need) < 50 {
+		t.Fatalf("found only %d Go files", len(need))
+	}
+	for _, path := range need {
+		if excluded(path) {
+			t.Errorf("%s, which the image is built from, is left out of the Docker build context", path)
 		}
 	}
 }

@@ -16,20 +16,21 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/sessionledger/sessionledger/eventstore"
+	"github.com/sessionledger/sessionledger/internal/cliflags"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "sessionledger:", err)
+		if errors.Is(err, flag.ErrHelp) {
+			return // -h or --help: the usage is printed, and asking for it is no error
 		}
+		fmt.Fprintln(os.Stderr, "sessionledger:", err)
 		if errors.Is(err, errIntegrity) {
 			os.Exit(3)
 		}
@@ -93,9 +94,7 @@ func newLogger(w io.Writer, level slog.Level) *slog.Logger {
 }
 
 // envName is the environment variable for a flag: http-addr → SESSIONLEDGER_HTTP_ADDR.
-func envName(flagName string) string {
-	return "SESSIONLEDGER_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
-}
+func envName(flagName string) string { return cliflags.EnvName(flagName) }
 
 // parseServeFlags reads the serve flags, taking defaults from the environment.
 func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (Config, error) {
@@ -124,7 +123,7 @@ func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stder
 	fs.Uint64Var(&cfg.TrustUntaggedThrough, "trust-untagged-through", 0, "accept events without an integrity tag up to this stream sequence: a stream written by a ledger older than tags, which you vouch for")
 	fs.TextVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn, error")
 
-	if err := parseFlags(fs, args, lookupEnv); err != nil {
+	if err := parseFlags(fs, args, lookupEnv, serveEnv...); err != nil {
 		return Config{}, err
 	}
 	if fs.NArg() > 0 {
@@ -142,21 +141,19 @@ func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stder
 	return cfg, cfg.complete()
 }
 
+// serveEnv are the variables serve reads that are no flag's.
+var serveEnv = []cliflags.EnvVar{
+	{Name: "SESSIONLEDGER_ADMIN_TOKEN", Usage: "the admin token (default: generated into <data-dir>/admin-token)"},
+	{Name: "SESSIONLEDGER_KEYS", Usage: "the contents of a keys.json, instead of <data-dir>/keys.json (to share keys between instances)"},
+	{Name: "SESSIONLEDGER_INTROSPECTION_CLIENTS", Usage: "the contents of an introspection-clients.json, instead of <data-dir>/introspection-clients.json"},
+}
+
 // parseFlags parses args into fs, taking each flag's default from
-// SESSIONLEDGER_<NAME> when that is set.
-func parseFlags(fs *flag.FlagSet, args []string, lookupEnv func(string) (string, bool)) error {
-	var envErr error
-	fs.VisitAll(func(f *flag.Flag) {
-		if v, ok := lookupEnv(envName(f.Name)); ok && envErr == nil {
-			if err := f.Value.Set(v); err != nil {
-				envErr = fmt.Errorf("%s: %w", envName(f.Name), err)
-			}
-		}
-	})
-	if envErr != nil {
-		return envErr
-	}
-	return fs.Parse(args)
+// SESSIONLEDGER_<NAME> when that is set; -h or --help prints the command's
+// flags with those names and the variables in env (flag.ErrHelp).
+func parseFlags(fs *flag.FlagSet, args []string, lookupEnv func(string) (string, bool), env ...cliflags.EnvVar) error {
+	fs.Usage = cliflags.Usage(fs, "sessionledger "+fs.Name(), env...)
+	return cliflags.Parse(fs, args, lookupEnv)
 }
 
 // defaultNATSURL is where tail, audit and bench look for the ledger's NATS:

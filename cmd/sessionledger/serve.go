@@ -45,6 +45,7 @@ type Main struct {
 	// The admin listener, with --admin-addr.
 	adminHTTP *http.Server
 	adminLn   net.Listener
+	lock      *dataDirLock // the data dir's, with the embedded NATS
 
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -82,6 +83,9 @@ func (m *Main) WaitReady(ctx context.Context) error { return m.follower.WaitRead
 // Run starts the ledger and returns once it listens. It keeps running until
 // Close.
 func (m *Main) Run(ctx context.Context) error {
+	if err := m.claim(); err != nil {
+		return err
+	}
 	cfg := m.Config
 	log := m.Logger
 	var keys *secrets.Set
@@ -232,17 +236,9 @@ func (m *Main) connect() error {
 }
 
 // listen serves the API on --http-addr, and the admin API on --admin-addr
-// when that is set.
+// when that is set (both bound by claim).
 func (m *Main) listen() error {
-	var err error
-	if m.ln, err = net.Listen("tcp", m.Config.HTTPAddr); err != nil {
-		return fmt.Errorf("listen %s: %w", m.Config.HTTPAddr, err)
-	}
-	if m.Config.AdminAddr != "" {
-		if m.adminLn, err = net.Listen("tcp", m.Config.AdminAddr); err != nil {
-			m.ln.Close()
-			return fmt.Errorf("--admin-addr: listen %s: %w", m.Config.AdminAddr, err)
-		}
+	if m.adminLn != nil {
 		m.adminHTTP = m.serveHTTP(m.adminLn, m.api.AdminHandler())
 		m.Logger.Info("admin API listening", "addr", m.adminLn.Addr().String())
 	}
@@ -277,9 +273,15 @@ func (m *Main) Close() error {
 	m.closeOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		defer cancel()
-		for _, srv := range []*http.Server{m.http, m.adminHTTP} {
-			if srv != nil {
-				_ = srv.Shutdown(ctx)
+		for _, l := range []struct {
+			srv *http.Server
+			ln  net.Listener
+		}{{m.http, m.ln}, {m.adminHTTP, m.adminLn}} {
+			switch {
+			case l.srv != nil:
+				_ = l.srv.Shutdown(ctx)
+			case l.ln != nil:
+				_ = l.ln.Close() // bound, never served
 			}
 		}
 		m.wg.Wait()
@@ -291,6 +293,9 @@ func (m *Main) Close() error {
 		}
 		if m.embedded != nil {
 			m.embedded.Shutdown()
+		}
+		if m.lock != nil {
+			_ = m.lock.release()
 		}
 	})
 	return nil

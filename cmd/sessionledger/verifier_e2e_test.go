@@ -48,8 +48,16 @@ func buildExample(tb testing.TB) string {
 // startExample runs the example service beside the ledger of h, in its own process.
 func startExample(tb testing.TB, h *ledgerHarness) string {
 	tb.Helper()
-	cmd := exec.Command(buildExample(tb), "--listen", "127.0.0.1:0", "--ledger-url", h.url,
-		"--issuer", "http://ledger.test", "--nats-url", h.m.NATSURL())
+	return startExampleWith(tb, h, h.m.NATSURL(), nil)
+}
+
+// startExampleWith runs the example service beside the ledger of h, reading
+// revocations from natsURL, with env added to its environment and extra flags.
+func startExampleWith(tb testing.TB, h *ledgerHarness, natsURL string, env []string, extra ...string) string {
+	tb.Helper()
+	cmd := exec.Command(buildExample(tb), append([]string{"--listen", "127.0.0.1:0", "--ledger-url", h.url,
+		"--issuer", "http://ledger.test", "--nats-url", natsURL}, extra...)...)
+	cmd.Env = append(os.Environ(), env...)
 	logs := &syncBuffer{}
 	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {

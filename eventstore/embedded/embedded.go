@@ -104,15 +104,40 @@ func Start(cfg Config) (*Embedded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded: embedded nats-server: %w", err)
 	}
-	if cfg.Logger != nil {
-		ns.SetLoggerV2(&natsLogger{cfg.Logger.With("component", "nats-server")}, false, false, false)
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
+	// nats-server reports a start it gives up on (its client port in use,
+	// JetStream unable to use the store) only in a fatal log line, and would
+	// leave ReadyForConnections waiting out its whole timeout.
+	fatal := make(chan string, 1)
+	ns.SetLoggerV2(&natsLogger{l: log.With("component", "nats-server"), fatal: fatal}, false, false, false)
 	go ns.Start()
-	if !ns.ReadyForConnections(30 * time.Second) {
+	if err := waitReady(ns, fatal, 30*time.Second); err != nil {
 		ns.Shutdown()
-		return nil, fmt.Errorf("embedded: embedded nats-server did not start (is %s in use?)", cfg.Listen)
+		return nil, err
 	}
 	return &Embedded{Server: ns, password: password}, nil
+}
+
+// waitReady waits until ns accepts connections, and returns an error at once
+// when it logs a fatal error instead, or after timeout.
+func waitReady(ns *server.Server, fatal <-chan string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if ns.ReadyForConnections(50 * time.Millisecond) {
+			return nil
+		}
+		select {
+		case msg := <-fatal:
+			return fmt.Errorf("embedded: nats-server did not start: %s", msg)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("embedded: nats-server did not start within %v", timeout)
+		}
+	}
 }
 
 // ClientURL is the address other processes connect to ("" without a listener).
@@ -140,12 +165,23 @@ func (e *Embedded) Shutdown() {
 	e.Server.WaitForShutdown()
 }
 
-// natsLogger sends nats-server's log to slog.
-type natsLogger struct{ l *slog.Logger }
+// natsLogger sends nats-server's log to slog, and its first fatal error to
+// fatal too.
+type natsLogger struct {
+	l     *slog.Logger
+	fatal chan<- string
+}
 
 func (n *natsLogger) Noticef(format string, v ...any) { n.l.Info(fmt.Sprintf(format, v...)) }
 func (n *natsLogger) Warnf(format string, v ...any)   { n.l.Warn(fmt.Sprintf(format, v...)) }
-func (n *natsLogger) Fatalf(format string, v ...any)  { n.l.Error(fmt.Sprintf(format, v...)) }
-func (n *natsLogger) Errorf(format string, v ...any)  { n.l.Error(fmt.Sprintf(format, v...)) }
-func (n *natsLogger) Debugf(format string, v ...any)  { n.l.Debug(fmt.Sprintf(format, v...)) }
-func (n *natsLogger) Tracef(format string, v ...any)  { n.l.Debug(fmt.Sprintf(format, v...)) }
+func (n *natsLogger) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	n.l.Error(msg)
+	select {
+	case n.fatal <- msg:
+	default:
+	}
+}
+func (n *natsLogger) Errorf(format string, v ...any) { n.l.Error(fmt.Sprintf(format, v...)) }
+func (n *natsLogger) Debugf(format string, v ...any) { n.l.Debug(fmt.Sprintf(format, v...)) }
+func (n *natsLogger) Tracef(format string, v ...any) { n.l.Debug(fmt.Sprintf(format, v...)) }
