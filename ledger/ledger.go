@@ -420,8 +420,8 @@ func (l *Ledger) CompletePendingRevocations(ctx context.Context) {
 // ClientID is the client_id of s's tokens: the one it was issued for, or,
 // for a session issued before client ids were recorded, the default.
 func (l *Ledger) ClientID(s *domain.Session) string {
-	if s.ClientID != "" {
-		return s.ClientID
+	if id := s.ClientID(); id != "" {
+		return id
 	}
 	return l.cfg.DefaultClientID
 }

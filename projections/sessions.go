@@ -596,8 +596,8 @@ func (p *Sessions) place(s *entry) bool {
 const maxInterned = 10_000
 
 // share points a session's repeated strings at copies already held: its
-// user's key, a sibling session's user id, interned policy, user agent and
-// client id.
+// user's key, a sibling session's user id, interned policy and user agent
+// (the client id is interned already: domain.Session.Client).
 func (p *Sessions) share(u *userEntry, s *domain.Session) {
 	s.UserKey = u.Key
 	if len(u.sessions) > 0 && u.sessions[0].UserID == s.UserID {
@@ -605,7 +605,6 @@ func (p *Sessions) share(u *userEntry, s *domain.Session) {
 	}
 	s.Policy = p.internPolicy(*s.Policy)
 	s.Device.UserAgent = p.intern(s.Device.UserAgent)
-	s.ClientID = p.intern(s.ClientID)
 	s.Token.KeyID = p.intern(s.Token.KeyID)
 }
 
@@ -623,7 +622,7 @@ func (p *Sessions) internPolicy(v domain.Policy) *domain.Policy {
 }
 
 // intern returns one shared copy of a string that many sessions repeat
-// (policy names, digest key ids, user agents, client ids).
+// (policy names, digest key ids, user agents).
 func (p *Sessions) intern(s string) string {
 	if v, ok := p.interned[s]; ok {
 		return v

@@ -138,7 +138,7 @@ func (p *Sessions) encodedSessionBytes() int {
 }
 
 func appendSession(b []byte, s *domain.Session) []byte {
-	for _, str := range []string{s.ID, s.UserID, s.UserKey, s.Policy.Name, s.Device.IP, s.Device.UserAgent, s.Device.Name, s.Token.KeyID, s.EndReason, s.ClientID} {
+	for _, str := range []string{s.ID, s.UserID, s.UserKey, s.Policy.Name, s.Device.IP, s.Device.UserAgent, s.Device.Name, s.Token.KeyID, s.EndReason, s.ClientID()} {
 		b = appendString(b, str)
 	}
 	for _, v := range []domain.Seconds{s.Policy.AccessTokenTTL, s.Policy.AbsoluteLifetime, s.Policy.InactivityTimeout} {
@@ -340,9 +340,11 @@ func (r *reader) bool() bool {
 
 func (r *reader) session(s *domain.Session) {
 	s.Policy = &domain.Policy{}
-	for _, str := range []*string{&s.ID, &s.UserID, &s.UserKey, &s.Policy.Name, &s.Device.IP, &s.Device.UserAgent, &s.Device.Name, &s.Token.KeyID, &s.EndReason, &s.ClientID} {
+	var client string
+	for _, str := range []*string{&s.ID, &s.UserID, &s.UserKey, &s.Policy.Name, &s.Device.IP, &s.Device.UserAgent, &s.Device.Name, &s.Token.KeyID, &s.EndReason, &client} {
 		*str = r.string()
 	}
+	s.Client = domain.ClientHandle(client)
 	for _, v := range []*domain.Seconds{&s.Policy.AccessTokenTTL, &s.Policy.AbsoluteLifetime, &s.Policy.InactivityTimeout} {
 		*v = domain.Seconds(r.varint())
 	}
