@@ -47,6 +47,13 @@ func StartAccounts(tb testing.TB) *Server {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return startOnLoopback(tb, opts)
+}
+
+// startOnLoopback runs a nats-server with opts on a loopback port and a
+// fresh store, quiet, until the test ends.
+func startOnLoopback(tb testing.TB, opts *server.Options) *Server {
+	tb.Helper()
 	opts.Host, opts.Port, opts.JetStream, opts.StoreDir, opts.NoLog, opts.NoSigs = "127.0.0.1", -1, true, tb.TempDir(), true, true
 	ns, err := server.NewServer(opts)
 	if err != nil {

@@ -133,18 +133,7 @@ func StartTLSAccounts(tb testing.TB, files TLSFiles) *Server {
 		tb.Fatal(err)
 	}
 	opts.TLS, opts.TLSVerify, opts.TLSTimeout = true, true, 5
-	opts.Host, opts.Port, opts.JetStream, opts.StoreDir, opts.NoLog, opts.NoSigs = "127.0.0.1", -1, true, tb.TempDir(), true, true
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		tb.Fatalf("nats-server: %v", err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		tb.Fatal("nats-server did not start")
-	}
-	s := &Server{Server: ns, StoreDir: opts.StoreDir}
-	tb.Cleanup(s.Stop)
-	return s
+	return startOnLoopback(tb, opts)
 }
 
 // TLSAuth is auth with the CA and client certificate of files added.
