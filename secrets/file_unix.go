@@ -8,18 +8,6 @@ import (
 	"syscall"
 )
 
-// lockFile takes an exclusive lock on f, waiting for another holder.
-func lockFile(f *os.File) error { return syscall.Flock(int(f.Fd()), syscall.LOCK_EX) }
-
-// changeTime is the inode change time of fi, which moves on any write or
-// rename even when the size and modification time stay the same.
-func changeTime(fi os.FileInfo) (sec, nsec int64) {
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		return int64(st.Ctim.Sec), int64(st.Ctim.Nsec)
-	}
-	return 0, 0
-}
-
 // keepOwner gives tmp the owner of the file it replaces, old, so that a
 // ledger running as that user can still read the file after an operator
 // changed it as another (root with sudo, say).

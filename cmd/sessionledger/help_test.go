@@ -59,10 +59,16 @@ func TestHelpExitsZeroAndNamesTheEnvironment(t *testing.T) {
 		"introspection-clients list":   {"data-dir"},
 		"introspection-clients remove": {"data-dir"},
 	}
+	// Secrets in the environment, as a deployment has them, are never shown.
+	secretEnv := []string{"SESSIONLEDGER_NATS_PASSWORD=s3cret-nats-pass", "SESSIONLEDGER_ADMIN_TOKEN=s3cret-admin-token-0123456789",
+		"SESSIONLEDGER_NATS_TOKEN=s3cret-nats-token", "SESSIONLEDGER_KEYS={\"s3cret\":1}"}
 	for command, want := range commands {
 		for _, help := range []string{"-h", "--help"} {
 			args := append(strings.Fields(command), help)
-			status, out := runMain(t, nil, args...)
+			status, out := runMain(t, secretEnv, args...)
+			if strings.Contains(out, "s3cret") {
+				t.Errorf("%v: the usage shows a secret from the environment:\n%s", args, out)
+			}
 			if status != 0 {
 				t.Errorf("%v: exit status %d, want 0; output:\n%s", args, status, out)
 				continue

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"syscall"
 )
 
@@ -57,8 +58,10 @@ func checkNATSListen(addr string) error {
 	if err != nil {
 		return fmt.Errorf("--nats-listen %q: %w", addr, err)
 	}
-	if port == "0" || port == "-1" {
-		return nil // any free port
+	if p, err := strconv.Atoi(port); err != nil || p < -1 || p > 65535 {
+		return fmt.Errorf("--nats-listen %q: the port is not a number from 0 to 65535", addr)
+	} else if p <= 0 {
+		return nil // any free port (0 or -1)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

@@ -38,6 +38,7 @@ func TestPortInUseIsReportedAtOnce(t *testing.T) {
 	}{
 		{"http", "--http-addr", func(c *Config, _ string) { c.HTTPAddr = held }},
 		{"nats", "--nats-listen", func(c *Config, httpAddr string) { c.HTTPAddr, c.NATSListen = httpAddr, held }},
+		{"admin", "--admin-addr", func(c *Config, httpAddr string) { c.HTTPAddr, c.AdminAddr = httpAddr, held }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			httpAddr := freeAddr(t)

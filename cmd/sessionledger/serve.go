@@ -81,15 +81,20 @@ func (m *Main) NATSURL() string {
 func (m *Main) WaitReady(ctx context.Context) error { return m.follower.WaitReady(ctx) }
 
 // Run starts the ledger and returns once it listens. It keeps running until
-// Close.
-func (m *Main) Run(ctx context.Context) error {
+// Close. When it fails, it has released what it took (the data dir, the
+// ports) before it returns; Close is then harmless.
+func (m *Main) Run(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			m.Close() // what was claimed or started is released at once
+		}
+	}()
 	if err := m.claim(); err != nil {
 		return err
 	}
 	cfg := m.Config
 	log := m.Logger
 	var keys *secrets.Set
-	var err error
 	if cfg.Keys != "" {
 		keys, err = secrets.Parse([]byte(cfg.Keys))
 	} else {

@@ -98,6 +98,11 @@ func Start(cfg Config) (*Embedded, error) {
 		if err != nil || p < -1 || p > 65535 {
 			return nil, fmt.Errorf("embedded: nats listen port %q is not a port", port)
 		}
+		if p == 0 {
+			// nats-server reads port 0 as its default, 4222; as for any
+			// listener here, 0 means a free port.
+			p = server.RANDOM_PORT
+		}
 		opts.Host, opts.Port = host, p
 	}
 	ns, err := server.NewServer(opts)

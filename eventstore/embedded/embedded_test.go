@@ -61,3 +61,16 @@ func TestStartListensAndConnects(t *testing.T) {
 	}
 	conn.NATS().Close()
 }
+
+// Port 0 is a free port, as for every listener here; nats-server alone
+// would read it as its default, 4222, open to readers on a well-known port.
+func TestPortZeroIsAFreePort(t *testing.T) {
+	e, err := Start(Config{StoreDir: t.TempDir(), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Shutdown()
+	if url := e.ClientURL(); url == "" || strings.HasSuffix(url, ":4222") || strings.HasSuffix(url, ":0") {
+		t.Fatalf("listening on %q", url)
+	}
+}

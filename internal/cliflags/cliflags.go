@@ -20,22 +20,34 @@ func EnvName(flagName string) string {
 	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
-// Parse parses args into fs, taking each flag's default from
-// SESSIONLEDGER_<NAME> when that is set. Give fs.Usage a Usage first: -h or
-// --help prints it, and Parse returns flag.ErrHelp.
+// Parse parses args into fs, then sets each flag not given on the command
+// line from SESSIONLEDGER_<NAME> when that is set: a flag given wins, and a
+// bad variable it overrides is not read. Give fs.Usage a Usage first: -h or
+// --help prints it, and Parse returns flag.ErrHelp, whatever the
+// environment holds. An error about a variable never repeats its value,
+// which may be a secret.
 func Parse(fs *flag.FlagSet, args []string, lookupEnv func(string) (string, bool)) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
-		if v, ok := lookupEnv(EnvName(f.Name)); ok && envErr == nil {
+		if given[f.Name] || envErr != nil {
+			return
+		}
+		if v, ok := lookupEnv(EnvName(f.Name)); ok {
 			if err := f.Value.Set(v); err != nil {
-				envErr = fmt.Errorf("%s: %w", EnvName(f.Name), err)
+				typ, _ := flag.UnquoteUsage(f)
+				if typ == "" {
+					typ = "value"
+				}
+				envErr = fmt.Errorf("%s is not a valid %s for --%s", EnvName(f.Name), typ, f.Name)
 			}
 		}
 	})
-	if envErr != nil {
-		return envErr
-	}
-	return fs.Parse(args)
+	return envErr
 }
 
 // EnvVar is an environment variable a command reads that is not a flag's.

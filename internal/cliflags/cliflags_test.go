@@ -22,11 +22,25 @@ func TestParseReadsTheEnvironmentAndAFlagWins(t *testing.T) {
 	if *addr != ":9000" || *wait != 5*time.Second {
 		t.Fatalf("http-addr %q (want the environment's), wait %v (want the flag's)", *addr, *wait)
 	}
-	env["SESSIONLEDGER_WAIT"] = "soon"
-	fs = flag.NewFlagSet("x", flag.ContinueOnError)
-	fs.Duration("wait", time.Second, "how long")
-	if err := Parse(fs, nil, lookup); err == nil || !strings.Contains(err.Error(), "SESSIONLEDGER_WAIT") {
-		t.Fatalf("a bad value in the environment: %v, want an error naming the variable", err)
+	env["SESSIONLEDGER_WAIT"] = "soon-s3cret"
+	fresh := func() *flag.FlagSet {
+		fs := flag.NewFlagSet("x", flag.ContinueOnError)
+		fs.SetOutput(&bytes.Buffer{})
+		fs.Duration("wait", time.Second, "how `long`")
+		fs.Usage = Usage(fs, "x")
+		return fs
+	}
+	err := Parse(fresh(), nil, lookup)
+	if err == nil || !strings.Contains(err.Error(), "SESSIONLEDGER_WAIT") || !strings.Contains(err.Error(), "--wait") || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("a bad value in the environment: %v, want an error naming the variable and the flag, not the value", err)
+	}
+	// The flag given wins: the variable it overrides is not read.
+	if err := Parse(fresh(), []string{"--wait", "2s"}, lookup); err != nil {
+		t.Fatalf("a flag given beside a bad variable: %v", err)
+	}
+	// Help is help, whatever the environment holds.
+	if err := Parse(fresh(), []string{"--help"}, lookup); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("--help beside a bad variable: %v", err)
 	}
 }
 
