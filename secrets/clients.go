@@ -207,22 +207,17 @@ func updateClients(dir string, change func([]Client) ([]Client, error)) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, "."+ClientsFile+".*")
-	if err != nil {
-		return fmt.Errorf("secrets: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if old, err := os.Stat(path); err == nil {
-		if err := keepOwner(tmp, old); err != nil {
-			tmp.Close()
-			return fmt.Errorf("secrets: %w", err)
+	tmp, err := writeTemp(dir, ClientsFile, append(b, '\n'), func(f *os.File) error {
+		if old, err := os.Stat(path); err == nil {
+			return keepOwner(f, old)
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	_, werr := tmp.Write(append(b, '\n'))
-	if err := errors.Join(werr, tmp.Chmod(0o600), tmp.Sync(), tmp.Close()); err != nil {
-		return fmt.Errorf("secrets: write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	defer os.Remove(tmp)
+	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("secrets: %w", err)
 	}
 	if d, err := os.Open(dir); err == nil {

@@ -171,30 +171,43 @@ func ReadOrCreate(dir, name string, gen func() ([]byte, error)) ([]byte, error) 
 	if err != nil {
 		return nil, fmt.Errorf("secrets: generate %s: %w", name, err)
 	}
-	tmp, err := os.CreateTemp(dir, "."+name+".*")
+	tmp, err := writeTemp(dir, name, content, nil)
 	if err != nil {
-		return nil, fmt.Errorf("secrets: %w", err)
+		return nil, err
 	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return nil, fmt.Errorf("secrets: %w", err)
-	}
-	if _, err := tmp.Write(content); err != nil {
-		tmp.Close()
-		return nil, fmt.Errorf("secrets: write %s: %w", name, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return nil, fmt.Errorf("secrets: sync %s: %w", name, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return nil, fmt.Errorf("secrets: %w", err)
-	}
-	if err := os.Link(tmp.Name(), path); err != nil && !errors.Is(err, fs.ErrExist) {
+	defer os.Remove(tmp)
+	if err := os.Link(tmp, path); err != nil && !errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("secrets: create %s: %w", path, err)
 	}
 	return readPrivate(path)
+}
+
+// writeTemp writes content to a new private (0600) file in dir, synced,
+// named after name, and returns its path for the caller to link or rename
+// into place and then remove. prepare, if set, runs on the file first.
+func writeTemp(dir, name string, content []byte, prepare func(*os.File) error) (string, error) {
+	tmp, err := os.CreateTemp(dir, "."+name+".*")
+	if err != nil {
+		return "", fmt.Errorf("secrets: %w", err)
+	}
+	err = tmp.Chmod(0o600)
+	if err == nil && prepare != nil {
+		err = prepare(tmp)
+	}
+	if err == nil {
+		_, err = tmp.Write(content)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return "", fmt.Errorf("secrets: write %s: %w", name, err)
+	}
+	return tmp.Name(), nil
 }
 
 // readPrivate reads path, refusing a file that others can read.
