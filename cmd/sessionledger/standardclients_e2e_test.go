@@ -1,8 +1,10 @@
 package main
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -12,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/sessionledger/sessionledger/accesstoken"
+	"github.com/sessionledger/sessionledger/integrity"
 	"github.com/sessionledger/sessionledger/internal/poll"
 	"github.com/sessionledger/sessionledger/secrets"
 )
@@ -134,7 +138,7 @@ func TestIntrospectionClientsAuthenticateWithBasic(t *testing.T) {
 	// The running ledger picks the new client up within a second or so.
 	poll.Until(t, 5*time.Second, func() error {
 		if st, out := introspect(basic("orders-api", created.ClientSecret)); st != http.StatusOK || out["active"] != true {
-			return &pollErr{st, out}
+			return fmt.Errorf("%d %v", st, out)
 		}
 		return nil
 	})
@@ -197,7 +201,7 @@ func TestIntrospectionClientsAuthenticateWithBasic(t *testing.T) {
 	}
 	poll.Until(t, 5*time.Second, func() error {
 		if st, out := introspect(basic("orders-api", created.ClientSecret)); st != http.StatusUnauthorized {
-			return &pollErr{st, out}
+			return fmt.Errorf("%d %v", st, out)
 		}
 		return nil
 	})
@@ -409,7 +413,7 @@ func TestSeparateAdminListener(t *testing.T) {
 	}
 	poll.Until(t, 5*time.Second, func() error {
 		if st, out := h.form("/oauth2/introspect", url.Values{"token": {next.Access}}, basic("edge", secret)); st != http.StatusOK || out["active"] != true {
-			return &pollErr{st, out}
+			return fmt.Errorf("%d %v", st, out)
 		}
 		return nil
 	})
@@ -431,6 +435,27 @@ func TestSeparateAdminListener(t *testing.T) {
 	if err := cfg.complete(); err == nil {
 		t.Fatal("--admin-addr equal to --http-addr was accepted")
 	}
+}
+
+// TestPublicReadyzKeepsTheReasonForTheAdminPort: beside an admin listener,
+// the public /readyz says only that the ledger is not ready; why (here, the
+// stream sequence of an event it cannot read) is for operators, on the
+// admin port.
+func TestPublicReadyzKeepsTheReasonForTheAdminPort(t *testing.T) {
+	h := boot(t, "", func(c *Config) { c.AdminAddr = "127.0.0.1:0" })
+	admin := &ledgerHarness{t: t, url: h.m.AdminURL(), client: h.client}
+	data := []byte(`{"specversion":"1.0","id":"X","type":"session.teleported","source":"urn:sessionledger","subject":"s","time":"2026-01-01T00:00:00Z","userkey":"x","data":{}}`)
+	msg := &nats.Msg{Subject: "ledger.x.y.teleported", Data: data, Header: nats.Header{integrity.TagHeader: {h.tagKeys().Tag(sha256.Sum256(data))}}}
+	if _, err := h.insider().PublishMsg(t.Context(), msg); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 10*time.Second, func() error {
+		if st, body := admin.do("GET", "/readyz", "", "", nil); st != http.StatusServiceUnavailable || !strings.HasPrefix(fmt.Sprint(body["reason"]), "projection stopped: ") {
+			return fmt.Errorf("admin /readyz %d %v", st, body)
+		}
+		return nil
+	})
+	h.wantGet("/readyz", http.StatusServiceUnavailable, `{"status":"not ready"}`)
 }
 
 // TestAdminTokenThatCannotBeSentIsRefused: a bearer token holds no
