@@ -164,7 +164,16 @@ func (l *Ledger) SignOut(ctx context.Context, raw string) (err error) {
 	var s domain.Session
 	var ok bool
 	if t, perr := domain.ParseRefreshToken(raw); perr == nil {
-		if s, ok, err = l.tokenSession(ctx, t); ok {
+		s, ok, err = l.tokenSession(ctx, t)
+		if ok && t.Generation > s.Generation {
+			// A genuine token (its tag verified) from a rotation this
+			// instance has not applied yet: another instance handed it out,
+			// maybe a moment ago. Only a current projection can tell.
+			if err = l.current(ctx); err == nil {
+				s, ok = l.proj.Session(t.SessionID)
+			}
+		}
+		if ok {
 			_, ok = l.keys.Token.GenerationsBehind(&s, t)
 		}
 	} else if v, verr := l.signer.Verify(raw, l.cfg.Now()); verr == nil {

@@ -189,6 +189,38 @@ func TestReadsOnAStaleInstanceWaitForWritesThatReturned(t *testing.T) {
 	}
 }
 
+// TestSignOutWithATokenFromAnotherInstance: a refresh token handed out by
+// a rotation on instance A signs the session out on instance B even while
+// B has not applied that rotation (the linearizability test caught B
+// answering 200 and revoking nothing).
+func TestSignOutWithATokenFromAnotherInstance(t *testing.T) {
+	srv, clk, a := setup(t, time.Minute)
+	g := newGate()
+	b, bproj := staleInstance(t, srv, clk, g, a.Signer)
+	ctx := context.Background()
+	p, err := a.Issue(ctx, ledger.IssueRequest{UserID: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bproj.WaitApplied(ctx, a.Proj.Applied()); err != nil {
+		t.Fatal(err)
+	}
+	g.set(true)
+	next, err := a.Refresh(ctx, p.RefreshToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answerAfter(t, g, func() (struct{}, error) { return struct{}{}, b.SignOut(ctx, next.RefreshToken) })
+	for name, l := range map[string]*ledger.Ledger{"A": a.Ledger, "B": b} {
+		if in, err := l.Introspect(ctx, next.AccessToken); err != nil || in.Active {
+			t.Fatalf("%s: the access token after sign-out on B: %+v %v", name, in, err)
+		}
+		if _, err := l.Refresh(ctx, next.RefreshToken); !errors.Is(err, domain.ErrSessionEnded) && !errors.Is(err, domain.ErrTokenUnknown) {
+			t.Fatalf("%s: refresh after sign-out on B: %v", name, err)
+		}
+	}
+}
+
 // slowAcks is a real store whose appends are acknowledged late: the event is
 // stored at once, but the ack reaches the ledger only after the request's
 // deadline.
