@@ -1,18 +1,21 @@
 // Package accesstoken signs and verifies the ledger's JWT access tokens
 // (RFC 9068 profile: typ at+jwt, kid in the header) and publishes their keys as
-// a JWKS.
+// a JWKS. A token is signed with EdDSA (Ed25519), ES256 (ECDSA P-256) or
+// RS256 (RSA PKCS #1 v1.5), whichever its key's type is: each key signs and
+// verifies with that one algorithm only, so a token whose header names another
+// for the key of its kid is refused.
 package accesstoken
 
 import (
 	"bytes"
-	"crypto/ed25519"
-	"crypto/sha256"
+	"crypto"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -46,19 +49,27 @@ const maxSessionSeq = 1<<53 - 1
 // enlarge sixfold (each <, > and & becomes \u003c), a 255-byte user id
 // likewise, and base64 adding a third. 64 KiB leaves room for that and for a
 // long issuer and audience, and still keeps what a forged token can cost to
-// refuse (one SHA-512 over at most 64 KiB and one signature check) within a
-// few first verifications.
+// refuse (one SHA-512 or SHA-256 over at most 64 KiB and one signature check)
+// within a few first verifications.
 const MaxTokenLength = 64 << 10
 
 // maxHeaderLength is the longest encoded JOSE header Parse decodes; it is the
 // one part of a token decoded before the signature is checked. The ledger's
-// is 110 characters ({"alg":"EdDSA","kid":<a 43-character thumbprint>,
-// "typ":"at+jwt"}).
+// is 110 characters whatever the algorithm ({"alg":"EdDSA","kid":<a
+// 43-character thumbprint>,"typ":"at+jwt"}, and ES256 and RS256 are as long
+// as EdDSA).
 const maxHeaderLength = 512
 
-// signatureLength is the length of the encoded signature segment: an Ed25519
-// signature of 64 bytes is 86 base64url characters.
-var signatureLength = base64.RawURLEncoding.EncodedLen(ed25519.SignatureSize)
+// The lengths of the encoded signature segment, checked before it is decoded:
+// exactly signatureLength for EdDSA and ES256 (64 bytes, 86 base64url
+// characters), from minRSASignatureLength to maxRSASignatureLength for RS256
+// before the key is looked up, and then exactly that of the key's modulus
+// (342 characters for a 2048-bit key).
+var (
+	signatureLength       = base64.RawURLEncoding.EncodedLen(ed25519SignatureSize)
+	minRSASignatureLength = base64.RawURLEncoding.EncodedLen(minRSASignatureSize)
+	maxRSASignatureLength = base64.RawURLEncoding.EncodedLen(maxRSASignatureSize)
+)
 
 // ErrInvalid is returned for any access token that does not verify.
 var ErrInvalid = errors.New("access token is not valid")
@@ -66,30 +77,6 @@ var ErrInvalid = errors.New("access token is not valid")
 // ErrTooLong is returned for a token longer than MaxTokenLength; it matches
 // ErrInvalid too.
 var ErrTooLong = fmt.Errorf("%w: longer than %d bytes", ErrInvalid, MaxTokenLength)
-
-// Key is a signing key with its key id.
-type Key struct {
-	ID      string
-	private ed25519.PrivateKey
-	public  ed25519.PublicKey
-	header  string // the encoded JOSE header of tokens it signs: the same for all
-}
-
-// NewEd25519Key wraps priv; its id is the RFC 7638 JWK thumbprint of the
-// public key, so the same key always has the same id.
-func NewEd25519Key(priv ed25519.PrivateKey) *Key {
-	pub := priv.Public().(ed25519.PublicKey)
-	x := base64.RawURLEncoding.EncodeToString(pub)
-	sum := sha256.Sum256([]byte(`{"crv":"Ed25519","kty":"OKP","x":"` + x + `"}`))
-	k := &Key{ID: base64.RawURLEncoding.EncodeToString(sum[:]), private: priv, public: pub}
-	h, _ := json.Marshal(struct {
-		Alg string `json:"alg"`
-		Kid string `json:"kid"`
-		Typ string `json:"typ"`
-	}{"EdDSA", k.ID, TokenType})
-	k.header = base64.RawURLEncoding.EncodeToString(h)
-	return k
-}
 
 // Claims are what the ledger puts in an access token.
 type Claims struct {
@@ -122,13 +109,18 @@ type Verified struct {
 }
 
 // Signer signs access tokens with its active key and verifies tokens signed by
-// any key it publishes.
+// any key it publishes. It is safe for concurrent use, SetKeys included.
 type Signer struct {
 	issuer   string
 	audience string
-	active   *Key
-	keys     map[string]*Key
-	jwks     []byte
+	state    atomic.Pointer[keySet]
+}
+
+// keySet is what SetKeys replaces at once: never modified once stored.
+type keySet struct {
+	active *Key
+	keys   map[string]*Key
+	jwks   []byte
 }
 
 // NewSigner returns a signer for issuer and audience that signs with active and
@@ -138,28 +130,53 @@ func NewSigner(issuer, audience string, active *Key, others ...*Key) (*Signer, e
 	if issuer == "" || audience == "" || active == nil {
 		return nil, errors.New("accesstoken: issuer, audience and an active key are required")
 	}
-	s := &Signer{issuer: issuer, audience: audience, active: active, keys: map[string]*Key{active.ID: active}}
-	set := jwk.Set{Keys: []jwk.Key{active.jwk()}}
-	for _, k := range others {
-		if _, dup := s.keys[k.ID]; !dup {
-			s.keys[k.ID] = k
-			set.Keys = append(set.Keys, k.jwk())
-		}
-	}
-	var err error
-	if s.jwks, err = json.Marshal(set); err != nil {
-		return nil, fmt.Errorf("accesstoken: jwks: %w", err)
+	s := &Signer{issuer: issuer, audience: audience}
+	if err := s.SetKeys(active, others...); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
 
+// SetKeys replaces, at once, the key the signer signs with and the keys it
+// publishes and accepts: active and others (a key given twice counts once).
+// A Sign, Verify or JWKS running meanwhile sees either the keys before or
+// those after, never a mix; tokens of a key left out no longer verify.
+func (s *Signer) SetKeys(active *Key, others ...*Key) error {
+	if active == nil {
+		return errors.New("accesstoken: an active key is required")
+	}
+	ks := &keySet{active: active, keys: map[string]*Key{}}
+	set := jwk.Set{Keys: []jwk.Key{}}
+	for _, k := range append([]*Key{active}, others...) {
+		if k == nil || k.private == nil || k.header == "" {
+			return errors.New("accesstoken: a key not made by NewKey")
+		}
+		if prev, dup := ks.keys[k.ID]; dup {
+			if prev.alg != k.alg || !prev.public.Key.(interface{ Equal(crypto.PublicKey) bool }).Equal(k.public.Key) {
+				return fmt.Errorf("accesstoken: two different keys with the id %s", k.ID)
+			}
+			continue
+		}
+		ks.keys[k.ID] = k
+		set.Keys = append(set.Keys, k.jwk())
+	}
+	var err error
+	if ks.jwks, err = json.Marshal(set); err != nil {
+		return fmt.Errorf("accesstoken: jwks: %w", err)
+	}
+	s.state.Store(ks)
+	return nil
+}
+
+// Active returns the key the signer signs with now.
+func (s *Signer) Active() *Key { return s.state.Load().active }
+
 // Issuer returns the iss claim the signer sets.
 func (s *Signer) Issuer() string { return s.issuer }
 
-// JWKS returns the JSON Web Key Set of the published keys.
-func (s *Signer) JWKS() []byte { return s.jwks }
-
-func (k *Key) jwk() jwk.Key { return jwk.Ed25519(k.ID, k.public) }
+// JWKS returns the JSON Web Key Set of the published keys. It is shared: do
+// not modify it.
+func (s *Signer) JWKS() []byte { return s.state.Load().jwks }
 
 // tokenClaims is the JWT payload: the registered claims and sid, followed by
 // the custom claims as top-level members.
@@ -219,9 +236,11 @@ func withoutReserved(custom json.RawMessage) json.RawMessage {
 	return out
 }
 
-// Sign returns a signed access token for c: EdDSA over the key's precomputed
-// header and the claims (RFC 7515 compact serialization).
+// Sign returns a signed access token for c, signed by the active key of the
+// moment with its algorithm over the key's precomputed header and the claims
+// (RFC 7515 compact serialization).
 func (s *Signer) Sign(c Claims) (string, error) {
+	k := s.state.Load().active
 	payload, err := json.Marshal(tokenClaims{
 		RegisteredClaims: jwt.RegisteredClaims{
 			Issuer:    s.issuer,
@@ -240,12 +259,15 @@ func (s *Signer) Sign(c Claims) (string, error) {
 		return "", fmt.Errorf("accesstoken: sign: %w", err)
 	}
 	enc := base64.RawURLEncoding
-	h := s.active.header
-	buf := make([]byte, 0, len(h)+1+enc.EncodedLen(len(payload))+1+enc.EncodedLen(ed25519.SignatureSize))
+	h := k.header
+	buf := make([]byte, 0, len(h)+1+enc.EncodedLen(len(payload))+1+enc.EncodedLen(k.sigSize))
 	buf = append(buf, h...)
 	buf = append(buf, '.')
 	buf = enc.AppendEncode(buf, payload)
-	sig := ed25519.Sign(s.active.private, buf)
+	sig, err := k.sign(buf)
+	if err != nil {
+		return "", fmt.Errorf("accesstoken: sign (%s): %w", k.alg, err)
+	}
 	buf = append(buf, '.')
 	buf = enc.AppendEncode(buf, sig)
 	if len(buf) > MaxTokenLength {
@@ -255,13 +277,15 @@ func (s *Signer) Sign(c Claims) (string, error) {
 }
 
 // Verify checks token at now by the rules of Parse, with the signer's
-// issuer, audience and published keys and no leeway (the ledger reads its own
-// clock).
+// issuer, audience and published keys (those of the moment) and no leeway
+// (the ledger reads its own clock). Each key verifies by its own algorithm
+// only.
 func (s *Signer) Verify(token string, now time.Time) (Verified, error) {
-	return Parse(token, now, Rules{Issuer: s.issuer, Audience: s.audience}, func(kid string) (ed25519.PublicKey, error) {
-		k, ok := s.keys[kid]
+	keys := s.state.Load().keys
+	return Parse(token, now, Rules{Issuer: s.issuer, Audience: s.audience}, func(kid string) (jwk.PublicKey, error) {
+		k, ok := keys[kid]
 		if !ok {
-			return nil, errors.New("unknown kid")
+			return jwk.PublicKey{}, errors.New("unknown kid")
 		}
 		return k.public, nil
 	})
@@ -312,21 +336,27 @@ type Rules struct {
 // the verifier other services import: at most MaxTokenLength bytes, three
 // segments of canonical base64url (no padding, no character outside the URL
 // alphabet, no line break, zero trailing bits: exactly one string encodes a
-// token), an EdDSA signature of 64 bytes (the only algorithm accepted) by the
-// key that key returns for the header's kid, typ at+jwt, no crit, iss and aud
+// token), a header of at most maxHeaderLength characters that names no member
+// twice, a signature by the key that key returns for the header's kid with
+// that key's algorithm, which the header's alg must be exactly (EdDSA, ES256
+// or RS256: an ES256 signature as r||s of 64 bytes, never ASN.1; an EdDSA one
+// of 64 bytes; an RS256 one as long as the key's modulus; alg none, HS256 and
+// any other are refused), typ at+jwt, no crit, iss and aud
 // as in r, exp required and not passed, iat and nbf not in the future (each
 // with r.Leeway), sub, sid, iat and exp present, sid_seq a positive integer
 // and client_id a non-empty string when present, no claim named twice, and the lifetime within r.MaxLifetime.
 // Members that are not ReservedClaims are returned as the custom claims.
 //
-// It checks the length first, then decodes only the header (itself bounded)
-// and checks the signature over the token's own header.payload bytes before
-// it decodes the claims: what it spends on a forged token is bounded and
-// independent of the claims it carries.
+// It checks the length first, then decodes only the header (itself bounded),
+// checks the signature segment's length for the header's alg before the key
+// is looked up and for the key's size before it is decoded, and checks the
+// signature over the token's own header.payload bytes before it decodes the
+// claims: what it spends on a forged token is bounded and independent of the
+// claims it carries.
 //
 // Any failure is ErrInvalid, with the reason wrapped for operators; it never
 // contains the token.
-func Parse(token string, now time.Time, r Rules, key func(kid string) (ed25519.PublicKey, error)) (Verified, error) {
+func Parse(token string, now time.Time, r Rules, key func(kid string) (jwk.PublicKey, error)) (Verified, error) {
 	if len(token) > MaxTokenLength {
 		return Verified{}, ErrTooLong
 	}
@@ -390,10 +420,12 @@ func Parse(token string, now time.Time, r Rules, key func(kid string) (ed25519.P
 
 // verifySignature checks the JWS compact serialization token (RFC 7515 §7.1)
 // and returns its decoded payload, which it has not parsed: three segments,
-// a header of at most maxHeaderLength characters with alg EdDSA, typ at+jwt,
-// a kid and no crit, and a 64-byte Ed25519 signature over the token's own
-// header.payload bytes by the key that key returns for the kid.
-func verifySignature(token string, key func(kid string) (ed25519.PublicKey, error)) ([]byte, error) {
+// a header of at most maxHeaderLength characters with an accepted alg, typ
+// at+jwt, a kid, no crit and no member twice, and a signature over the
+// token's own header.payload bytes by the key that key returns for the kid,
+// whose algorithm is exactly the header's alg and whose signature size the
+// segment has.
+func verifySignature(token string, key func(kid string) (jwk.PublicKey, error)) ([]byte, error) {
 	header, rest, ok1 := strings.Cut(token, ".")
 	payload, signature, ok2 := strings.Cut(rest, ".")
 	if !ok1 || !ok2 || strings.Contains(signature, ".") {
@@ -402,12 +434,8 @@ func verifySignature(token string, key func(kid string) (ed25519.PublicKey, erro
 	if len(header) > maxHeaderLength {
 		return nil, fmt.Errorf("header longer than %d characters", maxHeaderLength)
 	}
-	if len(signature) != signatureLength {
-		return nil, fmt.Errorf("signature is not %d characters (%d bytes)", signatureLength, ed25519.SignatureSize)
-	}
-	sig, err := decodeSegment(signature)
-	if err != nil {
-		return nil, fmt.Errorf("signature: %v", err)
+	if n := len(signature); n != signatureLength && (n < minRSASignatureLength || n > maxRSASignatureLength) {
+		return nil, fmt.Errorf("signature of %d characters: none of the accepted algorithms' sizes", n)
 	}
 	h, err := decodeSegment(header)
 	if err != nil {
@@ -417,11 +445,24 @@ func verifySignature(token string, key func(kid string) (ed25519.PublicKey, erro
 	if err := json.Unmarshal(h, &fields); err != nil {
 		return nil, fmt.Errorf("header: %v", err)
 	}
-	if alg, _ := fields["alg"].(string); alg != jwt.SigningMethodEdDSA.Alg() {
-		return nil, fmt.Errorf("alg %q is not %s", alg, jwt.SigningMethodEdDSA.Alg())
+	if topLevelMembers(h) != len(fields) {
+		return nil, errors.New("header names a member twice")
+	}
+	alg, _ := fields["alg"].(string)
+	switch alg {
+	case EdDSA, ES256:
+		if len(signature) != signatureLength {
+			return nil, fmt.Errorf("signature is not %d characters (%d bytes) for %s", signatureLength, ed25519SignatureSize, alg)
+		}
+	case RS256:
+		if len(signature) < minRSASignatureLength || len(signature) > maxRSASignatureLength {
+			return nil, fmt.Errorf("signature is not %d to %d characters for %s", minRSASignatureLength, maxRSASignatureLength, alg)
+		}
+	default:
+		return nil, fmt.Errorf("alg %s is none of %s", short(alg), strings.Join(Algorithms, ", "))
 	}
 	if typ, _ := fields["typ"].(string); typ != TokenType {
-		return nil, fmt.Errorf("typ %q is not %s", typ, TokenType)
+		return nil, fmt.Errorf("typ %s is not %s", short(typ), TokenType)
 	}
 	if _, ok := fields["crit"]; ok {
 		return nil, errors.New("header has crit: no extension is understood")
@@ -431,10 +472,21 @@ func verifySignature(token string, key func(kid string) (ed25519.PublicKey, erro
 	if err != nil {
 		return nil, fmt.Errorf("key: %v", err)
 	}
-	if len(pub) != ed25519.PublicKeySize {
-		return nil, errors.New("key: not an Ed25519 public key")
+	if pub.Alg != alg {
+		return nil, fmt.Errorf("alg %s is not %s, the algorithm of the key for the kid", alg, short(pub.Alg))
 	}
-	if !ed25519.Verify(pub, []byte(token[:len(header)+1+len(payload)]), sig) {
+	size, err := signatureSize(pub)
+	if err != nil {
+		return nil, fmt.Errorf("key: %v", err)
+	}
+	if want := base64.RawURLEncoding.EncodedLen(size); len(signature) != want {
+		return nil, fmt.Errorf("signature is not %d characters (%d bytes) for the key", want, size)
+	}
+	sig, err := decodeSegment(signature)
+	if err != nil {
+		return nil, fmt.Errorf("signature: %v", err)
+	}
+	if len(sig) != size || !verify(pub, []byte(token[:len(header)+1+len(payload)]), sig) {
 		return nil, errors.New("signature does not verify")
 	}
 	p, err := decodeSegment(payload)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/sessionledger/sessionledger/jwk"
 )
 
 var now = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
@@ -184,7 +185,7 @@ func FuzzVerify(f *testing.F) {
 func TestParseRules(t *testing.T) {
 	s, priv := newSigner(t)
 	pub := priv.Public().(ed25519.PublicKey)
-	key := func(string) (ed25519.PublicKey, error) { return pub, nil }
+	key := func(string) (jwk.PublicKey, error) { return jwk.PublicKey{Alg: EdDSA, Key: pub}, nil }
 	tok, err := s.Sign(claims())
 	if err != nil {
 		t.Fatal(err)

@@ -15,7 +15,7 @@ import (
 func stuffedToken(tb testing.TB, s *Signer, size int) string {
 	tb.Helper()
 	enc := base64.RawURLEncoding
-	header := s.active.header
+	header := s.Active().header
 	sig := enc.EncodeToString(make([]byte, ed25519.SignatureSize))
 	room := enc.DecodedLen(size - len(header) - len(sig) - 2)
 	var b strings.Builder

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/sessionledger/sessionledger/jwk"
 )
 
 const urlAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -135,7 +136,7 @@ func TestMalleatedTokensAreRefused(t *testing.T) {
 		if _, err := s.Verify(v.tok, now); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: Verify: err %v, want ErrInvalid", v.name, err)
 		}
-		if _, err := Parse(v.tok, now, Rules{Issuer: "https://ledger.example", Audience: "api"}, func(string) (ed25519.PublicKey, error) { return pub, nil }); !errors.Is(err, ErrInvalid) {
+		if _, err := Parse(v.tok, now, Rules{Issuer: "https://ledger.example", Audience: "api"}, func(string) (jwk.PublicKey, error) { return jwk.PublicKey{Alg: EdDSA, Key: pub}, nil }); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: Parse: err %v, want ErrInvalid", v.name, err)
 		}
 	}
@@ -157,7 +158,7 @@ func TestOversizedTokensAreRefusedFirst(t *testing.T) {
 	s, priv := newSigner(t)
 	pub := priv.Public().(ed25519.PublicKey)
 	lookups := 0
-	key := func(string) (ed25519.PublicKey, error) { lookups++; return pub, nil }
+	key := func(string) (jwk.PublicKey, error) { lookups++; return jwk.PublicKey{Alg: EdDSA, Key: pub}, nil }
 	rules := Rules{Issuer: "https://ledger.example", Audience: "api"}
 	for name, tok := range map[string]string{
 		"1 MiB":                    stuffedToken(t, s, 1<<20),
@@ -264,18 +265,21 @@ func TestClaimsAreNotDecodedBeforeTheSignature(t *testing.T) {
 // before it is decoded or its kid looked up; the ledger's own fits.
 func TestHeaderIsBounded(t *testing.T) {
 	s, priv := newSigner(t)
-	if n := len(s.active.header); n > maxHeaderLength/4 {
+	if n := len(s.Active().header); n > maxHeaderLength/4 {
 		t.Fatalf("the ledger's header is %d characters, no longer well within maxHeaderLength (%d)", n, maxHeaderLength)
 	}
 	lookups := 0
-	key := func(string) (ed25519.PublicKey, error) { lookups++; return priv.Public().(ed25519.PublicKey), nil }
+	key := func(string) (jwk.PublicKey, error) {
+		lookups++
+		return jwk.PublicKey{Alg: EdDSA, Key: priv.Public()}, nil
+	}
 	good := jwt.MapClaims{"iss": "https://ledger.example", "aud": "api", "sub": "alice", "sid": "S1", "iat": now.Unix(), "exp": now.Unix() + 3600}
-	long := forge(t, jwt.SigningMethodEdDSA, priv, map[string]any{"typ": TokenType, "kid": s.active.ID, "x": strings.Repeat("a", maxHeaderLength)}, good)
+	long := forge(t, jwt.SigningMethodEdDSA, priv, map[string]any{"typ": TokenType, "kid": s.Active().ID, "x": strings.Repeat("a", maxHeaderLength)}, good)
 	_, err := Parse(long, now, Rules{Issuer: "https://ledger.example", Audience: "api"}, key)
 	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "header longer") || lookups != 0 {
 		t.Fatalf("a long header: err %v, %d key lookups; want refused before the lookup", err, lookups)
 	}
-	fits := forge(t, jwt.SigningMethodEdDSA, priv, map[string]any{"typ": TokenType, "kid": s.active.ID, "x": strings.Repeat("a", 200)}, good)
+	fits := forge(t, jwt.SigningMethodEdDSA, priv, map[string]any{"typ": TokenType, "kid": s.Active().ID, "x": strings.Repeat("a", 200)}, good)
 	if _, err := Parse(fits, now, Rules{Issuer: "https://ledger.example", Audience: "api"}, key); err != nil {
 		t.Fatalf("a header of %d characters: %v", strings.IndexByte(fits, '.'), err)
 	}
@@ -294,7 +298,7 @@ func TestIndependentLibraryAgrees(t *testing.T) {
 		}
 		got := jwt.MapClaims{}
 		_, err = jwt.ParseWithClaims(tok, got, func(tk *jwt.Token) (any, error) {
-			if tk.Header["typ"] != TokenType || tk.Header["kid"] != s.active.ID {
+			if tk.Header["typ"] != TokenType || tk.Header["kid"] != s.Active().ID {
 				return nil, fmt.Errorf("header %v", tk.Header)
 			}
 			return priv.Public(), nil

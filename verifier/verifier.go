@@ -3,8 +3,9 @@
 // ledger recording the revocation.
 //
 // It fetches and caches the ledger's JWKS (refetching, rate limited, on an
-// unknown kid), accepts only EdDSA tokens of type at+jwt from the configured
-// issuer and audience (at most MaxTokenLength bytes and canonically encoded,
+// unknown kid), accepts only tokens of type at+jwt from the configured issuer
+// and audience signed by a key of the JWKS with that key's one algorithm
+// (EdDSA, ES256 or RS256, as the key's type says) (at most MaxTokenLength bytes and canonically encoded,
 // checked with the signature before the claims are decoded), and follows the
 // ledger's revocation events through a Feed (eventstore.Feed on the ledger's
 // NATS). Revoked sessions and user cut-offs are remembered only as long as a
@@ -13,7 +14,6 @@ package verifier
 
 import (
 	"context"
-	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,7 +35,8 @@ import (
 const MaxTokenLength = accesstoken.MaxTokenLength
 
 // maxJWKSSize is the largest JWKS response read, in bytes. An Ed25519 key is
-// about 150 bytes of JSON: this holds thousands.
+// about 150 bytes of JSON, a P-256 key about 200, a 2048-bit RSA key about
+// 450 (an 8192-bit one, the largest taken, about 1 500): this holds thousands.
 const maxJWKSSize = 1 << 20
 
 // Errors. Verify wraps the reason for operators; it never contains the token.
@@ -140,7 +141,7 @@ type Verifier struct {
 	cfg  Config
 	feed Feed
 
-	keys      atomic.Pointer[map[string]ed25519.PublicKey]
+	keys      atomic.Pointer[map[string]jwk.PublicKey]
 	fetchMu   sync.Mutex
 	lastFetch time.Time
 
@@ -410,7 +411,7 @@ func (v *Verifier) remember(token string, c *Claims) {
 
 func (v *Verifier) parse(ctx context.Context, token string, now time.Time) (*Claims, error) {
 	rules := accesstoken.Rules{Issuer: v.cfg.Issuer, Audience: v.cfg.Audience, Leeway: v.cfg.Leeway, MaxLifetime: v.cfg.MaxTokenTTL}
-	t, err := accesstoken.Parse(token, now, rules, func(kid string) (ed25519.PublicKey, error) { return v.key(ctx, kid) })
+	t, err := accesstoken.Parse(token, now, rules, func(kid string) (jwk.PublicKey, error) { return v.key(ctx, kid) })
 	if err != nil {
 		return nil, err
 	}
@@ -423,7 +424,7 @@ func (v *Verifier) parse(ctx context.Context, token string, now time.Time) (*Cla
 
 // key returns the public key for kid, refetching the JWKS (at most once per
 // JWKSRefetchInterval) when kid is unknown.
-func (v *Verifier) key(ctx context.Context, kid string) (ed25519.PublicKey, error) {
+func (v *Verifier) key(ctx context.Context, kid string) (jwk.PublicKey, error) {
 	if k, ok := (*v.keys.Load())[kid]; ok {
 		return k, nil
 	}
@@ -438,10 +439,12 @@ func (v *Verifier) key(ctx context.Context, kid string) (ed25519.PublicKey, erro
 			return k, nil
 		}
 	}
-	return nil, errors.New("unknown kid")
+	return jwk.PublicKey{}, errors.New("unknown kid")
 }
 
-// fetchKeys loads the JWKS, keeping only Ed25519 signing keys.
+// fetchKeys loads the JWKS, keeping only its usable signing keys
+// (jwk.Set.SigningKeys: Ed25519, P-256 and RSA of at least 2048 bits, each
+// with its one algorithm).
 func (v *Verifier) fetchKeys(ctx context.Context) error {
 	v.fetchMu.Lock()
 	defer v.fetchMu.Unlock()
@@ -472,9 +475,9 @@ func (v *Verifier) fetchKeys(ctx context.Context) error {
 	if err := json.Unmarshal(body, &set); err != nil {
 		return fmt.Errorf("verifier: JWKS: %w", err)
 	}
-	keys := set.Ed25519Keys()
+	keys := set.SigningKeys()
 	if len(keys) == 0 {
-		return errors.New("verifier: JWKS holds no Ed25519 signing key")
+		return errors.New("verifier: JWKS holds no signing key")
 	}
 	v.keys.Store(&keys)
 	return nil
