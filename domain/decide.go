@@ -35,11 +35,15 @@ type RefreshDecision struct {
 // GenerationsBehind reports whether t is a genuine refresh token of s, and how
 // many rotations ago it was current (0: it is the current token). A forged
 // token, or one of another session, is not genuine. Comparisons are in
-// constant time, and the work is bounded: at most four HMACs for a tagged
-// token (its tag proves that the ledger issued it, so a token two or more
-// rotations behind needs no walk; the current one and the one before lead to
-// the recorded digest), and about twice MaxLegacyGenerationsBehind for a
-// legacy one.
+// constant time, and the work is bounded: for a tagged token, one HMAC per
+// refresh-token key held to find the key that sealed it (its tag proves that
+// the ledger issued it, so a token two or more rotations behind needs no
+// walk) and at most two more (the current one and the one before lead to the
+// recorded digest); about twice MaxLegacyGenerationsBehind for a legacy one.
+// A legacy token's chain is walked with the oldest key, the one of the
+// ledger before tags: once its session has rotated under a newer key, a
+// legacy token behind it is not recognised (refused as unknown, not taken
+// for reuse).
 func (k TokenKeys) GenerationsBehind(s *Session, t RefreshToken) (behind uint32, genuine bool) {
 	if t.SessionID != s.ID || t.Generation > s.Generation {
 		return 0, false
@@ -58,8 +62,9 @@ func (k TokenKeys) GenerationsBehind(s *Session, t RefreshToken) (behind uint32,
 	}
 	// The current token, or the one before it, must lead to the session's
 	// recorded digest.
+	d := k.deriver(t)
 	for i := uint32(0); i < behind; i++ {
-		t = k.Successor(t)
+		t = d.successor(t)
 	}
 	return behind, k.Matches(t, s.Token)
 }
@@ -96,7 +101,8 @@ func DecideRefresh(s *Session, t RefreshToken, keys TokenKeys, now time.Time, gr
 		return RefreshDecision{
 			Event:   SessionReused{PresentedGeneration: t.Generation, CurrentGeneration: s.Generation, Outcome: ReuseTolerated},
 			Outcome: OutcomeTolerated,
-			Token:   keys.Successor(t), // the current token: the same successor as before
+			// The current token: the same successor, sealed as before.
+			Token: keys.SuccessorSealedBy(t, s.Token.KeyID),
 		}
 	default:
 		return RefreshDecision{

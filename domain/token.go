@@ -127,19 +127,98 @@ func ValidSessionID(s string) bool {
 	return true
 }
 
-// TokenKeys are the server-side keys for refresh tokens.
+// TokenKeys are the server-side keys for refresh tokens: the current key,
+// which digests, seals and derives every new token, and the older keys
+// (after rotations), kept so that tokens issued under them go on working
+// until their sessions end.
+//
+// Which key derives a token's successor is fixed by the token itself: the
+// key that sealed it (its tag verifies under it), or for a legacy untagged
+// token the oldest key. The successor is sealed and digested with the
+// current key, so a session moves to the newest key at its next rotation,
+// and the event records the digest key's id. A tolerated retry (grace)
+// seals the successor again with the key the session's digest names, so it
+// returns the very token issued before.
 type TokenKeys struct {
 	DigestKeyID  string // names DigestKey in recorded digests
 	DigestKey    []byte // keys the digest recorded in events
-	SuccessorKey []byte // derives each token's successor
+	SuccessorKey []byte // derives each token's successor, and seals tokens
+	// Older are the keys before the current one, newest first.
+	Older []TokenKey
 }
 
-// Digest returns the keyed digest of t that events record.
-func (k TokenKeys) Digest(t RefreshToken) Digest {
-	return Digest{KeyID: k.DigestKeyID, Value: k.digest(t)}
+// TokenKey is one generation of refresh-token keys.
+type TokenKey struct {
+	ID           string
+	DigestKey    []byte
+	SuccessorKey []byte
 }
 
-func (k TokenKeys) digest(t RefreshToken) (sum [32]byte) {
+func (k TokenKeys) current() TokenKey {
+	return TokenKey{ID: k.DigestKeyID, DigestKey: k.DigestKey, SuccessorKey: k.SuccessorKey}
+}
+
+// byID returns the key named id.
+func (k TokenKeys) byID(id string) (TokenKey, bool) {
+	if id == k.DigestKeyID {
+		return k.current(), true
+	}
+	for _, o := range k.Older {
+		if o.ID == id {
+			return o, true
+		}
+	}
+	return TokenKey{}, false
+}
+
+// Holds reports whether the key named id is held.
+func (k TokenKeys) Holds(id string) bool {
+	_, ok := k.byID(id)
+	return ok
+}
+
+// sealer returns the key whose tag t carries, trying the current key first:
+// one HMAC per key held for a token that is not the ledger's.
+func (k TokenKeys) sealer(t RefreshToken) (TokenKey, bool) {
+	if !t.Tagged {
+		return TokenKey{}, false
+	}
+	if c := k.current(); c.authentic(t) {
+		return c, true
+	}
+	for _, o := range k.Older {
+		if o.authentic(t) {
+			return o, true
+		}
+	}
+	return TokenKey{}, false
+}
+
+// deriver returns the key that derives t's successor: its sealer, or the
+// oldest key for a legacy token (issued before tags and before any
+// rotation of these keys).
+func (k TokenKeys) deriver(t RefreshToken) TokenKey {
+	if t.Tagged {
+		if s, ok := k.sealer(t); ok {
+			return s
+		}
+	}
+	if n := len(k.Older); n > 0 {
+		return k.Older[n-1]
+	}
+	return k.current()
+}
+
+// Digest returns the keyed digest of t that events record, under the
+// current key.
+func (k TokenKeys) Digest(t RefreshToken) Digest { return k.current().Digest(t) }
+
+// Digest returns the keyed digest of t under k.
+func (k TokenKey) Digest(t RefreshToken) Digest {
+	return Digest{KeyID: k.ID, Value: k.digest(t)}
+}
+
+func (k TokenKey) digest(t RefreshToken) (sum [32]byte) {
 	raw := t.raw()
 	m := hmac.New(sha256.New, k.DigestKey)
 	m.Write([]byte("sessionledger refresh digest v1\x00"))
@@ -148,34 +227,57 @@ func (k TokenKeys) digest(t RefreshToken) (sum [32]byte) {
 	return sum
 }
 
-// Matches reports, in constant time, whether t is the token whose digest is d.
+// Matches reports, in constant time, whether t is the token whose digest is
+// d, under the key d names (false for a key not held).
 func (k TokenKeys) Matches(t RefreshToken, d Digest) bool {
-	sum := k.digest(t)
-	return d.KeyID == k.DigestKeyID && hmac.Equal(sum[:], d.Value[:])
+	key, ok := k.byID(d.KeyID)
+	if !ok {
+		return false
+	}
+	sum := key.digest(t)
+	return hmac.Equal(sum[:], d.Value[:])
 }
 
-// Successor derives the token that replaces t when t is rotated, tagged.
-// The same t always yields the same successor, so concurrent or retried
-// refreshes of one token cannot fork the family.
+// Successor derives the token that replaces t when t is rotated, sealed
+// with the current key. The same t always yields the same secret, so
+// concurrent or retried refreshes of one token cannot fork the family.
 func (k TokenKeys) Successor(t RefreshToken) RefreshToken {
+	return k.current().seal(k.deriver(t).successor(t))
+}
+
+// SuccessorSealedBy derives t's successor as Successor does, sealed with
+// the key named sealID (the current key if it is not held): the token a
+// rotation under that key handed out.
+func (k TokenKeys) SuccessorSealedBy(t RefreshToken, sealID string) RefreshToken {
+	key, ok := k.byID(sealID)
+	if !ok {
+		key = k.current()
+	}
+	return key.seal(k.deriver(t).successor(t))
+}
+
+func (k TokenKey) successor(t RefreshToken) RefreshToken {
 	raw := t.raw()
 	m := hmac.New(sha256.New, k.SuccessorKey)
 	m.Write([]byte("sessionledger refresh successor v1\x00"))
 	m.Write(raw[:])
 	next := RefreshToken{SessionID: t.SessionID, Generation: t.Generation + 1}
 	m.Sum(next.Secret[:0])
-	return k.Seal(next)
+	return next
 }
 
-// Seal returns t with its tag: an HMAC-SHA256 of the session id, generation
-// and secret under the successor key, with a label of its own (so it can
-// never equal a successor's secret), truncated to TagLen bytes.
-func (k TokenKeys) Seal(t RefreshToken) RefreshToken {
+// Seal returns t with its tag under the current key: an HMAC-SHA256 of the
+// session id, generation and secret under the successor key, with a label
+// of its own (so it can never equal a successor's secret), truncated to
+// TagLen bytes.
+func (k TokenKeys) Seal(t RefreshToken) RefreshToken { return k.current().seal(t) }
+
+func (k TokenKey) seal(t RefreshToken) RefreshToken {
 	t.Tag, t.Tagged = k.tag(t), true
 	return t
 }
 
-func (k TokenKeys) tag(t RefreshToken) (tag [TagLen]byte) {
+func (k TokenKey) tag(t RefreshToken) (tag [TagLen]byte) {
 	raw := t.raw()
 	m := hmac.New(sha256.New, k.SuccessorKey)
 	m.Write([]byte("sessionledger refresh tag v1\x00"))
@@ -185,15 +287,18 @@ func (k TokenKeys) tag(t RefreshToken) (tag [TagLen]byte) {
 	return tag
 }
 
-// Authentic reports, in constant time and with one HMAC, whether t is a
-// tagged token the ledger issued. A legacy token is never authentic by
-// itself: only a walk to the session's current digest tells.
-func (k TokenKeys) Authentic(t RefreshToken) bool {
-	if !t.Tagged {
-		return false
-	}
+func (k TokenKey) authentic(t RefreshToken) bool {
 	want := k.tag(t)
 	return hmac.Equal(want[:], t.Tag[:])
+}
+
+// Authentic reports, in constant time per key and with one HMAC per key
+// held (current first), whether t is a tagged token the ledger issued. A
+// legacy token is never authentic by itself: only a walk to the session's
+// current digest tells.
+func (k TokenKeys) Authentic(t RefreshToken) bool {
+	_, ok := k.sealer(t)
+	return ok
 }
 
 // SessionIDTime returns the time a session id (a ULID) names: its first
