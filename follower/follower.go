@@ -39,8 +39,9 @@ type Checkpoints struct {
 	// Interval is how often a checkpoint is written while there are new
 	// messages since the last one (0: never).
 	Interval time.Duration
-	Key      integrity.CheckpointKey
-	Append   func(ctx context.Context, c *integrity.Checkpoint) (uint64, error)
+	// Key returns the key that signs now (it rotates).
+	Key    func() integrity.CheckpointKey
+	Append func(ctx context.Context, c *integrity.Checkpoint) (uint64, error)
 }
 
 // Snapshots stores projection snapshots (eventstore.Snapshots implements it).
@@ -282,7 +283,7 @@ func (f *Follower) writeCheckpoint(ctx context.Context) (stop bool) {
 		return false
 	}
 	c.Time = time.Now().UTC()
-	f.cfg.Checkpoints.Key.Sign(&c)
+	f.cfg.Checkpoints.Key().Sign(&c)
 	if _, err := f.cfg.Checkpoints.Append(ctx, &c); err != nil && ctx.Err() == nil {
 		f.log.Warn("checkpoint not written", "covers_seq", c.Covers, "err", err)
 	}

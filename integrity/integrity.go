@@ -24,7 +24,9 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"maps"
 	"strings"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -48,8 +50,31 @@ const (
 
 // TagKeys are the keys that tag events and seal snapshots: the current one,
 // which tags new events, and older ones, which still verify what they tagged.
-// The zero value has no keys. It is safe for concurrent use.
+// It is safe for concurrent use; Update replaces the keys when they rotate.
 type TagKeys struct {
+	state   atomic.Pointer[tagKeyState]
+	resolve atomic.Pointer[func(id string)]
+}
+
+// OnUnknown sets fn to be called, before a tag or a seal naming a key id
+// that is not held is refused, to learn the keys anew (a key another
+// instance started using before this one read it); fn calls Update.
+func (k *TagKeys) OnUnknown(fn func(id string)) { k.resolve.Store(&fn) }
+
+// key returns the key named id, asking the OnUnknown function once if it is
+// not held.
+func (k *TagKeys) key(id string) ([]byte, bool) {
+	if key, ok := k.state.Load().keys[id]; ok {
+		return key, true
+	}
+	if fn := k.resolve.Load(); fn != nil {
+		(*fn)(id)
+	}
+	key, ok := k.state.Load().keys[id]
+	return key, ok
+}
+
+type tagKeyState struct {
 	current string
 	keys    map[string][]byte
 }
@@ -57,19 +82,31 @@ type TagKeys struct {
 // NewTagKeys returns the keys; current names the one that tags. Key ids are
 // short and contain no '.'.
 func NewTagKeys(current string, keys map[string][]byte) (*TagKeys, error) {
-	if _, ok := keys[current]; !ok {
-		return nil, fmt.Errorf("integrity: current tag key %q is not among the keys", current)
+	k := &TagKeys{}
+	if err := k.Update(current, keys); err != nil {
+		return nil, err
 	}
-	for id, k := range keys {
-		if id == "" || strings.ContainsAny(id, ". ") || len(k) < 32 {
-			return nil, fmt.Errorf("integrity: tag key %q: ids must be non-empty without '.' or spaces, keys at least 32 bytes", id)
+	return k, nil
+}
+
+// Update makes current the key that tags, among keys (which must keep every
+// key that tagged an event still to be read). Events and snapshots being
+// tagged or checked meanwhile use either set, whole.
+func (k *TagKeys) Update(current string, keys map[string][]byte) error {
+	if _, ok := keys[current]; !ok {
+		return fmt.Errorf("integrity: current tag key %q is not among the keys", current)
+	}
+	for id, key := range keys {
+		if id == "" || strings.ContainsAny(id, ". ") || len(id) > 255 || len(key) < 32 {
+			return fmt.Errorf("integrity: tag key %q: ids must be non-empty, at most 255 bytes, without '.' or spaces, keys at least 32 bytes", id)
 		}
 	}
-	return &TagKeys{current: current, keys: keys}, nil
+	k.state.Store(&tagKeyState{current: current, keys: maps.Clone(keys)})
+	return nil
 }
 
 // Current is the id of the key that tags new events.
-func (k *TagKeys) Current() string { return k.current }
+func (k *TagKeys) Current() string { return k.state.Load().current }
 
 func mac(key []byte, context string, parts ...[]byte) []byte {
 	m := hmac.New(sha256.New, key)
@@ -83,7 +120,8 @@ func mac(key []byte, context string, parts ...[]byte) []byte {
 // Tag returns the tag for stored bytes whose SHA-256 is digest:
 // "<key id>.<base64url HMAC>".
 func (k *TagKeys) Tag(digest [32]byte) string {
-	return k.current + "." + base64.RawURLEncoding.EncodeToString(mac(k.keys[k.current], tagContext, digest[:]))
+	st := k.state.Load()
+	return st.current + "." + base64.RawURLEncoding.EncodeToString(mac(st.keys[st.current], tagContext, digest[:]))
 }
 
 // Checker checks tags; it keeps a MAC per key and works in buffers of its
@@ -119,7 +157,7 @@ func (c *Checker) Check(tag string, digest [32]byte) error {
 	}
 	m := c.macs[id]
 	if m == nil {
-		key, known := c.keys.keys[id]
+		key, known := c.keys.key(id)
 		if !known {
 			return ErrUnknownKey
 		}
@@ -142,8 +180,9 @@ func (c *Checker) Check(tag string, digest [32]byte) error {
 // Seal appends to data a trailer that authenticates it under the current
 // key: the key id (length-prefixed) and an HMAC over data and the id.
 func (k *TagKeys) Seal(data []byte) []byte {
-	id := []byte(k.current)
-	sum := mac(k.keys[k.current], snapshotContext, data, id)
+	st := k.state.Load()
+	id := []byte(st.current)
+	sum := mac(st.keys[st.current], snapshotContext, data, id)
 	data = append(data, id...)
 	data = append(data, byte(len(id)))
 	return append(data, sum...)
@@ -160,7 +199,7 @@ func (k *TagKeys) Open(sealed []byte) ([]byte, error) {
 		return nil, ErrBadTag
 	}
 	data, id, sum := sealed[:n-idLen:n-idLen], sealed[n-idLen:n], sealed[n+1:]
-	key, ok := k.keys[string(id)]
+	key, ok := k.key(string(id))
 	if !ok {
 		return nil, ErrUnknownKey
 	}
