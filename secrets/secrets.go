@@ -42,6 +42,9 @@ type Set struct {
 	// public half is published for auditors.
 	CheckpointKeyID string
 	CheckpointKey   ed25519.PrivateKey
+	// KeyringKey encrypts the records of rotated keys (package keyring),
+	// which are kept in NATS: NATS never holds it.
+	KeyringKey []byte
 }
 
 type keysFile struct {
@@ -57,6 +60,10 @@ type keysFile struct {
 	TagKey          []byte `json:"tag_key,omitempty"`
 	CheckpointKeyID string `json:"checkpoint_key_id,omitempty"`
 	CheckpointSeed  []byte `json:"ed25519_checkpoint_seed,omitempty"`
+	// Since keys rotate. A file without it gets one derived from its
+	// subject key (which never rotates), so that instances sharing it agree
+	// without rewriting it.
+	KeyringKey []byte `json:"keyring_key,omitempty"`
 }
 
 // Parse reads keys in the form of keys.json, for instances that get their keys
@@ -77,6 +84,7 @@ func LoadOrCreate(dir string) (*Set, error) {
 			TagKey:          random(32),
 			CheckpointKeyID: keyID("c"),
 			CheckpointSeed:  random(ed25519.SeedSize),
+			KeyringKey:      random(32),
 		}
 		return json.MarshalIndent(f, "", "  ")
 	})
@@ -94,9 +102,14 @@ func parse(b []byte, source string) (*Set, error) {
 	if f.Version == 1 && f.TagKey == nil && f.CheckpointSeed == nil {
 		f.deriveV1()
 	}
+	if f.KeyringKey == nil && len(f.SubjectKey) >= 32 {
+		m := hmac.New(sha256.New, f.SubjectKey)
+		m.Write([]byte("sessionledger derived key v1\x00keyring"))
+		f.KeyringKey = m.Sum(nil)
+	}
 	if (f.Version != 1 && f.Version != 2) || len(f.SigningSeed) != ed25519.SeedSize || f.DigestKeyID == "" ||
 		len(f.DigestKey) < 32 || len(f.SuccessorKey) < 32 || len(f.SubjectKey) < 32 ||
-		f.TagKeyID == "" || len(f.TagKey) < 32 || f.CheckpointKeyID == "" || len(f.CheckpointSeed) != ed25519.SeedSize {
+		f.TagKeyID == "" || len(f.TagKey) < 32 || f.CheckpointKeyID == "" || len(f.CheckpointSeed) != ed25519.SeedSize || len(f.KeyringKey) < 32 {
 		return nil, fmt.Errorf("secrets: %s is incomplete or of an unknown version", source)
 	}
 	return &Set{
@@ -109,6 +122,7 @@ func parse(b []byte, source string) (*Set, error) {
 		TagKey:          f.TagKey,
 		CheckpointKeyID: f.CheckpointKeyID,
 		CheckpointKey:   ed25519.NewKeyFromSeed(f.CheckpointSeed),
+		KeyringKey:      f.KeyringKey,
 	}, nil
 }
 
@@ -145,6 +159,20 @@ func AdminToken(dir string) (token, path string, err error) {
 		return "", "", fmt.Errorf("secrets: %s holds no usable admin token", filepath.Join(dir, AdminTokenFile))
 	}
 	return token, filepath.Join(dir, AdminTokenFile), nil
+}
+
+// ReadAdminToken reads the admin token in dir without generating one.
+func ReadAdminToken(dir string) (string, error) {
+	path := filepath.Join(dir, AdminTokenFile)
+	b, err := readPrivate(path)
+	if err != nil {
+		return "", fmt.Errorf("secrets: admin token: %w", err)
+	}
+	token := strings.TrimSpace(string(b))
+	if len(token) < 16 {
+		return "", fmt.Errorf("secrets: %s holds no usable admin token", path)
+	}
+	return token, nil
 }
 
 func random(n int) []byte {
