@@ -174,7 +174,7 @@ func (l *Ledger) SignOut(ctx context.Context, raw string) (err error) {
 			}
 		}
 		if ok {
-			_, ok = l.keys.Token.GenerationsBehind(&s, t)
+			_, ok = l.tokenKeys().GenerationsBehind(&s, t)
 		}
 	} else if v, verr := l.signer.Verify(raw, l.cfg.Now()); verr == nil {
 		s, ok, err = l.session(ctx, v.SessionID)
@@ -407,7 +407,7 @@ func (l *Ledger) Introspect(ctx context.Context, raw string) (_ Introspection, e
 			switch {
 			case t.Generation > s.Generation:
 				return Introspection{}, false // a rotation this instance has not applied yet, or forged
-			case t.Generation < s.Generation || !l.keys.Token.Matches(t, s.Token):
+			case t.Generation < s.Generation || !l.tokenKeys().Matches(t, s.Token):
 				return Introspection{}, true // rotated out, or forged: generations only grow
 			}
 			return Introspection{Active: true, TokenType: "refresh_token", Subject: s.UserID, SessionID: s.ID, ClientID: l.ClientID(s),

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -41,6 +42,10 @@ const (
 	maxWriteAttempts = 100
 )
 
+// DefaultMaxAccessTokenTTL is the longest access-token lifetime by default:
+// the longest of the presets, and the verifier's default MaxTokenTTL.
+const DefaultMaxAccessTokenTTL = time.Hour
+
 // Config tunes a Ledger. Zero values take the defaults.
 type Config struct {
 	ReuseGrace    time.Duration // tolerate the previous refresh token this long after its rotation; negative: never
@@ -53,15 +58,28 @@ type Config struct {
 	// RequestTimeout is the budget of one command or read, end to end (see
 	// DefaultRequestTimeout); a caller's earlier deadline wins.
 	RequestTimeout time.Duration
-	Logger         *slog.Logger
+	// MaxAccessTokenTTL bounds every access token's lifetime (default
+	// DefaultMaxAccessTokenTTL): a session whose policy asks for more gets
+	// tokens of this lifetime. A retired signing key stays in the JWKS this
+	// long (plus leeway) after it last signed.
+	MaxAccessTokenTTL time.Duration
+	// SyncKeys, when set, is called to read the rotated keys anew when a
+	// session's digest names a refresh-token key not held (it calls
+	// SetTokenKeys).
+	SyncKeys func(ctx context.Context)
+	Logger   *slog.Logger
 	// OnConflict, if set, is called for each append that lost to another writer.
 	OnConflict func()
 }
 
 // Keys are the secrets a Ledger needs.
 type Keys struct {
-	Token      domain.TokenKeys
-	SubjectKey []byte // keys the user-key digest in subjects
+	// Token are the refresh-token keys at start; SetTokenKeys replaces them
+	// when they rotate.
+	Token domain.TokenKeys
+	// SubjectKey keys the user-key digest in subjects. It never rotates: it
+	// names every user's subjects in the stream.
+	SubjectKey []byte
 }
 
 // Ledger runs commands against the event store and answers from the projection.
@@ -70,6 +88,7 @@ type Ledger struct {
 	proj   *projections.Sessions
 	signer *accesstoken.Signer
 	keys   Keys
+	tokens atomic.Pointer[domain.TokenKeys]
 	cfg    Config
 	log    *slog.Logger
 	reads  *readBarrier
@@ -92,13 +111,25 @@ func New(store domain.EventStore, proj *projections.Sessions, signer *accesstoke
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = DefaultRequestTimeout
 	}
+	if cfg.MaxAccessTokenTTL <= 0 {
+		cfg.MaxAccessTokenTTL = DefaultMaxAccessTokenTTL
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Ledger{store: store, proj: proj, signer: signer, keys: keys, cfg: cfg, log: log,
+	l := &Ledger{store: store, proj: proj, signer: signer, keys: keys, cfg: cfg, log: log,
 		reads: &readBarrier{lookup: store.LastSeq, timeout: cfg.RequestTimeout}}
+	l.SetTokenKeys(keys.Token)
+	return l
 }
+
+// SetTokenKeys replaces the refresh-token keys (a rotation: the new current
+// key, with the older ones kept). Safe while commands run: each decision
+// uses one set.
+func (l *Ledger) SetTokenKeys(k domain.TokenKeys) { l.tokens.Store(&k) }
+
+func (l *Ledger) tokenKeys() domain.TokenKeys { return *l.tokens.Load() }
 
 // RequestTimeout is the budget of one request (Config.RequestTimeout).
 func (l *Ledger) RequestTimeout() time.Duration { return l.cfg.RequestTimeout }
@@ -290,7 +321,8 @@ func (l *Ledger) Issue(ctx context.Context, req IssueRequest) (_ TokenPair, err 
 	}
 	tok := domain.RefreshToken{SessionID: ulid.Make().String()}
 	_, _ = rand.Read(tok.Secret[:])
-	tok = l.keys.Token.Seal(tok)
+	tokens := l.tokenKeys() // one set of keys seals the token and digests it
+	tok = tokens.Seal(tok)
 	userKey := l.UserKey(req.UserID)
 	// A new session: its append expects nothing under its own subjects, so
 	// issues to one user never conflict. A deactivation stored first makes
@@ -305,7 +337,7 @@ func (l *Ledger) Issue(ctx context.Context, req IssueRequest) (_ TokenPair, err 
 		}
 		return decision{session: tok.SessionID, event: domain.SessionIssued{
 			UserID: req.UserID, ClientID: req.ClientID, Policy: policy, Device: req.Device, Claims: claims,
-			RefreshToken: l.keys.Token.Digest(tok),
+			RefreshToken: tokens.Digest(tok),
 		}}
 	})
 	if err == nil && superseded {
@@ -332,11 +364,11 @@ func (l *Ledger) tokenSession(ctx context.Context, t domain.RefreshToken) (domai
 	if !t.Tagged {
 		s, ok := l.proj.Session(t.SessionID)
 		if ok {
-			_, ok = l.keys.Token.GenerationsBehind(&s, t)
+			_, ok = l.tokenKeys().GenerationsBehind(&s, t)
 		}
 		return s, ok, nil
 	}
-	if !l.keys.Token.Authentic(t) {
+	if !l.tokenKeys().Authentic(t) {
 		return domain.Session{}, false, nil
 	}
 	return l.session(ctx, t.SessionID)
@@ -357,12 +389,17 @@ func (l *Ledger) Refresh(ctx context.Context, raw string) (_ TokenPair, err erro
 		}
 		return TokenPair{Outcome: domain.OutcomeInvalid}, err
 	}
+	if !l.tokenKeys().Holds(s.Token.KeyID) && l.cfg.SyncKeys != nil {
+		// Another instance rotated the session under a refresh-token key
+		// this one has not read yet: read the keys before deciding.
+		l.cfg.SyncKeys(ctx)
+	}
 	e, d, superseded, err := l.write(ctx, s.UserKey, func(now time.Time) decision {
 		s, ok := l.proj.Session(t.SessionID)
 		if !ok {
 			return decision{err: domain.ErrTokenUnknown, refresh: domain.RefreshDecision{Outcome: domain.OutcomeInvalid}}
 		}
-		rd := domain.DecideRefresh(&s, t, l.keys.Token, now, l.grace())
+		rd := domain.DecideRefresh(&s, t, l.tokenKeys(), now, l.grace())
 		return decision{event: rd.Event, session: s.ID, expect: s.LastSeq, err: rd.Err, refresh: rd, state: s}
 	})
 	if err == nil && superseded {
@@ -428,7 +465,7 @@ func (l *Ledger) ClientID(s *domain.Session) string {
 
 // mint signs an access token for s and pairs it with refresh token rt.
 func (l *Ledger) mint(s *domain.Session, rt domain.RefreshToken, now time.Time, outcome domain.RefreshOutcome) (TokenPair, error) {
-	exp := now.Add(s.Policy.AccessTokenTTL.Duration())
+	exp := now.Add(min(s.Policy.AccessTokenTTL.Duration(), l.cfg.MaxAccessTokenTTL))
 	if abs := s.AbsoluteDeadline(); abs.Before(exp) {
 		exp = abs
 	}

@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"mime"
@@ -52,9 +53,16 @@ type Config struct {
 	TrustedProxyHeader string
 	// Metrics, when set, records requests and refresh outcomes and is served at /metrics.
 	Metrics *metrics.Metrics
-	// CheckpointKeys are the public keys that verify the stream's
-	// checkpoints, served at CheckpointKeysPath for auditors.
-	CheckpointKeys integrity.PublicKeys
+	// CheckpointKeys returns the public keys that verify the stream's
+	// checkpoints (every generation), served at CheckpointKeysPath for
+	// auditors; nil: none.
+	CheckpointKeys func() integrity.PublicKeys
+	// JWKSMaxAge is the Cache-Control max-age of the JWKS: at most the time
+	// a new signing key is published before it signs (keyring.JWKSMaxAge);
+	// default 5 minutes.
+	JWKSMaxAge time.Duration
+	// Keys, when set, serves GET /v1/keys and POST /v1/keys/{kind}/rotate.
+	Keys KeyManager
 	// IntrospectionClients are the resource servers that may introspect
 	// tokens with HTTP Basic authentication (client_secret_basic); nil: none.
 	IntrospectionClients *secrets.ClientsSource
@@ -94,6 +102,9 @@ func New(l *ledger.Ledger, signer *accesstoken.Signer, cfg Config) (*Server, err
 	}
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.JWKSMaxAge <= 0 {
+		cfg.JWKSMaxAge = 5 * time.Minute
 	}
 	if cfg.Ready == nil {
 		cfg.Ready = func() error { return nil }
@@ -169,6 +180,10 @@ func (s *Server) adminRoutes(e *echo.Echo) {
 	admin.DELETE("/users/:user_id/sessions", s.revokeUser)
 	admin.POST("/users/:user_id/deactivate", s.deactivate)
 	admin.POST("/users/:user_id/reactivate", s.reactivate)
+	if s.cfg.Keys != nil {
+		admin.GET("/keys", s.listKeys)
+		admin.POST("/keys/:kind/rotate", s.rotateKey)
+	}
 }
 
 // Handler returns the API as an http.Handler: all of it, or, with
@@ -378,15 +393,19 @@ func (s *Server) readyz(c echo.Context) error {
 }
 
 func (s *Server) jwks(c echo.Context) error {
-	c.Response().Header().Set("Cache-Control", "public, max-age=300")
+	c.Response().Header().Set("Cache-Control", fmt.Sprintf("public, max-age=%d", int64(s.cfg.JWKSMaxAge/time.Second)))
 	return c.Blob(http.StatusOK, "application/jwk-set+json", s.signer.JWKS())
 }
 
 func (s *Server) checkpointKeys(c echo.Context) error {
-	if len(s.cfg.CheckpointKeys) == 0 {
+	var keys integrity.PublicKeys
+	if s.cfg.CheckpointKeys != nil {
+		keys = s.cfg.CheckpointKeys()
+	}
+	if len(keys) == 0 {
 		return writeProblem(c, http.StatusNotFound, "No checkpoint keys", "this ledger signs no checkpoints")
 	}
-	b, err := json.Marshal(s.cfg.CheckpointKeys)
+	b, err := json.Marshal(keys)
 	if err != nil {
 		return err
 	}

@@ -5,10 +5,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
+	"strings"
 	"time"
 
+	"github.com/sessionledger/sessionledger/accesstoken"
 	"github.com/sessionledger/sessionledger/domain"
 	"github.com/sessionledger/sessionledger/eventstore"
+	"github.com/sessionledger/sessionledger/keyring"
 	"github.com/sessionledger/sessionledger/ledger"
 )
 
@@ -64,6 +68,22 @@ type Config struct {
 	// this stream sequence (written by a ledger older than tags).
 	TrustUntaggedThrough uint64
 	LogLevel             slog.Level
+	// SigningAlg is the algorithm of the access-token signing key: EdDSA,
+	// ES256 or RS256 (RSA 2048).
+	SigningAlg string
+	// SigningKeyRotation is how long each signing key signs (0: only
+	// `sessionledger keys rotate`); SigningKeyPrepublish how long a new one
+	// is in the JWKS first.
+	SigningKeyRotation   time.Duration
+	SigningKeyPrepublish time.Duration
+	// MaxAccessTokenTTL bounds access-token lifetimes; a retired signing key
+	// stays in the JWKS this long plus KeyRetireLeeway after it last signed.
+	MaxAccessTokenTTL time.Duration
+	// KeyRetireLeeway is the clock skew allowed to verifiers (tests shorten it).
+	KeyRetireLeeway time.Duration
+	// KeyPropagation is how long a new refresh-token, tag or checkpoint key
+	// waits before it takes over (tests shorten it; keyring.DefaultPropagation).
+	KeyPropagation time.Duration
 	// Now is the ledger's clock (tests set one; nil: time.Now). Decisions
 	// (expiry, the grace window) and token times read it.
 	Now func() time.Time
@@ -84,6 +104,12 @@ func DefaultConfig() Config {
 		Replicas:           1,
 		CheckpointInterval: time.Second,
 		LogLevel:           slog.LevelInfo,
+
+		SigningAlg:           accesstoken.EdDSA,
+		SigningKeyPrepublish: 10 * time.Minute,
+		MaxAccessTokenTTL:    ledger.DefaultMaxAccessTokenTTL,
+		KeyRetireLeeway:      time.Minute,
+		KeyPropagation:       keyring.DefaultPropagation,
 	}
 }
 
@@ -146,6 +172,21 @@ func (c *Config) complete() error {
 	}
 	if c.DataDir == "" {
 		return errors.New("--data-dir must not be empty")
+	}
+	if !slices.Contains(accesstoken.Algorithms, c.SigningAlg) {
+		return fmt.Errorf("--signing-alg %q: must be one of %s", c.SigningAlg, strings.Join(accesstoken.Algorithms, ", "))
+	}
+	switch {
+	case c.SigningKeyPrepublish < 2*time.Second:
+		return errors.New("--signing-key-prepublish must be at least 2s: the JWKS is served with a max-age of half of it")
+	case c.SigningKeyRotation < 0:
+		return errors.New("--signing-key-rotation must not be negative (0: rotate only with `sessionledger keys rotate`)")
+	case c.SigningKeyRotation > 0 && c.SigningKeyRotation <= c.SigningKeyPrepublish:
+		return fmt.Errorf("--signing-key-rotation %v must be longer than --signing-key-prepublish %v", c.SigningKeyRotation, c.SigningKeyPrepublish)
+	case c.MaxAccessTokenTTL < time.Second || c.MaxAccessTokenTTL > 24*time.Hour:
+		return errors.New("--max-access-token-ttl must be between 1s and 24h")
+	case c.KeyRetireLeeway < 0 || c.KeyPropagation <= 0:
+		return errors.New("the key retire leeway must not be negative and the key propagation time must be positive")
 	}
 	return nil
 }

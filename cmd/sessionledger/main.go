@@ -46,6 +46,7 @@ commands:
   audit   verify the stream, a session's or user's timeline, the state at an instant, export
   bench   drive a ledger over HTTP and compare with a bare JetStream append and an empty handler
   introspection-clients   add, list or remove the resource servers that may introspect tokens
+  keys    list a running ledger's keys, or rotate one kind of them
 
 Run "sessionledger <command> -h" for the command's flags.
 `
@@ -66,6 +67,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return benchCmd(ctx, args[1:], os.LookupEnv, stdout, stderr)
 	case "introspection-clients":
 		return introspectionClients(ctx, args[1:], os.LookupEnv, stdout, stderr)
+	case "keys":
+		return keysCmd(ctx, args[1:], os.LookupEnv, stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stderr, usage)
 		return nil
@@ -120,6 +123,10 @@ func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stder
 	fs.StringVar(&cfg.TrustedProxyHeader, "trusted-proxy-header", "", "header with the client address set by a trusted proxy, e.g. X-Forwarded-For (its last entry)")
 	fs.IntVar(&cfg.Replicas, "replicas", cfg.Replicas, "replicas of the stream when the ledger creates it")
 	fs.DurationVar(&cfg.CheckpointInterval, "checkpoint-interval", cfg.CheckpointInterval, "how often a signed checkpoint is appended while there are new events (0: never)")
+	fs.StringVar(&cfg.SigningAlg, "signing-alg", cfg.SigningAlg, "algorithm of the access-token signing key: EdDSA, ES256 or RS256 (RSA 2048); a change takes effect after --signing-key-prepublish")
+	fs.DurationVar(&cfg.SigningKeyRotation, "signing-key-rotation", cfg.SigningKeyRotation, "how long each signing key signs before the next takes over (0: only `sessionledger keys rotate`)")
+	fs.DurationVar(&cfg.SigningKeyPrepublish, "signing-key-prepublish", cfg.SigningKeyPrepublish, "how long a new signing key is in the JWKS before it signs; the JWKS max-age is half of it (at most 5m)")
+	fs.DurationVar(&cfg.MaxAccessTokenTTL, "max-access-token-ttl", cfg.MaxAccessTokenTTL, "longest access-token lifetime, whatever the policy asks; a retired signing key stays in the JWKS this long plus 1m after it last signed")
 	fs.Uint64Var(&cfg.TrustUntaggedThrough, "trust-untagged-through", 0, "accept events without an integrity tag up to this stream sequence: a stream written by a ledger older than tags, which you vouch for")
 	fs.TextVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn, error")
 

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sessionledger/sessionledger/accesstoken"
@@ -21,6 +22,7 @@ import (
 	"github.com/sessionledger/sessionledger/eventstore/embedded"
 	"github.com/sessionledger/sessionledger/follower"
 	"github.com/sessionledger/sessionledger/integrity"
+	"github.com/sessionledger/sessionledger/keyring"
 	"github.com/sessionledger/sessionledger/ledger"
 	"github.com/sessionledger/sessionledger/metrics"
 	"github.com/sessionledger/sessionledger/secrets"
@@ -46,6 +48,8 @@ type Main struct {
 	adminHTTP *http.Server
 	adminLn   net.Listener
 	lock      *dataDirLock // the data dir's, with the embedded NATS
+	keys      *keyring.Manager
+	stopKeys  context.CancelFunc // ends the key bucket watch and the rotation schedule
 
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -115,16 +119,20 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	// Generation 0 of every kind of key is keys.json's; the manager hands
+	// out the generations in force once the key bucket is read.
 	signer, err := accesstoken.NewSigner(cfg.Issuer, cfg.Audience, accesstoken.NewEd25519Key(keys.SigningKey))
 	if err != nil {
 		return err
 	}
-
 	tags, err := integrity.NewTagKeys(keys.TagKeyID, map[string][]byte{keys.TagKeyID: keys.TagKey})
 	if err != nil {
 		return err
 	}
-	checkpointKey := integrity.CheckpointKey{ID: keys.CheckpointKeyID, Private: keys.CheckpointKey}
+	var checkpointKey atomic.Pointer[integrity.CheckpointKey]
+	var checkpointPublic atomic.Pointer[integrity.PublicKeys]
+	checkpointKey.Store(&integrity.CheckpointKey{ID: keys.CheckpointKeyID, Private: keys.CheckpointKey})
+	checkpointPublic.Store(&integrity.PublicKeys{keys.CheckpointKeyID: keys.CheckpointKey.Public().(ed25519.PublicKey)})
 	record, err := readStreamRecord(cfg.DataDir)
 	if err != nil {
 		return err
@@ -143,6 +151,61 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := checkStreamRecord(cfg.DataDir, m.store.Created()); err != nil {
 		return err
 	}
+	base, err := keyring.BaseRecords(keys)
+	if err != nil {
+		return err
+	}
+	cipher, err := keyring.NewCipher(keys.KeyringKey)
+	if err != nil {
+		return err
+	}
+	bucket, err := m.store.KeyBucket(ctx, streamCfg)
+	if err != nil {
+		return err
+	}
+	keysCtx, stopKeys := context.WithCancel(context.WithoutCancel(ctx))
+	m.stopKeys = stopKeys
+	ring, err := keyring.New(cipher, bucket, base, log)
+	if err != nil {
+		return err
+	}
+	if err := ring.Load(ctx); err != nil {
+		return err
+	}
+	var tokenKeys func(domain.TokenKeys) // the ledger's, once it exists
+	m.keys, err = keyring.NewManager(ring, keyring.Config{
+		SigningAlg: cfg.SigningAlg, Rotation: cfg.SigningKeyRotation, Prepublish: cfg.SigningKeyPrepublish,
+		RetireAfter: cfg.MaxAccessTokenTTL + cfg.KeyRetireLeeway, Propagation: cfg.KeyPropagation,
+		NeverSigned: func(ctx context.Context) (bool, error) {
+			last, err := m.store.LastSeq(ctx)
+			return last == 0, err
+		},
+		Now: cfg.Now, Logger: log,
+	}, keyring.Targets{
+		Signing: func(active *accesstoken.Key, published []*accesstoken.Key) error {
+			return signer.SetKeys(active, published...)
+		},
+		Token: func(k domain.TokenKeys) {
+			if tokenKeys != nil {
+				tokenKeys(k)
+			}
+		},
+		Tag: tags.Update,
+		Checkpoint: func(current integrity.CheckpointKey, public integrity.PublicKeys) {
+			checkpointKey.Store(&current)
+			checkpointPublic.Store(&public)
+		},
+	})
+	if err != nil {
+		return err
+	}
+	tags.OnUnknown(func(string) { m.keys.Sync(keysCtx) })
+	if err := ring.Watch(keysCtx); err != nil {
+		return err
+	}
+	if err := m.keys.Start(keysCtx); err != nil {
+		return err
+	}
 	snapshots, err := m.store.Snapshots(ctx, streamCfg)
 	if err != nil {
 		log.Warn("snapshots unavailable; replaying the stream from the start", "err", err)
@@ -150,7 +213,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	fcfg := follower.Config{
 		Stream: m.store, SnapshotInterval: cfg.SnapshotInterval, SnapshotMinEvents: cfg.SnapshotMinEvents, Logger: log,
 		Sealer:      tags,
-		Checkpoints: follower.Checkpoints{Interval: cfg.CheckpointInterval, Key: checkpointKey, Append: m.store.AppendCheckpoint},
+		Checkpoints: follower.Checkpoints{Interval: cfg.CheckpointInterval, Key: func() integrity.CheckpointKey { return *checkpointKey.Load() }, Append: m.store.AppendCheckpoint},
 		CaughtUp: func(ctx context.Context) {
 			m.ledger.CompletePendingRevocations(ctx)
 			m.ledger.Sweep(ctx, cfg.SweepInterval)
@@ -182,7 +245,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.ledger = ledger.New(m.store, proj, signer, ledger.Keys{
 		Token:      domain.TokenKeys{DigestKeyID: keys.DigestKeyID, DigestKey: keys.DigestKey, SuccessorKey: keys.SuccessorKey},
 		SubjectKey: keys.SubjectKey,
-	}, ledger.Config{ReuseGrace: graceSetting(cfg.ReuseGrace), RequestTimeout: cfg.RequestTimeout, DefaultPolicy: defaultPolicy, DefaultClientID: cfg.DefaultClientID, Now: cfg.Now, Logger: log, OnConflict: mets.AppendConflict})
+	}, ledger.Config{ReuseGrace: graceSetting(cfg.ReuseGrace), RequestTimeout: cfg.RequestTimeout, DefaultPolicy: defaultPolicy, DefaultClientID: cfg.DefaultClientID, Now: cfg.Now, Logger: log, OnConflict: mets.AppendConflict,
+		MaxAccessTokenTTL: cfg.MaxAccessTokenTTL, SyncKeys: m.keys.Sync})
+	tokenKeys = m.ledger.SetTokenKeys
+	m.keys.Sync(keysCtx) // hands the ledger the refresh-token keys in force
 	m.follower.Start()
 
 	clients, err := introspectionClientSource(cfg)
@@ -193,7 +259,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		IntrospectionClients: clients, SeparateAdmin: cfg.AdminAddr != "",
 		AdminToken: adminToken, Issuer: cfg.Issuer, Logger: log, Ready: m.follower.Ready,
 		RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst, TrustedProxyHeader: cfg.TrustedProxyHeader,
-		Metrics: mets, CheckpointKeys: integrity.PublicKeys{checkpointKey.ID: checkpointKey.Private.Public().(ed25519.PublicKey)},
+		Metrics: mets, CheckpointKeys: func() integrity.PublicKeys { return *checkpointPublic.Load() },
+		JWKSMaxAge: keyring.JWKSMaxAge(cfg.SigningKeyPrepublish), Keys: m.keys,
 	})
 	if err != nil {
 		return err
@@ -290,6 +357,9 @@ func (m *Main) Close() error {
 			}
 		}
 		m.wg.Wait()
+		if m.stopKeys != nil {
+			m.stopKeys()
+		}
 		if m.follower != nil {
 			m.follower.Close()
 		}
