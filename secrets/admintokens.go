@@ -237,8 +237,8 @@ type AdminTokenInfo struct {
 
 // ListAdminTokens lists the admin tokens of the data dir dir: default first
 // (from SESSIONLEDGER_ADMIN_TOKEN when envToken, or the admin-token file,
-// created when the file was), then the named ones in the order they were
-// added.
+// dated by its modification time), then the named ones in the order they
+// were added.
 func ListAdminTokens(dir string, envToken bool) ([]AdminTokenInfo, error) {
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("secrets: the data dir %s does not exist: give the ledger's --data-dir", dir)
