@@ -138,12 +138,16 @@ func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stder
 	if v, ok := lookupEnv("SESSIONLEDGER_INTROSPECTION_CLIENTS"); ok {
 		cfg.IntrospectionClients = &v
 	}
+	if v, ok := lookupEnv("SESSIONLEDGER_ADMIN_TOKENS"); ok {
+		cfg.AdminTokens = &v
+	}
 	return cfg, cfg.complete()
 }
 
 // serveEnv are the variables serve reads that are no flag's.
 var serveEnv = []cliflags.EnvVar{
-	{Name: "SESSIONLEDGER_ADMIN_TOKEN", Usage: "the admin token (default: generated into <data-dir>/admin-token)"},
+	{Name: "SESSIONLEDGER_ADMIN_TOKEN", Usage: "the admin token named default (default: <data-dir>/admin-token, generated when there is no admin token at all)"},
+	{Name: "SESSIONLEDGER_ADMIN_TOKENS", Usage: "the contents of an admin-tokens.json (named admin tokens), instead of <data-dir>/admin-tokens.json"},
 	{Name: "SESSIONLEDGER_KEYS", Usage: "the contents of a keys.json, instead of <data-dir>/keys.json (to share keys between instances)"},
 	{Name: "SESSIONLEDGER_INTROSPECTION_CLIENTS", Usage: "the contents of an introspection-clients.json, instead of <data-dir>/introspection-clients.json"},
 }
