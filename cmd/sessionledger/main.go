@@ -46,6 +46,7 @@ commands:
   audit   verify the stream, a session's or user's timeline, the state at an instant, export
   bench   drive a ledger over HTTP and compare with a bare JetStream append and an empty handler
   introspection-clients   add, list or remove the resource servers that may introspect tokens
+  admin-tokens            add, list or remove the named admin tokens (rotation without downtime)
 
 Run "sessionledger <command> -h" for the command's flags.
 `
@@ -66,6 +67,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return benchCmd(ctx, args[1:], os.LookupEnv, stdout, stderr)
 	case "introspection-clients":
 		return introspectionClients(ctx, args[1:], os.LookupEnv, stdout, stderr)
+	case "admin-tokens":
+		return adminTokensCmd(ctx, args[1:], os.LookupEnv, stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stderr, usage)
 		return nil
