@@ -79,7 +79,7 @@ func TestIntrospectionClients(t *testing.T) {
 		t.Fatalf("the same broken file: reported twice (%v), or a client counts again", err)
 	}
 	// A rewrite in place of the same size is seen (the change time moves).
-	good, _ := json.Marshal(clientsFile{Clients: c.List()[:1]})
+	good, _ := json.Marshal(map[string][]Client{"clients": c.List()[:1]})
 	if err := os.WriteFile(path, good, 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,6 @@
 package transport
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/base64"
 	"net/http"
 	"net/url"
@@ -25,7 +23,7 @@ func (s *Server) requireIntrospector(acceptAdmin bool) echo.MiddlewareFunc {
 			h := c.Request().Header.Get(echo.HeaderAuthorization)
 			if acceptAdmin {
 				if token, ok := accesstoken.BearerToken(h); ok {
-					if s.isAdminToken(token) {
+					if s.isAdminToken(c, token) {
 						c.Set(introspectorKey, introspectorAdmin)
 						return next(c)
 					}
@@ -36,8 +34,8 @@ func (s *Server) requireIntrospector(acceptAdmin bool) echo.MiddlewareFunc {
 			if ok && s.cfg.IntrospectionClients != nil {
 				clients, err := s.cfg.IntrospectionClients.Current()
 				if err != nil {
-					// The last good set still answers; the operator is told.
-					s.log.Error("introspection clients file changed into one that cannot be used; the clients read before still count", "err", err)
+					// No client counts until it is fixed; the operator is told, once.
+					s.log.Error("introspection clients file changed into one that cannot be used; no client counts until it is fixed", "err", err)
 				}
 				if clients.Authenticate(id, secret) {
 					c.Set(introspectorKey, introspectorClient)
@@ -91,8 +89,23 @@ func basicCredentials(h string) (id, secret string, ok bool) {
 	return id, secret, id != ""
 }
 
-// isAdminToken compares token with the admin token in constant time.
-func (s *Server) isAdminToken(token string) bool {
-	sum := sha256.Sum256([]byte(token))
-	return subtle.ConstantTimeCompare(sum[:], s.adminHash[:]) == 1
+// adminTokenKey is where requireAdmin and requireIntrospector leave the
+// name of the admin token a request authenticated with, for handlers and
+// the access log: the name only, never the token.
+const adminTokenKey = "sessionledger.admin_token"
+
+// isAdminToken reports whether token is one of the admin tokens now,
+// comparing digests in constant time (secrets.AdminTokens.Match), and if so
+// sets its name in c.
+func (s *Server) isAdminToken(c echo.Context, token string) bool {
+	tokens, err := s.cfg.AdminTokens.Current()
+	if err != nil {
+		// Reported once per change of the file; its tokens do not count.
+		s.log.Error("an admin tokens file changed into one that cannot be used; its tokens do not count until it is fixed", "err", err)
+	}
+	name, ok := tokens.Match(token)
+	if ok {
+		c.Set(adminTokenKey, name)
+	}
+	return ok
 }

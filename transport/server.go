@@ -5,7 +5,6 @@ package transport
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,7 +36,9 @@ const DefaultMaxBodyBytes = 64 << 10
 
 // Config configures the HTTP API.
 type Config struct {
-	AdminToken   string
+	// AdminTokens are the tokens that open the admin API (required), read
+	// on each use so that one removed is refused at once.
+	AdminTokens  *secrets.AdminTokenSource
 	Issuer       string
 	Logger       *slog.Logger
 	Ready        func() error // nil error: the projection has caught up with the stream
@@ -77,25 +78,20 @@ const CheckpointKeysPath = "/.well-known/ledger-checkpoint-keys.json"
 
 // Server is the HTTP API.
 type Server struct {
-	e         *echo.Echo
-	admin     *echo.Echo // the admin listener's, when Config.SeparateAdmin
-	ledger    *ledger.Ledger
-	signer    *accesstoken.Signer
-	log       *slog.Logger
-	cfg       Config
-	adminHash [sha256.Size]byte
-	metadata  []byte
+	e        *echo.Echo
+	admin    *echo.Echo // the admin listener's, when Config.SeparateAdmin
+	ledger   *ledger.Ledger
+	signer   *accesstoken.Signer
+	log      *slog.Logger
+	cfg      Config
+	metadata []byte
 }
 
 // New returns the HTTP API for l.
 func New(l *ledger.Ledger, signer *accesstoken.Signer, cfg Config) (*Server, error) {
-	if len(cfg.AdminToken) < 16 {
-		return nil, errors.New("transport: an admin token of at least 16 characters is required")
-	}
-	if strings.ContainsFunc(cfg.AdminToken, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
-		// A bearer token holds no whitespace (RFC 6750 §2.1): such a token
-		// could never be sent.
-		return nil, errors.New("transport: the admin token must not contain whitespace or control characters")
+	if cfg.AdminTokens == nil {
+		// Tokens are checked where they are read (secrets.ValidateAdminToken).
+		return nil, errors.New("transport: the admin tokens are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -109,7 +105,7 @@ func New(l *ledger.Ledger, signer *accesstoken.Signer, cfg Config) (*Server, err
 	if cfg.Ready == nil {
 		cfg.Ready = func() error { return nil }
 	}
-	s := &Server{ledger: l, signer: signer, log: cfg.Logger, cfg: cfg, adminHash: sha256.Sum256([]byte(cfg.AdminToken))}
+	s := &Server{ledger: l, signer: signer, log: cfg.Logger, cfg: cfg}
 	var err error
 	if s.metadata, err = json.Marshal(metadata(strings.TrimRight(cfg.Issuer, "/"))); err != nil {
 		return nil, err
@@ -242,13 +238,17 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 			c.Error(err)
 		}
 		d := time.Since(start)
-		s.log.Info("http",
+		attrs := []any{
 			"request_id", c.Response().Header().Get(echo.HeaderXRequestID),
 			"method", c.Request().Method,
 			"route", c.Path(),
 			"status", c.Response().Status,
-			"duration_ms", float64(d.Microseconds())/1000,
-		)
+			"duration_ms", float64(d.Microseconds()) / 1000,
+		}
+		if name, ok := c.Get(adminTokenKey).(string); ok {
+			attrs = append(attrs, "admin_token_name", name) // never the token
+		}
+		s.log.Info("http", attrs...)
 		if s.cfg.Metrics != nil {
 			s.cfg.Metrics.HTTPRequest(c.Path(), c.Request().Method, c.Response().Status, d)
 		}
@@ -291,15 +291,16 @@ func (s *Server) logFailure(c echo.Context, msg string, err error) {
 }
 
 // requireAdmin checks "Authorization: Bearer <admin token>" (the scheme in
-// any case) in constant time.
+// any case) in constant time, and gives handlers the token's name
+// (adminTokenKey).
 func (s *Server) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		token, ok := accesstoken.BearerToken(c.Request().Header.Get(echo.HeaderAuthorization))
-		if !ok || !s.isAdminToken(token) {
-			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="sessionledger admin"`)
-			return writeProblem(c, http.StatusUnauthorized, "Unauthorized", "an admin bearer token is required")
+		if ok && s.isAdminToken(c, token) {
+			return next(c)
 		}
-		return next(c)
+		c.Response().Header().Set("WWW-Authenticate", `Bearer realm="sessionledger admin"`)
+		return writeProblem(c, http.StatusUnauthorized, "Unauthorized", "an admin bearer token is required")
 	}
 }
 

@@ -38,8 +38,14 @@ type Config struct {
 	IntrospectionClients *string
 	Issuer               string
 	Audience             string
-	AdminToken           string
-	ReuseGrace           time.Duration
+	// AdminToken (SESSIONLEDGER_ADMIN_TOKEN) is the admin token named
+	// default; without it, the data dir's admin-token file is.
+	AdminToken string
+	// AdminTokens, when set (SESSIONLEDGER_ADMIN_TOKENS), holds the named
+	// admin tokens in the form of the data dir's admin-tokens.json, which is
+	// then not read.
+	AdminTokens *string
+	ReuseGrace  time.Duration
 	// RequestTimeout is the budget of one request, end to end
 	// (ledger.Config.RequestTimeout): at most half of ReuseGrace. Zero:
 	// ledger.DefaultRequestTimeout, or half of ReuseGrace when that is less.

@@ -207,7 +207,7 @@ func TestDockerignoreKeepsSecretsOutOfTheBuildContext(t *testing.T) {
 		".git/config", ".git/HEAD", "sessionledger", "main.test", "cmd/sessionledger/sessionledger.test", "cpu.prof",
 		"node_modules/@redocly/cli/package.json", "docs/node_modules/x/index.js", "deploy/tls/server-key.pem", "ledger.creds",
 		// A data dir made by `go run .` in a command's directory, or given another name.
-		"cmd/sessionledger/data/keys.json", "cmd/sessionledger/data/jetstream/LEDGER/msgs/1.blk", "mydata/introspection-clients.json",
+		"cmd/sessionledger/data/keys.json", "cmd/sessionledger/data/jetstream/LEDGER/msgs/1.blk", "mydata/introspection-clients.json", "mydata/admin-tokens.json",
 		"mydata/jetstream/LEDGER/msgs/1.blk", "mydata/stream.json", "interop/node_modules/jose/package.json", ".env.local",
 	} {
 		if !excluded(path) {

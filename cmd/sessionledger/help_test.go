@@ -58,6 +58,9 @@ func TestHelpExitsZeroAndNamesTheEnvironment(t *testing.T) {
 		"introspection-clients add":    {"data-dir"},
 		"introspection-clients list":   {"data-dir"},
 		"introspection-clients remove": {"data-dir"},
+		"admin-tokens add":             {"data-dir"},
+		"admin-tokens list":            {"data-dir"},
+		"admin-tokens remove":          {"data-dir"},
 	}
 	// Secrets in the environment, as a deployment has them, are never shown.
 	secretEnv := []string{"SESSIONLEDGER_NATS_PASSWORD=s3cret-nats-pass", "SESSIONLEDGER_ADMIN_TOKEN=s3cret-admin-token-0123456789",

@@ -46,7 +46,8 @@ commands:
   audit   verify the stream, a session's or user's timeline, the state at an instant, export
   bench   drive a ledger over HTTP and compare with a bare JetStream append and an empty handler
   introspection-clients   add, list or remove the resource servers that may introspect tokens
-  keys    list a running ledger's keys, or rotate one kind of them
+  admin-tokens            add, list or remove the named admin tokens (rotation without downtime)
+  keys                    list a running ledger's keys, or rotate one kind of them
 
 Run "sessionledger <command> -h" for the command's flags.
 `
@@ -67,6 +68,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return benchCmd(ctx, args[1:], os.LookupEnv, stdout, stderr)
 	case "introspection-clients":
 		return introspectionClients(ctx, args[1:], os.LookupEnv, stdout, stderr)
+	case "admin-tokens":
+		return adminTokensCmd(ctx, args[1:], os.LookupEnv, stdout, stderr)
 	case "keys":
 		return keysCmd(ctx, args[1:], os.LookupEnv, stdout, stderr)
 	case "-h", "--help", "help":
@@ -145,12 +148,16 @@ func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stder
 	if v, ok := lookupEnv("SESSIONLEDGER_INTROSPECTION_CLIENTS"); ok {
 		cfg.IntrospectionClients = &v
 	}
+	if v, ok := lookupEnv("SESSIONLEDGER_ADMIN_TOKENS"); ok {
+		cfg.AdminTokens = &v
+	}
 	return cfg, cfg.complete()
 }
 
 // serveEnv are the variables serve reads that are no flag's.
 var serveEnv = []cliflags.EnvVar{
-	{Name: "SESSIONLEDGER_ADMIN_TOKEN", Usage: "the admin token (default: generated into <data-dir>/admin-token)"},
+	{Name: "SESSIONLEDGER_ADMIN_TOKEN", Usage: "the admin token named default (default: <data-dir>/admin-token, generated when there is no admin token at all)"},
+	{Name: "SESSIONLEDGER_ADMIN_TOKENS", Usage: "the contents of an admin-tokens.json (named admin tokens), instead of <data-dir>/admin-tokens.json"},
 	{Name: "SESSIONLEDGER_KEYS", Usage: "the contents of a keys.json, instead of <data-dir>/keys.json (to share keys between instances)"},
 	{Name: "SESSIONLEDGER_INTROSPECTION_CLIENTS", Usage: "the contents of an introspection-clients.json, instead of <data-dir>/introspection-clients.json"},
 }

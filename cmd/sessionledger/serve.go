@@ -107,13 +107,15 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	adminToken := cfg.AdminToken
-	if adminToken == "" {
-		var path string
-		if adminToken, path, err = secrets.AdminToken(cfg.DataDir); err != nil {
-			return err
-		}
-		log.Info("admin token (SESSIONLEDGER_ADMIN_TOKEN not set) is in a file", "path", path)
+	adminTokens, generated, err := secrets.OpenAdminTokens(secrets.AdminTokenConfig{DataDir: cfg.DataDir, Token: cfg.AdminToken, Tokens: cfg.AdminTokens})
+	if err != nil {
+		return err
+	}
+	if generated != "" {
+		log.Info("there was no admin token: one named default is generated into a file", "path", generated)
+	}
+	if current, _ := adminTokens.Current(); current != nil {
+		log.Info("admin tokens", "names", current.Names()) // names, never tokens
 	}
 	defaultPolicy, err := domain.Preset(cfg.DefaultPolicy)
 	if err != nil {
@@ -257,7 +259,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.api, err = transport.New(m.ledger, signer, transport.Config{
 		IntrospectionClients: clients, SeparateAdmin: cfg.AdminAddr != "",
-		AdminToken: adminToken, Issuer: cfg.Issuer, Logger: log, Ready: m.follower.Ready,
+		AdminTokens: adminTokens, Issuer: cfg.Issuer, Logger: log, Ready: m.follower.Ready,
 		RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst, TrustedProxyHeader: cfg.TrustedProxyHeader,
 		Metrics: mets, CheckpointKeys: func() integrity.PublicKeys { return *checkpointPublic.Load() },
 		JWKSMaxAge: keyring.JWKSMaxAge(cfg.SigningKeyPrepublish), Keys: m.keys,
