@@ -337,14 +337,21 @@ type Rules struct {
 // segments of canonical base64url (no padding, no character outside the URL
 // alphabet, no line break, zero trailing bits: exactly one string encodes a
 // token), a header of at most maxHeaderLength characters that names no member
-// twice, a signature by the key that key returns for the header's kid with
-// that key's algorithm, which the header's alg must be exactly (EdDSA, ES256
-// or RS256: an ES256 signature as r||s of 64 bytes, never ASN.1; an EdDSA one
-// of 64 bytes; an RS256 one as long as the key's modulus; alg none, HS256 and
-// any other are refused), typ at+jwt, no crit, iss and aud
+// twice, typ at+jwt, no crit, and a signature by the key that key returns for
+// the header's kid, made with that key's one algorithm, which the header's
+// alg must name exactly:
+//
+//   - EdDSA: an Ed25519 signature of 64 bytes;
+//   - ES256: ECDSA P-256 over SHA-256 as r||s, 64 bytes, never ASN.1, with s
+//     at most n/2 (an ECDSA signature has two forms, and only this one is
+//     taken, so that the token too has exactly one);
+//   - RS256: RSASSA-PKCS1-v1_5 over SHA-256, as long as the key's modulus;
+//
+// and alg none, HS256 or any other is refused. Then the claims: iss and aud
 // as in r, exp required and not passed, iat and nbf not in the future (each
 // with r.Leeway), sub, sid, iat and exp present, sid_seq a positive integer
-// and client_id a non-empty string when present, no claim named twice, and the lifetime within r.MaxLifetime.
+// and client_id a non-empty string when present, no claim named twice, and
+// the lifetime within r.MaxLifetime.
 // Members that are not ReservedClaims are returned as the custom claims.
 //
 // It checks the length first, then decodes only the header (itself bounded),
@@ -485,6 +492,9 @@ func verifySignature(token string, key func(kid string) (jwk.PublicKey, error)) 
 	sig, err := decodeSegment(signature)
 	if err != nil {
 		return nil, fmt.Errorf("signature: %v", err)
+	}
+	if alg == ES256 && len(sig) == es256SignatureSize && highS(sig) {
+		return nil, errors.New("ES256 signature with s above n/2: only the lower of its two forms is accepted")
 	}
 	if len(sig) != size || !verify(pub, []byte(token[:len(header)+1+len(payload)]), sig) {
 		return nil, errors.New("signature does not verify")

@@ -1,6 +1,7 @@
 package accesstoken
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -205,7 +206,8 @@ func thumbprint(j jwk.Key) string {
 
 // sign returns the JWS signature of signingInput (RFC 7515 §5.1) by the
 // key's algorithm: Ed25519 over the bytes, or over their SHA-256 ECDSA
-// P-256 as r||s (never ASN.1) or RSASSA-PKCS1-v1_5.
+// P-256 as r||s (never ASN.1; s the lower of its two forms, see highS) or
+// RSASSA-PKCS1-v1_5.
 func (k *Key) sign(signingInput []byte) ([]byte, error) {
 	var sig []byte
 	switch p := k.private.(type) {
@@ -220,6 +222,7 @@ func (k *Key) sign(signingInput []byte) ([]byte, error) {
 		if sig = ecdsaRaw(der); sig == nil {
 			return nil, errors.New("ECDSA signature not in the expected ASN.1 form")
 		}
+		lowS(sig)
 	case *rsa.PrivateKey:
 		h := sha256.Sum256(signingInput)
 		var err error
@@ -275,6 +278,35 @@ func verify(pub jwk.PublicKey, signingInput, sig []byte) bool {
 		return rsa.VerifyPKCS1v15(k, crypto.SHA256, h[:], sig) == nil
 	}
 	return false
+}
+
+// p256Order is n, the order of P-256's base point, and p256HalfOrder n/2
+// rounded down, both 32 bytes big-endian.
+var (
+	p256Order     = elliptic.P256().Params().N
+	p256HalfOrder = new(big.Int).Rsh(p256Order, 1).FillBytes(make([]byte, 32))
+)
+
+// highS reports whether the s of the ES256 signature r||s is above n/2.
+//
+// An ECDSA signature (r, s) has a twin, (r, n-s), that verifies as well:
+// anyone holding a token could make a second token string with the same
+// claims from it, as a lenient base64 decoder would let them do with any
+// token. Like the canonical encoding that makes the other segments
+// unique, Sign makes s the lower of the two and Parse refuses the higher, so
+// an ES256 token too has exactly one form (as an EdDSA one has: crypto/ed25519
+// refuses an s that is not reduced; an RS256 one is unique anyway).
+func highS(sig []byte) bool {
+	return bytes.Compare(sig[32:], p256HalfOrder) > 0
+}
+
+// lowS replaces the s of the ES256 signature r||s by n-s when it is above
+// n/2: the signature still verifies.
+func lowS(sig []byte) {
+	if highS(sig) {
+		s := new(big.Int).SetBytes(sig[32:])
+		s.Sub(p256Order, s).FillBytes(sig[32:])
+	}
 }
 
 // ecdsaDER encodes the JWS ES256 signature r||s (32 bytes each) as the
