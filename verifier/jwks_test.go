@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -79,4 +80,72 @@ func TestJWKSResponseIsBounded(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestNewKeyIsFetchedWithinTheServedMaxAge: a token of a key published after
+// the verifier fetched the JWKS verifies once the served max-age has passed,
+// though the refetch interval (30 s by default) has not; served without a
+// max-age, the refetch interval holds. The ledger publishes each key for
+// longer than the max-age it serves before signing with it.
+func TestNewKeyIsFetchedWithinTheServedMaxAge(t *testing.T) {
+	for _, tc := range []struct {
+		cacheControl string
+		want         bool
+	}{{"public, max-age=1", true}, {"", false}} {
+		t.Run("Cache-Control "+tc.cacheControl, func(t *testing.T) {
+			oldKey, newKey := mustKey(t, accesstoken.ES256), mustKey(t, accesstoken.RS256)
+			s, err := accesstoken.NewSigner("https://ledger.test", "api", oldKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var jwks atomic.Pointer[[]byte]
+			b := s.JWKS()
+			jwks.Store(&b)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tc.cacheControl != "" {
+					w.Header().Set("Cache-Control", tc.cacheControl)
+				}
+				_, _ = w.Write(*jwks.Load())
+			}))
+			defer srv.Close()
+			v, err := New(context.Background(), Config{JWKSURL: srv.URL, Issuer: "https://ledger.test", Audience: "api"}, idleFeed{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer v.Close()
+
+			// The new key is published; a moment later it signs.
+			if err := s.SetKeys(oldKey, newKey); err != nil {
+				t.Fatal(err)
+			}
+			b = s.JWKS()
+			jwks.Store(&b)
+			time.Sleep(1100 * time.Millisecond)
+			if err := s.SetKeys(newKey, oldKey); err != nil {
+				t.Fatal(err)
+			}
+			now := time.Now()
+			token, err := s.Sign(accesstoken.Claims{Subject: "alice", SessionID: "s1", ID: "j1", IssuedAt: now, ExpiresAt: now.Add(time.Minute)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = v.Verify(context.Background(), token)
+			if got := err == nil; got != tc.want {
+				t.Fatalf("verified: %v (%v), want %v", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func mustKey(t *testing.T, alg string) *accesstoken.Key {
+	t.Helper()
+	priv, err := accesstoken.GenerateKey(alg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := accesstoken.NewKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }

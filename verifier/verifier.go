@@ -20,6 +20,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -144,6 +146,7 @@ type Verifier struct {
 	keys      atomic.Pointer[map[string]jwk.PublicKey]
 	fetchMu   sync.Mutex
 	lastFetch time.Time
+	maxAge    time.Duration // of the last JWKS fetched (Cache-Control), 0 if none
 
 	denyMu   sync.RWMutex
 	sessions map[string]time.Time // revoked session id → forget after
@@ -422,15 +425,26 @@ func (v *Verifier) parse(ctx context.Context, token string, now time.Time) (*Cla
 	return c, nil
 }
 
-// key returns the public key for kid, refetching the JWKS (at most once per
-// JWKSRefetchInterval) when kid is unknown.
+// key returns the public key for kid, refetching the JWKS when kid is
+// unknown: at most once per JWKSRefetchInterval, or per the max-age the
+// ledger served the JWKS with when that is shorter. The ledger publishes a
+// new key for longer than that max-age before it signs with it, so a token
+// of a new key always finds it: either the keys held were fetched after it
+// was published, or they are older than the max-age and are fetched again.
 func (v *Verifier) key(ctx context.Context, kid string) (jwk.PublicKey, error) {
 	if k, ok := (*v.keys.Load())[kid]; ok {
 		return k, nil
 	}
 	v.fetchMu.Lock()
-	due := v.cfg.Now().Sub(v.lastFetch) >= v.cfg.JWKSRefetchInterval
+	interval := v.cfg.JWKSRefetchInterval
+	if v.maxAge > 0 && v.maxAge < interval {
+		interval = v.maxAge
+	}
+	due := v.cfg.Now().Sub(v.lastFetch) >= interval
 	v.fetchMu.Unlock()
+	if k, ok := (*v.keys.Load())[kid]; ok {
+		return k, nil // fetched by another request meanwhile
+	}
 	if due {
 		if err := v.fetchKeys(ctx); err != nil {
 			v.cfg.Logger.Warn("verifier: JWKS refetch failed", "err", err)
@@ -475,10 +489,28 @@ func (v *Verifier) fetchKeys(ctx context.Context) error {
 	if err := json.Unmarshal(body, &set); err != nil {
 		return fmt.Errorf("verifier: JWKS: %w", err)
 	}
+	v.maxAge = maxAge(resp.Header.Get("Cache-Control"))
 	keys := set.SigningKeys()
 	if len(keys) == 0 {
 		return errors.New("verifier: JWKS holds no signing key")
 	}
 	v.keys.Store(&keys)
 	return nil
+}
+
+// maxAge reads the max-age directive of a Cache-Control value (RFC 9111
+// §5.2.2.1), at least a second and at most an hour; 0 when there is none.
+func maxAge(cacheControl string) time.Duration {
+	for _, d := range strings.Split(cacheControl, ",") {
+		name, value, ok := strings.Cut(strings.TrimSpace(d), "=")
+		if !ok || !strings.EqualFold(name, "max-age") {
+			continue
+		}
+		n, err := strconv.ParseUint(strings.Trim(value, `"`), 10, 32)
+		if err != nil {
+			return 0
+		}
+		return min(max(time.Duration(n)*time.Second, time.Second), time.Hour)
+	}
+	return 0
 }
