@@ -77,6 +77,13 @@ type Manager struct {
 	lastSync time.Time
 }
 
+// Apply hands the keys in force now to the targets again (for a target
+// that was not ready before).
+func (m *Manager) Apply() error {
+	_, err := m.apply(m.cfg.Now())
+	return err
+}
+
 // Sync reads the bucket now and hands out what it finds, for a user that
 // met a key id it does not hold (integrity.TagKeys.OnUnknown, a digest under
 // an unknown refresh-token key): the watch has not delivered a record

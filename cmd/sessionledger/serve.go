@@ -174,7 +174,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := ring.Load(ctx); err != nil {
 		return err
 	}
-	var tokenKeys func(domain.TokenKeys) // the ledger's, once it exists
+	var tokenKeys atomic.Pointer[ledger.Ledger] // the ledger, once it exists, takes the refresh-token keys
 	m.keys, err = keyring.NewManager(ring, keyring.Config{
 		SigningAlg: cfg.SigningAlg, Rotation: cfg.SigningKeyRotation, Prepublish: cfg.SigningKeyPrepublish,
 		RetireAfter: cfg.MaxAccessTokenTTL + cfg.KeyRetireLeeway, Propagation: cfg.KeyPropagation,
@@ -188,8 +188,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			return signer.SetKeys(active, published...)
 		},
 		Token: func(k domain.TokenKeys) {
-			if tokenKeys != nil {
-				tokenKeys(k)
+			if l := tokenKeys.Load(); l != nil {
+				l.SetTokenKeys(k)
 			}
 		},
 		Tag: tags.Update,
@@ -249,8 +249,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		SubjectKey: keys.SubjectKey,
 	}, ledger.Config{ReuseGrace: graceSetting(cfg.ReuseGrace), RequestTimeout: cfg.RequestTimeout, DefaultPolicy: defaultPolicy, DefaultClientID: cfg.DefaultClientID, Now: cfg.Now, Logger: log, OnConflict: mets.AppendConflict,
 		MaxAccessTokenTTL: cfg.MaxAccessTokenTTL, SyncKeys: m.keys.Sync})
-	tokenKeys = m.ledger.SetTokenKeys
-	m.keys.Sync(keysCtx) // hands the ledger the refresh-token keys in force
+	tokenKeys.Store(m.ledger)
+	if err := m.keys.Apply(); err != nil { // hands the ledger the refresh-token keys in force
+		return err
+	}
 	m.follower.Start()
 
 	clients, err := introspectionClientSource(cfg)
