@@ -1,12 +1,14 @@
 package main
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,21 +24,7 @@ import (
 // document with npx); the first run installs the pinned packages
 // (interop/package-lock.json) with npm ci.
 func TestStandardClientsInNode(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("Node.js is not installed: this check of standard clients needs it (CI installs it)")
-	}
-	dir, err := filepath.Abs(filepath.Join("..", "..", "interop"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "oauth4webapi")); err != nil {
-		cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
-		cmd.Dir = dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("npm ci in interop/: %v\n%s", err, out)
-		}
-	}
+	node, dir := nodeInterop(t)
 	// The issuer is the ledger's own URL, as discovery requires
 	// (RFC 8414 §3.3), so the port is chosen first.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -84,3 +72,35 @@ func TestStandardClientsInNode(t *testing.T) {
 		t.Fatalf("history %v", events)
 	}
 }
+
+// nodeInterop returns node and the interop/ directory, its pinned packages
+// installed (npm ci on the first run); it skips the test without Node.js.
+func nodeInterop(t *testing.T) (node, dir string) {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("Node.js is not installed: this check with standard clients needs it (CI installs it)")
+	}
+	dir, err = filepath.Abs(filepath.Join("..", "..", "interop"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeInstall.Do(func() {
+		if _, err := os.Stat(filepath.Join(dir, "node_modules", "oauth4webapi")); err != nil {
+			cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
+			cmd.Dir = dir
+			if out, err := cmd.CombinedOutput(); err != nil {
+				nodeInstallErr = fmt.Errorf("npm ci in interop/: %v\n%s", err, out)
+			}
+		}
+	})
+	if nodeInstallErr != nil {
+		t.Fatal(nodeInstallErr)
+	}
+	return node, dir
+}
+
+var (
+	nodeInstall    sync.Once
+	nodeInstallErr error
+)
