@@ -147,10 +147,8 @@ func (r *Ring) Rotate(ctx context.Context, kind, alg string, now, activateAt tim
 		return Record{}, false, fmt.Errorf("keyring: unknown kind of key %q", kind)
 	}
 	latest := recs[len(recs)-1]
-	rec = Record{Kind: kind, Gen: latest.Gen + 1, Created: now, ActivateAt: activateAt, PreviousUnused: previousUnused}
-	if rec.ActivateAt.Before(latest.ActivateAt) {
-		rec.ActivateAt = latest.ActivateAt
-	}
+	rec = Record{Kind: kind, Gen: latest.Gen + 1, PreviousUnused: previousUnused}
+	generating := time.Now()
 	switch kind {
 	case Signing:
 		priv, err := accesstoken.GenerateKey(alg)
@@ -174,6 +172,14 @@ func (r *Ring) Rotate(ctx context.Context, kind, alg string, now, activateAt tim
 		rec.ID, rec.Secret = newID("t"), random(32)
 	case Checkpoint:
 		rec.ID, rec.Secret = newID("c"), random(ed25519.SeedSize)
+	}
+	// The schedule counts from when the record is written, not from before
+	// the key was made (an RSA key takes a while): a key is published for
+	// the whole pre-publication time before it signs.
+	took := time.Since(generating)
+	rec.Created, rec.ActivateAt = now.Add(took), activateAt.Add(took)
+	if rec.ActivateAt.Before(latest.ActivateAt) {
+		rec.ActivateAt = latest.ActivateAt
 	}
 	b, err := r.cipher.Seal(rec)
 	if err != nil {
