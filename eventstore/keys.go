@@ -75,13 +75,16 @@ func (b *KeyBucket) All(ctx context.Context) (map[string][]byte, error) {
 }
 
 // Watch calls fn for every record and every one created after, until ctx
-// ends; it watches again if the watch ends early (a lost connection).
-func (b *KeyBucket) Watch(ctx context.Context, fn func(name string, value []byte)) error {
+// ends; it watches again if the watch ends early (a lost connection). done
+// is closed once the watch has stopped.
+func (b *KeyBucket) Watch(ctx context.Context, fn func(name string, value []byte)) (done <-chan struct{}, err error) {
 	w, err := b.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
-		return err
+		return nil, err
 	}
+	stopped := make(chan struct{})
 	go func() {
+		defer close(stopped)
 		defer func() { w.Stop() }()
 		for {
 			select {
@@ -108,5 +111,5 @@ func (b *KeyBucket) Watch(ctx context.Context, fn func(name string, value []byte
 			}
 		}
 	}()
-	return nil
+	return stopped, nil
 }

@@ -75,7 +75,13 @@ type Manager struct {
 
 	syncMu   sync.Mutex
 	lastSync time.Time
+
+	done chan struct{} // closed when the schedule loop has stopped
 }
+
+// Done is closed once the schedule started by Start has stopped (its ctx
+// ended).
+func (m *Manager) Done() <-chan struct{} { return m.done }
 
 // Apply hands the keys in force now to the targets again (for a target
 // that was not ready before).
@@ -127,7 +133,7 @@ func NewManager(ring *Ring, cfg Config, t Targets) (*Manager, error) {
 	if cfg.Rotation < 0 || (cfg.Rotation > 0 && cfg.Rotation <= cfg.Prepublish) {
 		return nil, errors.New("keyring: the rotation interval must be 0 (manual) or longer than the pre-publication time")
 	}
-	return &Manager{ring: ring, cfg: cfg, t: t, log: cfg.Logger, parsed: map[string]*accesstoken.Key{}}, nil
+	return &Manager{ring: ring, cfg: cfg, t: t, log: cfg.Logger, parsed: map[string]*accesstoken.Key{}, done: make(chan struct{})}, nil
 }
 
 // Start makes a signing key of the configured algorithm if the newest has
@@ -172,6 +178,7 @@ func (m *Manager) ensureAlgorithm(ctx context.Context) error {
 }
 
 func (m *Manager) loop(ctx context.Context) {
+	defer close(m.done)
 	for {
 		now := m.cfg.Now()
 		next, err := m.apply(now)

@@ -24,8 +24,8 @@ type Bucket interface {
 	// All returns every record.
 	All(ctx context.Context) (map[string][]byte, error)
 	// Watch calls fn for every record there is and every one created after,
-	// until ctx ends.
-	Watch(ctx context.Context, fn func(name string, value []byte)) error
+	// until ctx ends; done is closed once it has stopped.
+	Watch(ctx context.Context, fn func(name string, value []byte)) (done <-chan struct{}, err error)
 }
 
 // Ring holds every generation of every kind of key: generation 0 from
@@ -73,8 +73,9 @@ func (r *Ring) Load(ctx context.Context) error {
 	return nil
 }
 
-// Watch follows the bucket until ctx ends, adding records as they come.
-func (r *Ring) Watch(ctx context.Context) error {
+// Watch follows the bucket until ctx ends, adding records as they come;
+// done is closed once it has stopped.
+func (r *Ring) Watch(ctx context.Context) (done <-chan struct{}, err error) {
 	return r.bucket.Watch(ctx, func(name string, value []byte) { r.add(name, value) })
 }
 

@@ -30,6 +30,15 @@ func baseRecords() []keyring.Record {
 // identity reaches through url, as one instance of the ledger does.
 func openRing(t *testing.T, ctx context.Context, url string, keyringKey byte) *keyring.Ring {
 	t.Helper()
+	c, err := keyring.NewCipher(bytes.Repeat([]byte{keyringKey}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return openRingWith(t, ctx, url, c, baseRecords())
+}
+
+func openRingWith(t *testing.T, ctx context.Context, url string, c *keyring.Cipher, base []keyring.Record) *keyring.Ring {
+	t.Helper()
 	conn, err := eventstore.Connect(url, natstest.LedgerAuth, "ring-test")
 	if err != nil {
 		t.Fatal(err)
@@ -43,18 +52,14 @@ func openRing(t *testing.T, ctx context.Context, url string, keyringKey byte) *k
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := keyring.NewCipher(bytes.Repeat([]byte{keyringKey}, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := keyring.New(c, bucket, baseRecords(), nil)
+	r, err := keyring.New(c, bucket, base, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := r.Load(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Watch(ctx); err != nil {
+	if _, err := r.Watch(ctx); err != nil {
 		t.Fatal(err)
 	}
 	return r

@@ -45,11 +45,13 @@ type Main struct {
 	http     *http.Server
 	ln       net.Listener
 	// The admin listener, with --admin-addr.
-	adminHTTP *http.Server
-	adminLn   net.Listener
-	lock      *dataDirLock // the data dir's, with the embedded NATS
-	keys      *keyring.Manager
-	stopKeys  context.CancelFunc // ends the key bucket watch and the rotation schedule
+	adminHTTP   *http.Server
+	adminLn     net.Listener
+	lock        *dataDirLock // the data dir's, with the embedded NATS
+	keys        *keyring.Manager
+	stopKeys    context.CancelFunc // ends the key bucket watch and the rotation schedule
+	keysWatch   <-chan struct{}    // closed once the key bucket watch has stopped
+	keysStarted bool
 
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -202,12 +204,13 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 	tags.OnUnknown(func(string) { m.keys.Sync(keysCtx) })
-	if err := ring.Watch(keysCtx); err != nil {
+	if m.keysWatch, err = ring.Watch(keysCtx); err != nil {
 		return err
 	}
 	if err := m.keys.Start(keysCtx); err != nil {
 		return err
 	}
+	m.keysStarted = true
 	snapshots, err := m.store.Snapshots(ctx, streamCfg)
 	if err != nil {
 		log.Warn("snapshots unavailable; replaying the stream from the start", "err", err)
@@ -286,6 +289,14 @@ func introspectionClientSource(cfg Config) (*secrets.ClientsSource, error) {
 	return secrets.WatchClients(filepath.Join(cfg.DataDir, secrets.ClientsFile))
 }
 
+// keysDone is closed once the key schedule has stopped (nil if it never started).
+func (m *Main) keysDone() <-chan struct{} {
+	if m.keys == nil || !m.keysStarted {
+		return nil
+	}
+	return m.keys.Done()
+}
+
 // connect starts the embedded nats-server, or dials --nats-url.
 func (m *Main) connect() error {
 	cfg := m.Config
@@ -362,7 +373,15 @@ func (m *Main) Close() error {
 		}
 		m.wg.Wait()
 		if m.stopKeys != nil {
-			m.stopKeys()
+			m.stopKeys() // before the connection closes under the watch
+			for _, done := range []<-chan struct{}{m.keysWatch, m.keysDone()} {
+				if done != nil {
+					select {
+					case <-done:
+					case <-ctx.Done():
+					}
+				}
+			}
 		}
 		if m.follower != nil {
 			m.follower.Close()
