@@ -40,8 +40,8 @@ type RefreshDecision struct {
 // the ledger issued it, so a token two or more rotations behind needs no
 // walk) and at most two more (the current one and the one before lead to the
 // recorded digest); about twice MaxLegacyGenerationsBehind for a legacy one.
-// A legacy token's chain is walked with the oldest key, the one of the
-// ledger before tags: once its session has rotated under a newer key, a
+// A legacy token's chain is walked with the first generation's key
+// (LegacyKeyID), the one of the ledger before tags: once its session has rotated under a newer key, a
 // legacy token behind it is not recognised (refused as unknown, not taken
 // for reuse).
 func (k TokenKeys) GenerationsBehind(s *Session, t RefreshToken) (behind uint32, genuine bool) {

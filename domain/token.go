@@ -143,8 +143,13 @@ type TokenKeys struct {
 	DigestKeyID  string // names DigestKey in recorded digests
 	DigestKey    []byte // keys the digest recorded in events
 	SuccessorKey []byte // derives each token's successor, and seals tokens
-	// Older are the keys before the current one, newest first.
+	// Older are the other keys held, newest first: those before the
+	// current one, and one that takes over soon.
 	Older []TokenKey
+	// LegacyKeyID names the key of the ledger before tags (the first
+	// generation), which derives the successors of untagged tokens; empty:
+	// the last of Older, or the current key.
+	LegacyKeyID string
 }
 
 // TokenKey is one generation of refresh-token keys.
@@ -195,13 +200,16 @@ func (k TokenKeys) sealer(t RefreshToken) (TokenKey, bool) {
 }
 
 // deriver returns the key that derives t's successor: its sealer, or the
-// oldest key for a legacy token (issued before tags and before any
+// first generation's for a legacy token (issued before tags, so before any
 // rotation of these keys).
 func (k TokenKeys) deriver(t RefreshToken) TokenKey {
 	if t.Tagged {
 		if s, ok := k.sealer(t); ok {
 			return s
 		}
+	}
+	if key, ok := k.byID(k.LegacyKeyID); ok && k.LegacyKeyID != "" {
+		return key
 	}
 	if n := len(k.Older); n > 0 {
 		return k.Older[n-1]

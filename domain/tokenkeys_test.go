@@ -68,3 +68,22 @@ func TestTokenKeysRotateWithoutLoggingAnyoneOut(t *testing.T) {
 		t.Fatal("Holds")
 	}
 }
+
+// TestLegacyTokensAreDerivedByTheFirstKey: an untagged token (issued before
+// tags, under the first key) gets the same successor from an instance that
+// holds a newer key, pending or current, as from one that holds only the
+// first.
+func TestLegacyTokensAreDerivedByTheFirstKey(t *testing.T) {
+	first := testKeys
+	newer := TokenKey{ID: "d2", DigestKey: bytes.Repeat([]byte{7}, 32), SuccessorKey: bytes.Repeat([]byte{8}, 32)}
+	pending := TokenKeys{DigestKeyID: first.DigestKeyID, DigestKey: first.DigestKey, SuccessorKey: first.SuccessorKey, Older: []TokenKey{newer}, LegacyKeyID: first.DigestKeyID}
+	rotated := TokenKeys{DigestKeyID: newer.ID, DigestKey: newer.DigestKey, SuccessorKey: newer.SuccessorKey,
+		Older: []TokenKey{{ID: first.DigestKeyID, DigestKey: first.DigestKey, SuccessorKey: first.SuccessorKey}}, LegacyKeyID: first.DigestKeyID}
+	legacy := token0() // untagged
+	want := first.Successor(legacy).Secret
+	for name, k := range map[string]TokenKeys{"a newer key pending": pending, "a newer key current": rotated} {
+		if got := k.Successor(legacy).Secret; got != want {
+			t.Errorf("%s: the legacy token's successor differs from the first key's", name)
+		}
+	}
+}

@@ -39,7 +39,9 @@ type Config struct {
 	Propagation time.Duration
 	// NeverSigned reports whether the ledger has never issued a token (its
 	// stream is empty): then a key of a newly chosen algorithm signs at
-	// once and the one it replaces leaves the JWKS.
+	// once (no token can be waiting for it). The key it replaces stays in
+	// the JWKS as any retired key does, for an instance that signed with it
+	// before it read the new one.
 	NeverSigned func(ctx context.Context) (bool, error)
 	Now         func() time.Time
 	Logger      *slog.Logger
@@ -73,8 +75,10 @@ type Manager struct {
 	mu     sync.Mutex
 	parsed map[string]*accesstoken.Key // signing keys by record name
 
+	applyMu sync.Mutex // one apply at a time
+
 	syncMu   sync.Mutex
-	lastSync time.Time
+	lastLoad time.Time // when the last successful read of the bucket by Resolve began
 
 	done chan struct{} // closed when the schedule loop has stopped
 }
@@ -86,31 +90,52 @@ func (m *Manager) Done() <-chan struct{} { return m.done }
 // Apply hands the keys in force now to the targets again (for a target
 // that was not ready before).
 func (m *Manager) Apply() error {
-	_, err := m.apply(m.cfg.Now())
+	_, err := m.apply()
 	return err
 }
 
-// Sync reads the bucket now and hands out what it finds, for a user that
-// met a key id it does not hold (integrity.TagKeys.OnUnknown, a digest under
-// an unknown refresh-token key): the watch has not delivered a record
-// another instance already uses. Calls within 100 ms of the last read
-// nothing new.
-func (m *Manager) Sync(ctx context.Context) {
+// Resolve is for a user that met a key id of kind it does not hold (a tag
+// on an event, a session's recorded digest): a record another instance
+// already uses that the watch has not delivered yet. It reads the bucket,
+// trying again with backoff until a read succeeds or ctx ends (a read
+// failing must not make a genuine event look forged), hands out what it
+// found, and reports whether the key is held now. A read that began after
+// the call, made by another caller, counts as its own.
+func (m *Manager) Resolve(ctx context.Context, kind, id string) bool {
+	if m.holds(kind, id) {
+		return true
+	}
+	asked := time.Now()
 	m.syncMu.Lock()
 	defer m.syncMu.Unlock()
-	if time.Since(m.lastSync) < 100*time.Millisecond {
-		return
+	if m.lastLoad.After(asked) {
+		return m.holds(kind, id)
 	}
-	m.lastSync = time.Now()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := m.ring.Load(ctx); err != nil {
-		m.log.Error("keyring: reading the key bucket failed", "err", err)
-		return
+	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
+		start := time.Now()
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := m.ring.Load(lctx)
+		cancel()
+		if err == nil {
+			m.lastLoad = start
+			break
+		}
+		m.log.Warn("keyring: reading the key bucket failed; trying again", "kind", kind, "id", id, "err", err)
+		select {
+		case <-ctx.Done():
+			return m.holds(kind, id)
+		case <-time.After(backoff):
+		}
 	}
-	if _, err := m.apply(m.cfg.Now()); err != nil {
+	if _, err := m.apply(); err != nil {
 		m.log.Error("keyring: keys not applied", "err", err)
 	}
+	return m.holds(kind, id)
+}
+
+func (m *Manager) holds(kind, id string) bool {
+	recs, _ := m.ring.Records(kind)
+	return slices.ContainsFunc(recs, func(r Record) bool { return r.ID == id })
 }
 
 // NewManager returns a manager of ring's keys.
@@ -143,7 +168,7 @@ func (m *Manager) Start(ctx context.Context) error {
 	if err := m.ensureAlgorithm(ctx); err != nil {
 		return err
 	}
-	if _, err := m.apply(m.cfg.Now()); err != nil {
+	if _, err := m.apply(); err != nil {
 		return err
 	}
 	go m.loop(ctx)
@@ -165,9 +190,9 @@ func (m *Manager) ensureAlgorithm(ctx context.Context) error {
 	}
 	activate := now.Add(m.cfg.Prepublish)
 	if never {
-		activate = now // nobody holds a token or has seen a key: no need to wait
+		activate = now // no token was issued: none can be waiting for the key
 	}
-	rec, created, err := m.ring.Rotate(ctx, Signing, m.cfg.SigningAlg, now, activate, never)
+	rec, created, err := m.ring.Rotate(ctx, Signing, m.cfg.SigningAlg, now, activate, m.cfg.RetireAfter)
 	if err != nil {
 		return err
 	}
@@ -180,8 +205,11 @@ func (m *Manager) ensureAlgorithm(ctx context.Context) error {
 func (m *Manager) loop(ctx context.Context) {
 	defer close(m.done)
 	for {
+		// The channel is taken before the records are read: a record that
+		// arrives while they are applied wakes the next round.
+		_, changed := m.ring.Records(Signing)
 		now := m.cfg.Now()
-		next, err := m.apply(now)
+		next, err := m.apply()
 		if err != nil {
 			m.log.Error("keyring: keys not applied", "err", err)
 		}
@@ -194,7 +222,6 @@ func (m *Manager) loop(ctx context.Context) {
 				next = due
 			}
 		}
-		_, changed := m.ring.Records(Signing)
 		var timer <-chan time.Time
 		var t *time.Timer
 		if !next.IsZero() {
@@ -233,7 +260,7 @@ func (m *Manager) scheduledRotation(ctx context.Context, now time.Time) {
 	if earliest := now.Add(m.cfg.Prepublish); activate.Before(earliest) {
 		activate = earliest
 	}
-	rec, created, err := m.ring.Rotate(ctx, Signing, m.cfg.SigningAlg, now, activate, false)
+	rec, created, err := m.ring.Rotate(ctx, Signing, m.cfg.SigningAlg, now, activate, m.cfg.RetireAfter)
 	switch {
 	case err != nil:
 		m.log.Error("keyring: scheduled signing-key rotation failed; trying again in a second", "err", err)
@@ -258,7 +285,7 @@ func (m *Manager) Rotate(ctx context.Context, kind string) (Record, error) {
 	if kind == Signing {
 		wait = m.cfg.Prepublish
 	}
-	rec, created, err := m.ring.Rotate(ctx, kind, m.cfg.SigningAlg, now, now.Add(wait), false)
+	rec, created, err := m.ring.Rotate(ctx, kind, m.cfg.SigningAlg, now, now.Add(wait), m.cfg.RetireAfter)
 	if err != nil {
 		return Record{}, err
 	}
@@ -276,8 +303,13 @@ var (
 )
 
 // apply hands the keys in force at now to the targets, and returns the next
-// instant at which they change (zero if none is scheduled).
-func (m *Manager) apply(now time.Time) (next time.Time, err error) {
+// instant at which they change (zero if none is scheduled). Calls take
+// turns, each reading the records and the clock inside its turn, so that an
+// older set is never handed out after a newer one.
+func (m *Manager) apply() (next time.Time, err error) {
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
+	now := m.cfg.Now()
 	soonest := func(t time.Time) {
 		if !t.IsZero() && t.After(now) && (next.IsZero() || t.Before(next)) {
 			next = t
@@ -309,7 +341,7 @@ func (m *Manager) apply(now time.Time) (next time.Time, err error) {
 	soonest(NextActivation(token, now))
 	if m.t.Token != nil {
 		cur := Active(token, now)
-		var tk domain.TokenKeys
+		tk := domain.TokenKeys{LegacyKeyID: token[0].ID}
 		for i := len(token) - 1; i >= 0; i-- {
 			r := token[i]
 			d, s, err := decodeTokenKeys(r.Secret)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/sessionledger/sessionledger/accesstoken"
 	"github.com/sessionledger/sessionledger/domain"
+	"github.com/sessionledger/sessionledger/eventstore"
 	"github.com/sessionledger/sessionledger/integrity"
 	"github.com/sessionledger/sessionledger/internal/natstest"
 	"github.com/sessionledger/sessionledger/keyring"
@@ -53,7 +54,8 @@ func signingBase(t *testing.T) []keyring.Record {
 // --signing-alg on a ledger that has issued tokens, the manager makes a key
 // of the new algorithm that is published at once but signs only after the
 // pre-publication time, the old key signing meanwhile; on a ledger that
-// never signed, the new key signs at once and the unused one is dropped.
+// never signed, the new key signs at once (the old one stays published, for
+// an instance that signed with it before it read the new one).
 func TestAnAlgorithmChangeOnALedgerInUseIsPrepublished(t *testing.T) {
 	for _, never := range []bool{false, true} {
 		t.Run(map[bool]string{false: "in use", true: "never signed"}[never], func(t *testing.T) {
@@ -83,8 +85,8 @@ func TestAnAlgorithmChangeOnALedgerInUseIsPrepublished(t *testing.T) {
 			}
 			active, published := got.get()
 			if never {
-				if active.Alg() != accesstoken.ES256 || len(published) != 1 {
-					t.Fatalf("never signed: active %s, published %v; want the ES256 key alone at once", active.Alg(), published)
+				if active.Alg() != accesstoken.ES256 || len(published) != 2 {
+					t.Fatalf("never signed: active %s, published %v; want the ES256 key signing at once, the other still published", active.Alg(), published)
 				}
 				return
 			}
@@ -106,5 +108,69 @@ func TestAnAlgorithmChangeOnALedgerInUseIsPrepublished(t *testing.T) {
 				t.Fatalf("the EdDSA key left the JWKS as the new one took over: %v", published)
 			}
 		})
+	}
+}
+
+// TestResolveReadsAKeyTheWatchHasNotDelivered: an instance that meets a key
+// id it does not hold (here: it never watched) reads the bucket, hands the
+// key out and says it holds it; an id that is nowhere is not held after a
+// successful read.
+func TestResolveReadsAKeyTheWatchHasNotDelivered(t *testing.T) {
+	srv := natstest.StartAccounts(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c, err := keyring.NewCipher(make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writer := openRingWith(t, ctx, srv.ClientURL(), c, signingBase(t))
+
+	conn, err := eventstore.Connect(srv.ClientURL(), natstest.LedgerAuth, "resolve-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	store, err := conn.Store(ctx, eventstore.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bucket, err := store.KeyBucket(ctx, eventstore.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lagging, err := keyring.New(c, bucket, signingBase(t), nil) // no Load, no Watch
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var tagKeys map[string][]byte
+	m, err := keyring.NewManager(lagging, keyring.Config{SigningAlg: accesstoken.EdDSA, Prepublish: 2 * time.Second}, keyring.Targets{
+		Tag: func(_ string, keys map[string][]byte) error {
+			mu.Lock()
+			defer mu.Unlock()
+			tagKeys = keys
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	now := time.Now()
+	rec, _, err := writer.Rotate(ctx, keyring.Tag, "", now, now, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.Resolve(ctx, keyring.Tag, rec.ID) {
+		t.Fatal("the new tag key is not held after Resolve")
+	}
+	mu.Lock()
+	_, handed := tagKeys[rec.ID]
+	mu.Unlock()
+	if !handed {
+		t.Fatal("Resolve did not hand the new tag key out")
+	}
+	if m.Resolve(ctx, keyring.Tag, "tnowhere") {
+		t.Fatal("an id that is in no record is held")
 	}
 }

@@ -49,10 +49,12 @@ type Record struct {
 	// ActivateAt is when the key takes over: it signs, digests, tags from
 	// then on. Generation 0 is active from the start.
 	ActivateAt time.Time `json:"activate_at"`
-	// PreviousUnused says the generation before never signed a token (it was
-	// replaced on a ledger that had issued nothing), so it leaves the JWKS
-	// as soon as this one is active.
-	PreviousUnused bool `json:"previous_unused,omitempty"`
+	// RetireAfter (signing keys) is how long a signing key stays in the JWKS
+	// after it last signed, as the writer's --max-access-token-ttl and
+	// leeway made it: every instance retires keys after the longest of
+	// these and its own, so an instance with a shorter setting never drops
+	// a key whose tokens another instance made to last longer.
+	RetireAfter time.Duration `json:"retire_after,omitempty"`
 	// Secret is the key material (never marshalled in the clear): PKCS #8
 	// for signing, the digest and successor keys in JSON for token, at
 	// least 32 bytes for tag, an Ed25519 seed for checkpoint.

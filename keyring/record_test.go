@@ -59,7 +59,7 @@ func TestRecordsOpenOnlyAsWritten(t *testing.T) {
 	}{
 		"activation moved earlier": {rec.Name(), alter("activate_at", now.Add(-time.Hour).UTC().Format(time.RFC3339Nano)), c},
 		"id changed":               {rec.Name(), alter("id", "tother"), c},
-		"previous marked unused":   {rec.Name(), alter("previous_unused", true), c},
+		"retire delay shortened":   {rec.Name(), alter("retire_after", 1), c},
 		"moved to another name":    {"tag.0000000004", b, c},
 		"another ledger's key":     {rec.Name(), b, testCipher(t, 2)},
 		"generation 0 name":        {"tag.0000000000", b, c},
@@ -125,8 +125,10 @@ func TestSigningSchedule(t *testing.T) {
 		}
 	}
 
-	unused := []Record{{Kind: Signing, Gen: 0, ID: "k0"}, {Kind: Signing, Gen: 1, ID: "k1", Created: at(100), ActivateAt: at(100), PreviousUnused: true}}
-	if pub, _ := Published(unused, retire, at(100)); ids(pub) != "k1" {
-		t.Errorf("a key that never signed is still published: %s", ids(pub))
+	// A key made by an instance with a longer access-token lifetime retires
+	// by it, on an instance with a shorter one too.
+	longer := []Record{{Kind: Signing, Gen: 0, ID: "k0"}, {Kind: Signing, Gen: 1, ID: "k1", Created: at(100), ActivateAt: at(110), RetireAfter: time.Hour}}
+	if pub, _ := Published(longer, retire, at(110).Add(30*time.Minute)); ids(pub) != "k0,k1" {
+		t.Errorf("half an hour after k1 took over with a recorded retire delay of an hour: published %s, want k0,k1", ids(pub))
 	}
 }

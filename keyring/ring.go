@@ -140,15 +140,19 @@ func (r *Ring) Records(kind string) ([]Record, <-chan struct{}) {
 
 // Rotate creates the next generation of kind, taking over at activateAt
 // (never before the latest generation's). For signing keys, alg chooses
-// the algorithm. If another writer created that generation first, that
-// record is returned with created false.
-func (r *Ring) Rotate(ctx context.Context, kind, alg string, now, activateAt time.Time, previousUnused bool) (rec Record, created bool, err error) {
+// the algorithm and retireAfter is recorded (Record.RetireAfter). If
+// another writer created that generation first, that record is returned
+// with created false.
+func (r *Ring) Rotate(ctx context.Context, kind, alg string, now, activateAt time.Time, retireAfter time.Duration) (rec Record, created bool, err error) {
 	recs, _ := r.Records(kind)
 	if recs == nil {
 		return Record{}, false, fmt.Errorf("keyring: unknown kind of key %q", kind)
 	}
 	latest := recs[len(recs)-1]
-	rec = Record{Kind: kind, Gen: latest.Gen + 1, PreviousUnused: previousUnused}
+	rec = Record{Kind: kind, Gen: latest.Gen + 1}
+	if kind == Signing {
+		rec.RetireAfter = retireAfter
+	}
 	generating := time.Now()
 	switch kind {
 	case Signing:

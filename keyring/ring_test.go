@@ -83,7 +83,7 @@ func TestInstancesAgreeOnEachGeneration(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rec, created, err := r.Rotate(ctx, keyring.Tag, "", now, now.Add(time.Second), false)
+			rec, created, err := r.Rotate(ctx, keyring.Tag, "", now, now.Add(time.Second), 0)
 			if err != nil {
 				t.Error(err)
 			}
@@ -99,7 +99,7 @@ func TestInstancesAgreeOnEachGeneration(t *testing.T) {
 	}
 
 	// A rotation on one instance reaches the other through the watch.
-	rec, created, err := a.Rotate(ctx, keyring.Token, "", now, now.Add(time.Second), false)
+	rec, created, err := a.Rotate(ctx, keyring.Token, "", now, now.Add(time.Second), 0)
 	if err != nil || !created {
 		t.Fatalf("rotate: %v %v", created, err)
 	}
@@ -129,7 +129,7 @@ func TestReadersCannotReadTheKeyBucket(t *testing.T) {
 	defer cancel()
 	a := openRing(t, ctx, srv.ClientURL(), 9)
 	now := time.Now()
-	rec, _, err := a.Rotate(ctx, keyring.Tag, "", now, now, false)
+	rec, _, err := a.Rotate(ctx, keyring.Tag, "", now, now, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

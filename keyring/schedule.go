@@ -24,16 +24,20 @@ type SigningWindow struct {
 	// while none is scheduled.
 	SignsUntil time.Time
 	// RetireAt is when the key leaves the JWKS: its last token has expired
-	// (SignsUntil plus the longest access-token lifetime plus leeway), or at
-	// SignsUntil when it never signed (PreviousUnused). Zero while it signs
-	// with no successor scheduled.
+	// (SignsUntil plus the longest access-token lifetime plus leeway). Zero
+	// while it signs with no successor scheduled.
 	RetireAt time.Time
 }
 
 // SigningWindows returns the window of every signing generation in recs
 // (sorted by generation). A key is published from when it is known until
-// RetireAt; it signs from ActivateAt until SignsUntil.
+// RetireAt; it signs from ActivateAt until SignsUntil. Keys retire
+// retireAfter after they last signed, or the longest RetireAfter any record
+// carries if that is longer.
 func SigningWindows(recs []Record, retireAfter time.Duration) []SigningWindow {
+	for _, r := range recs {
+		retireAfter = max(retireAfter, r.RetireAfter)
+	}
 	out := make([]SigningWindow, len(recs))
 	for i, r := range recs {
 		out[i].Record = r
@@ -41,9 +45,6 @@ func SigningWindows(recs []Record, retireAfter time.Duration) []SigningWindow {
 			next := recs[i+1]
 			out[i].SignsUntil = next.ActivateAt
 			out[i].RetireAt = next.ActivateAt.Add(retireAfter)
-			if next.PreviousUnused {
-				out[i].RetireAt = next.ActivateAt
-			}
 		}
 	}
 	return out

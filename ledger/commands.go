@@ -170,7 +170,9 @@ func (l *Ledger) SignOut(ctx context.Context, raw string) (err error) {
 			// instance has not applied yet: another instance handed it out,
 			// maybe a moment ago. Only a current projection can tell.
 			if err = l.current(ctx); err == nil {
-				s, ok = l.proj.Session(t.SessionID)
+				if s, ok = l.proj.Session(t.SessionID); ok {
+					l.holdKeyOf(ctx, &s)
+				}
 			}
 		}
 		if ok {

@@ -63,10 +63,10 @@ type Config struct {
 	// tokens of this lifetime. A retired signing key stays in the JWKS this
 	// long (plus leeway) after it last signed.
 	MaxAccessTokenTTL time.Duration
-	// SyncKeys, when set, is called to read the rotated keys anew when a
-	// session's digest names a refresh-token key not held (it calls
-	// SetTokenKeys).
-	SyncKeys func(ctx context.Context)
+	// ResolveTokenKey, when set, is called when a session's recorded digest
+	// names a refresh-token key not held: it reads the rotated keys again
+	// (calling SetTokenKeys) and reports whether the key is held now.
+	ResolveTokenKey func(ctx context.Context, id string) bool
 	Logger   *slog.Logger
 	// OnConflict, if set, is called for each append that lost to another writer.
 	OnConflict func()
@@ -360,18 +360,41 @@ func (l *Ledger) Issue(ctx context.Context, req IssueRequest) (_ TokenPair, err 
 // live, was applied long since, and every rotation after it made a tagged
 // token; one that is not genuine against the state held (a bounded walk,
 // domain.MaxLegacyGenerationsBehind) is refused here, before any write.
+//
+// Refresh-token keys rotate: when the session's recorded digest names a key
+// this instance has not read yet (another instance rotated the session
+// under it), the keys are read again before anything is decided. Only a
+// recorded digest triggers that, never what a caller sends: a forged tag
+// costs a projection lookup at most.
 func (l *Ledger) tokenSession(ctx context.Context, t domain.RefreshToken) (domain.Session, bool, error) {
 	if !t.Tagged {
 		s, ok := l.proj.Session(t.SessionID)
 		if ok {
+			l.holdKeyOf(ctx, &s)
 			_, ok = l.tokenKeys().GenerationsBehind(&s, t)
 		}
 		return s, ok, nil
 	}
 	if !l.tokenKeys().Authentic(t) {
-		return domain.Session{}, false, nil
+		s, ok := l.proj.Session(t.SessionID)
+		if !ok || !l.holdKeyOf(ctx, &s) || !l.tokenKeys().Authentic(t) {
+			return domain.Session{}, false, nil
+		}
 	}
-	return l.session(ctx, t.SessionID)
+	s, ok, err := l.session(ctx, t.SessionID)
+	if ok {
+		l.holdKeyOf(ctx, &s)
+	}
+	return s, ok, err
+}
+
+// holdKeyOf reads the refresh-token keys again when s's digest names one
+// not held, and reports whether it is held now after not being before.
+func (l *Ledger) holdKeyOf(ctx context.Context, s *domain.Session) bool {
+	if l.cfg.ResolveTokenKey == nil || s.Token.KeyID == "" || l.tokenKeys().Holds(s.Token.KeyID) {
+		return false
+	}
+	return l.cfg.ResolveTokenKey(ctx, s.Token.KeyID)
 }
 
 // Refresh exchanges a refresh token for a new pair (RFC 6749 §6).
@@ -388,11 +411,6 @@ func (l *Ledger) Refresh(ctx context.Context, raw string) (_ TokenPair, err erro
 			err = domain.ErrTokenUnknown
 		}
 		return TokenPair{Outcome: domain.OutcomeInvalid}, err
-	}
-	if !l.tokenKeys().Holds(s.Token.KeyID) && l.cfg.SyncKeys != nil {
-		// Another instance rotated the session under a refresh-token key
-		// this one has not read yet: read the keys before deciding.
-		l.cfg.SyncKeys(ctx)
 	}
 	e, d, superseded, err := l.write(ctx, s.UserKey, func(now time.Time) decision {
 		s, ok := l.proj.Session(t.SessionID)

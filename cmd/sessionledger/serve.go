@@ -203,7 +203,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	tags.OnUnknown(func(string) { m.keys.Sync(keysCtx) })
+	tags.OnUnknown(func(id string) { m.keys.Resolve(keysCtx, keyring.Tag, id) })
 	if m.keysWatch, err = ring.Watch(keysCtx); err != nil {
 		return err
 	}
@@ -251,7 +251,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Token:      domain.TokenKeys{DigestKeyID: keys.DigestKeyID, DigestKey: keys.DigestKey, SuccessorKey: keys.SuccessorKey},
 		SubjectKey: keys.SubjectKey,
 	}, ledger.Config{ReuseGrace: graceSetting(cfg.ReuseGrace), RequestTimeout: cfg.RequestTimeout, DefaultPolicy: defaultPolicy, DefaultClientID: cfg.DefaultClientID, Now: cfg.Now, Logger: log, OnConflict: mets.AppendConflict,
-		MaxAccessTokenTTL: cfg.MaxAccessTokenTTL, SyncKeys: m.keys.Sync})
+		MaxAccessTokenTTL: cfg.MaxAccessTokenTTL,
+		ResolveTokenKey:   func(ctx context.Context, id string) bool { return m.keys.Resolve(ctx, keyring.Token, id) }})
 	tokenKeys.Store(m.ledger)
 	if err := m.keys.Apply(); err != nil { // hands the ledger the refresh-token keys in force
 		return err
