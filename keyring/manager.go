@@ -47,12 +47,14 @@ type Config struct {
 	Logger      *slog.Logger
 }
 
-// JWKSMaxAge is the Cache-Control max-age to serve the JWKS with: half the
-// pre-publication time, at most five minutes, at least a second. A verifier
-// that honours it has fetched a new key at least half the pre-publication
-// time before the key signs, room for clock skew between instances.
+// JWKSMaxAge is the Cache-Control max-age to serve the JWKS with: a third
+// of the pre-publication time, at most five minutes, at least a second. A
+// new key is then in the JWKS three max-ages before it signs: one for a
+// shared HTTP cache between the ledger and a verifier, one for the
+// verifier's own copy, and one for the clocks of the ledger's instances
+// and the lag of their key watch.
 func JWKSMaxAge(prepublish time.Duration) time.Duration {
-	return max(min(prepublish/2, 5*time.Minute), time.Second).Truncate(time.Second)
+	return max(min(prepublish/3, 5*time.Minute), time.Second).Truncate(time.Second)
 }
 
 // Targets receive the keys in force whenever they change.

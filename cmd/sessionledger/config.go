@@ -184,7 +184,7 @@ func (c *Config) complete() error {
 	}
 	switch {
 	case c.SigningKeyPrepublish < 2*time.Second:
-		return errors.New("--signing-key-prepublish must be at least 2s: the JWKS is served with a max-age of half of it")
+		return errors.New("--signing-key-prepublish must be at least 2s: the JWKS is served with a max-age of a third of it, at least 1s")
 	case c.SigningKeyRotation < 0:
 		return errors.New("--signing-key-rotation must not be negative (0: rotate only with `sessionledger keys rotate`)")
 	case c.SigningKeyRotation > 0 && c.SigningKeyRotation <= c.SigningKeyPrepublish:

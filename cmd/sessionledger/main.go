@@ -128,7 +128,7 @@ func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stder
 	fs.DurationVar(&cfg.CheckpointInterval, "checkpoint-interval", cfg.CheckpointInterval, "how often a signed checkpoint is appended while there are new events (0: never)")
 	fs.StringVar(&cfg.SigningAlg, "signing-alg", cfg.SigningAlg, "algorithm of the access-token signing key: EdDSA, ES256 or RS256 (RSA 2048); a change takes effect after --signing-key-prepublish")
 	fs.DurationVar(&cfg.SigningKeyRotation, "signing-key-rotation", cfg.SigningKeyRotation, "how long each signing key signs before the next takes over (0: only `sessionledger keys rotate`)")
-	fs.DurationVar(&cfg.SigningKeyPrepublish, "signing-key-prepublish", cfg.SigningKeyPrepublish, "how long a new signing key is in the JWKS before it signs; the JWKS max-age is half of it (at most 5m)")
+	fs.DurationVar(&cfg.SigningKeyPrepublish, "signing-key-prepublish", cfg.SigningKeyPrepublish, "how long a new signing key is in the JWKS before it signs; the JWKS max-age is a third of it (at most 5m)")
 	fs.DurationVar(&cfg.MaxAccessTokenTTL, "max-access-token-ttl", cfg.MaxAccessTokenTTL, "longest access-token lifetime, whatever the policy asks; a retired signing key stays in the JWKS this long plus 1m after it last signed")
 	fs.Uint64Var(&cfg.TrustUntaggedThrough, "trust-untagged-through", 0, "accept events without an integrity tag up to this stream sequence: a stream written by a ledger older than tags, which you vouch for")
 	fs.TextVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn, error")
