@@ -9,7 +9,6 @@ import (
 
 	"github.com/sessionledger/sessionledger/accesstoken"
 	"github.com/sessionledger/sessionledger/domain"
-	"github.com/sessionledger/sessionledger/eventstore"
 	"github.com/sessionledger/sessionledger/integrity"
 	"github.com/sessionledger/sessionledger/internal/natstest"
 	"github.com/sessionledger/sessionledger/keyring"
@@ -125,20 +124,7 @@ func TestResolveReadsAKeyTheWatchHasNotDelivered(t *testing.T) {
 	}
 	writer := openRingWith(t, ctx, srv.ClientURL(), c, signingBase(t))
 
-	conn, err := eventstore.Connect(srv.ClientURL(), natstest.LedgerAuth, "resolve-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	store, err := conn.Store(ctx, eventstore.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bucket, err := store.KeyBucket(ctx, eventstore.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lagging, err := keyring.New(c, bucket, signingBase(t), nil) // no Load, no Watch
+	lagging, err := keyring.New(c, openBucket(t, ctx, srv.ClientURL()), signingBase(t), nil) // no Load, no Watch
 	if err != nil {
 		t.Fatal(err)
 	}

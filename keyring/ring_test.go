@@ -39,6 +39,23 @@ func openRing(t *testing.T, ctx context.Context, url string, keyringKey byte) *k
 
 func openRingWith(t *testing.T, ctx context.Context, url string, c *keyring.Cipher, base []keyring.Record) *keyring.Ring {
 	t.Helper()
+	r, err := keyring.New(c, openBucket(t, ctx, url), base, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Watch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// openBucket opens the key bucket as the ledger's identity does, until the
+// test ends.
+func openBucket(t *testing.T, ctx context.Context, url string) *eventstore.KeyBucket {
+	t.Helper()
 	conn, err := eventstore.Connect(url, natstest.LedgerAuth, "ring-test")
 	if err != nil {
 		t.Fatal(err)
@@ -52,17 +69,7 @@ func openRingWith(t *testing.T, ctx context.Context, url string, c *keyring.Ciph
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := keyring.New(c, bucket, base, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.Watch(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return r
+	return bucket
 }
 
 // TestInstancesAgreeOnEachGeneration: two instances rotating the same kind
