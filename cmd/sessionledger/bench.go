@@ -9,9 +9,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/sessionledger/sessionledger/accesstoken"
 	"github.com/sessionledger/sessionledger/internal/bench"
 )
 
@@ -24,7 +26,7 @@ func benchCmd(ctx context.Context, args []string, lookupEnv func(string) (string
 	var cfg bench.Config
 	var attack bench.AttackConfig
 	var big bench.BigUserConfig
-	var scenario, natsSync, binary string
+	var scenario, natsSync, signingAlg, binary string
 	var pid int
 	var asJSON bool
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
@@ -37,6 +39,7 @@ func benchCmd(ctx context.Context, args []string, lookupEnv func(string) (string
 	fs.IntVar(&cfg.Sessions, "sessions", 1, "refresh: sessions per client")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "refresh: how long to refresh (and to run each reference); attack, big-user: each phase")
 	fs.StringVar(&natsSync, "nats-sync", "", `the ledger started here only: JetStream sync interval ("always" to fsync every write)`)
+	fs.StringVar(&signingAlg, "signing-alg", DefaultConfig().SigningAlg, "the ledger started here only: algorithm of its access-token signing key, "+strings.Join(accesstoken.Algorithms, ", ")+" (RSA 2048)")
 	fs.IntVar(&pid, "pid", 0, "attack, big-user with --url: the ledger's process id, to report its CPU (Linux; default: not reported)")
 	fs.StringVar(&binary, "server-binary", "", "attack, big-user: the sessionledger binary to run as the ledger (default: this one)")
 	fs.IntVar(&attack.Users, "users", 100_000, "attack: users preloaded, one session each")
@@ -53,12 +56,18 @@ func benchCmd(ctx context.Context, args []string, lookupEnv func(string) (string
 	if cfg.Clients < 1 || cfg.Sessions < 1 || cfg.Duration <= 0 {
 		return errors.New("bench: --clients, --sessions and --duration must be positive")
 	}
+	if !slices.Contains(accesstoken.Algorithms, signingAlg) {
+		return fmt.Errorf("bench: --signing-alg %q: must be one of %s", signingAlg, strings.Join(accesstoken.Algorithms, ", "))
+	}
+	if cfg.URL != "" && flagGiven(fs, "signing-alg") {
+		return errors.New("bench: --signing-alg sets the ledger bench starts; with --url, the ledger's own --signing-alg decides")
+	}
 	var r any
 	var show func(io.Writer)
 	switch scenario {
 	case "refresh":
 		if cfg.URL == "" {
-			stop, err := startBenchLedger(ctx, &cfg, natsSync)
+			stop, err := startBenchLedger(ctx, &cfg, natsSync, signingAlg)
 			if err != nil {
 				return err
 			}
@@ -72,7 +81,7 @@ func benchCmd(ctx context.Context, args []string, lookupEnv func(string) (string
 		}
 		r, show = res, func(w io.Writer) { bench.Print(w, res) }
 	case "attack", "big-user":
-		target, stop, err := benchTarget(ctx, cfg, pid, binary, natsSync, stderr)
+		target, stop, err := benchTarget(ctx, cfg, pid, binary, natsSync, signingAlg, stderr)
 		if err != nil {
 			return err
 		}
@@ -108,7 +117,7 @@ func benchCmd(ctx context.Context, args []string, lookupEnv func(string) (string
 // (its CPU read from --pid, if given), or binary (default: this executable)
 // started as a child process on a temporary data dir. stop stops what it
 // started.
-func benchTarget(ctx context.Context, cfg bench.Config, pid int, binary, natsSync string, log io.Writer) (bench.Target, func(), error) {
+func benchTarget(ctx context.Context, cfg bench.Config, pid int, binary, natsSync, signingAlg string, log io.Writer) (bench.Target, func(), error) {
 	if cfg.URL != "" {
 		if cfg.AdminToken == "" {
 			return bench.Target{}, nil, errors.New("bench: with --url, give --admin-token (or SESSIONLEDGER_ADMIN_TOKEN)")
@@ -122,6 +131,9 @@ func benchTarget(ctx context.Context, cfg bench.Config, pid int, binary, natsSyn
 		}
 	}
 	var extra []string
+	if signingAlg != DefaultConfig().SigningAlg { // a --server-binary older than the flag still runs with the default
+		extra = append(extra, "--signing-alg", signingAlg)
+	}
 	if natsSync != "" {
 		extra = append(extra, "--nats-sync", natsSync)
 	}
@@ -136,15 +148,16 @@ func benchTarget(ctx context.Context, cfg bench.Config, pid int, binary, natsSyn
 	}, nil
 }
 
-// startBenchLedger runs a ledger in-process on a temporary data dir.
-func startBenchLedger(ctx context.Context, cfg *bench.Config, natsSync string) (func(), error) {
+// startBenchLedger runs a ledger in-process on a temporary data dir, signing
+// access tokens with signingAlg.
+func startBenchLedger(ctx context.Context, cfg *bench.Config, natsSync, signingAlg string) (func(), error) {
 	dir, err := os.MkdirTemp("", "sessionledger-bench")
 	if err != nil {
 		return nil, err
 	}
 	c := DefaultConfig()
 	c.HTTPAddr, c.NATSListen, c.DataDir, c.AdminToken = "127.0.0.1:0", "127.0.0.1:-1", dir, "bench-admin-token-0123456789abcdef"
-	c.NATSSync = natsSync
+	c.NATSSync, c.SigningAlg = natsSync, signingAlg
 	m := NewMain(c, slog.New(slog.DiscardHandler))
 	stop := func() { m.Close(); os.RemoveAll(dir) }
 	err = c.complete()
@@ -161,4 +174,12 @@ func startBenchLedger(ctx context.Context, cfg *bench.Config, natsSync string) (
 	}
 	cfg.URL, cfg.AdminToken, cfg.Dial = m.HTTPURL(), c.AdminToken, m.embedded.Connect
 	return stop, nil
+}
+
+// flagGiven reports whether the flag name was set on the command line (not
+// from the environment).
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
 }

@@ -8,6 +8,7 @@ package bench
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,6 +41,7 @@ type Config struct {
 // Result is what one run measured.
 type Result struct {
 	Clients       int            `json:"clients"`
+	SigningAlg    string         `json:"signing_alg"` // the alg in the header of the access tokens issued
 	Duration      string         `json:"duration"`
 	Issued        int            `json:"issued"`
 	IssuePerSec   float64        `json:"issue_per_sec"`
@@ -135,6 +137,7 @@ func Run(ctx context.Context, cfg Config, log io.Writer) (Result, error) {
 		return r, err
 	}
 	elapsed := time.Since(start)
+	r.SigningAlg = tokenAlg(access[0])
 	all := merged(lat)
 	r.Refreshes = len(all)
 	for _, n := range r.Errors {
@@ -202,6 +205,20 @@ func Run(ctx context.Context, cfg Config, log io.Writer) (Result, error) {
 	r.RatioToAppend = r.RefreshPerSec / r.AppendPerSec
 	r.RatioToHandler = r.RefreshPerSec / r.HandlerPerSec
 	return r, nil
+}
+
+// tokenAlg returns the alg of the JWS header of token; "" if it has none.
+func tokenAlg(token string) string {
+	header, _, _ := strings.Cut(token, ".")
+	b, err := base64.RawURLEncoding.DecodeString(header)
+	if err != nil {
+		return ""
+	}
+	var h struct {
+		Alg string `json:"alg"`
+	}
+	_ = json.Unmarshal(b, &h)
+	return h.Alg
 }
 
 // merged returns every client's latencies in one sorted slice.
@@ -283,6 +300,7 @@ func do(client *http.Client, req *http.Request) (int, map[string]any, error) {
 func Print(w io.Writer, r Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "clients\t%d\n", r.Clients)
+	fmt.Fprintf(tw, "access tokens\t%s\n", r.SigningAlg)
 	fmt.Fprintf(tw, "issue\t%d sessions, %.0f/s\n", r.Issued, r.IssuePerSec)
 	fmt.Fprintf(tw, "refresh\t%d in %s, %.0f/s\n", r.Refreshes, r.Duration, r.RefreshPerSec)
 	fmt.Fprintf(tw, "latency\tp50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms\n", r.P50, r.P90, r.P99, r.Max)
