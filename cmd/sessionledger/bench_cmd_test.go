@@ -11,7 +11,7 @@ import (
 
 func TestBenchCommand(t *testing.T) {
 	var out bytes.Buffer
-	err := run(context.Background(), []string{"bench", "--clients", "4", "--sessions", "2", "--duration", "300ms", "--json"}, &out, io.Discard)
+	err := run(context.Background(), []string{"bench", "--clients", "4", "--sessions", "2", "--duration", "300ms", "--json", "--signing-alg", "ES256"}, &out, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,12 +25,13 @@ func TestBenchCommand(t *testing.T) {
 		HandlerPerSec  float64        `json:"empty_handler_per_sec"`
 		RatioToAppend  float64        `json:"refresh_to_append"`
 		RatioToHandler float64        `json:"refresh_to_empty_handler"`
+		SigningAlg     string         `json:"signing_alg"`
 	}
 	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
 		t.Fatalf("%v: %s", err, out.String())
 	}
 	if r.Issued != 8 || r.Refreshes == 0 || len(r.Errors) != 0 || r.AppendPerSec <= 0 || r.HandlerPerSec <= 0 ||
-		r.RatioToAppend <= 0 || r.RatioToHandler <= 0 || r.LatencyMS["p99"] == nil {
+		r.RatioToAppend <= 0 || r.RatioToHandler <= 0 || r.LatencyMS["p99"] == nil || r.SigningAlg != "ES256" {
 		t.Fatalf("bench result %+v", r)
 	}
 }
