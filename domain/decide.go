@@ -45,28 +45,38 @@ type RefreshDecision struct {
 // legacy token behind it is not recognised (refused as unknown, not taken
 // for reuse).
 func (k TokenKeys) GenerationsBehind(s *Session, t RefreshToken) (behind uint32, genuine bool) {
+	behind, _, genuine = k.generationsBehind(s, t)
+	return behind, genuine
+}
+
+// generationsBehind is GenerationsBehind, also returning the key that
+// derives t's successor (found on the way: its sealer, or the first key).
+func (k TokenKeys) generationsBehind(s *Session, t RefreshToken) (behind uint32, d TokenKey, genuine bool) {
 	if t.SessionID != s.ID || t.Generation > s.Generation {
-		return 0, false
+		return 0, d, false
 	}
 	behind = s.Generation - t.Generation
 	switch {
 	case t.Tagged:
-		if !k.Authentic(t) {
-			return 0, false
+		var ok bool
+		if d, ok = k.sealer(t); !ok {
+			return 0, d, false
 		}
 		if behind >= 2 {
-			return behind, true
+			return behind, d, true
 		}
 	case behind > MaxLegacyGenerationsBehind:
-		return 0, false
+		return 0, d, false
+	default:
+		d = k.legacy()
 	}
 	// The current token, or the one before it, must lead to the session's
 	// recorded digest.
-	d := k.deriver(t)
+	next := t
 	for i := uint32(0); i < behind; i++ {
-		t = d.successor(t)
+		next = d.successor(next)
 	}
-	return behind, k.Matches(t, s.Token)
+	return behind, d, k.Matches(next, s.Token)
 }
 
 // DecideRefresh decides a refresh of session s with token t at now. Tokens
@@ -77,7 +87,7 @@ func DecideRefresh(s *Session, t RefreshToken, keys TokenKeys, now time.Time, gr
 	if s == nil {
 		return RefreshDecision{Err: ErrTokenUnknown, Outcome: OutcomeInvalid}
 	}
-	behind, genuine := keys.GenerationsBehind(s, t)
+	behind, d, genuine := keys.generationsBehind(s, t)
 	switch {
 	case !genuine:
 		return RefreshDecision{Err: ErrTokenUnknown, Outcome: OutcomeInvalid}
@@ -91,7 +101,7 @@ func DecideRefresh(s *Session, t RefreshToken, keys TokenKeys, now time.Time, gr
 	}
 	switch {
 	case behind == 0:
-		next := keys.Successor(t)
+		next := keys.current().seal(d.successor(t))
 		return RefreshDecision{
 			Event:   SessionRotated{Generation: next.Generation, RefreshToken: keys.Digest(next)},
 			Outcome: OutcomeRotated,
@@ -102,7 +112,7 @@ func DecideRefresh(s *Session, t RefreshToken, keys TokenKeys, now time.Time, gr
 			Event:   SessionReused{PresentedGeneration: t.Generation, CurrentGeneration: s.Generation, Outcome: ReuseTolerated},
 			Outcome: OutcomeTolerated,
 			// The current token: the same successor, sealed as before.
-			Token: keys.SuccessorSealedBy(t, s.Token.KeyID),
+			Token: keys.sealedBy(s.Token.KeyID).seal(d.successor(t)),
 		}
 	default:
 		return RefreshDecision{

@@ -208,6 +208,12 @@ func (k TokenKeys) deriver(t RefreshToken) TokenKey {
 			return s
 		}
 	}
+	return k.legacy()
+}
+
+// legacy returns the key that derives the successors of untagged tokens:
+// the one LegacyKeyID names, or else the last of Older, or the current key.
+func (k TokenKeys) legacy() TokenKey {
 	if key, ok := k.byID(k.LegacyKeyID); ok && k.LegacyKeyID != "" {
 		return key
 	}
@@ -253,15 +259,12 @@ func (k TokenKeys) Successor(t RefreshToken) RefreshToken {
 	return k.current().seal(k.deriver(t).successor(t))
 }
 
-// SuccessorSealedBy derives t's successor as Successor does, sealed with
-// the key named sealID (the current key if it is not held): the token a
-// rotation under that key handed out.
-func (k TokenKeys) SuccessorSealedBy(t RefreshToken, sealID string) RefreshToken {
-	key, ok := k.byID(sealID)
-	if !ok {
-		key = k.current()
+// sealedBy returns the key named id, or the current key if it is not held.
+func (k TokenKeys) sealedBy(id string) TokenKey {
+	if key, ok := k.byID(id); ok {
+		return key
 	}
-	return key.seal(k.deriver(t).successor(t))
+	return k.current()
 }
 
 func (k TokenKey) successor(t RefreshToken) RefreshToken {
