@@ -67,7 +67,7 @@ type Config struct {
 	// names a refresh-token key not held: it reads the rotated keys again
 	// (calling SetTokenKeys) and reports whether the key is held now.
 	ResolveTokenKey func(ctx context.Context, id string) bool
-	Logger   *slog.Logger
+	Logger          *slog.Logger
 	// OnConflict, if set, is called for each append that lost to another writer.
 	OnConflict func()
 }
