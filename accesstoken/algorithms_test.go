@@ -38,11 +38,7 @@ func keyOf(t testing.TB, alg string) *Key {
 	testKeysOnce.Do(func() {
 		testKeys = map[string]*Key{}
 		for _, a := range Algorithms {
-			priv, err := GenerateKey(a)
-			if err != nil {
-				panic(err)
-			}
-			k, err := NewKey(priv)
+			k, err := NewRandomKey(a)
 			if err != nil {
 				panic(err)
 			}

@@ -60,6 +60,15 @@ type Key struct {
 	header  string // the encoded JOSE header of tokens it signs: the same for all
 }
 
+// NewRandomKey returns a new key for alg (GenerateKey, then NewKey).
+func NewRandomKey(alg string) (*Key, error) {
+	priv, err := GenerateKey(alg)
+	if err != nil {
+		return nil, err
+	}
+	return NewKey(priv)
+}
+
 // GenerateKey returns a new private key for alg: an Ed25519 key for EdDSA, an
 // ECDSA key on P-256 for ES256, a 2048-bit RSA key for RS256.
 func GenerateKey(alg string) (crypto.Signer, error) {

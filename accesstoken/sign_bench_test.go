@@ -43,11 +43,7 @@ func benchClaims() accesstoken.Claims {
 // benchSigner returns a signer whose active key is a new key of alg.
 func benchSigner(tb testing.TB, alg string) *accesstoken.Signer {
 	tb.Helper()
-	priv, err := accesstoken.GenerateKey(alg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	k, err := accesstoken.NewKey(priv)
+	k, err := accesstoken.NewRandomKey(alg)
 	if err != nil {
 		tb.Fatal(err)
 	}

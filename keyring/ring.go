@@ -156,11 +156,7 @@ func (r *Ring) Rotate(ctx context.Context, kind, alg string, now, activateAt tim
 	generating := time.Now()
 	switch kind {
 	case Signing:
-		priv, err := accesstoken.GenerateKey(alg)
-		if err != nil {
-			return Record{}, false, err
-		}
-		k, err := accesstoken.NewKey(priv)
+		k, err := accesstoken.NewRandomKey(alg)
 		if err != nil {
 			return Record{}, false, err
 		}

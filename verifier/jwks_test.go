@@ -139,11 +139,7 @@ func TestNewKeyIsFetchedWithinTheServedMaxAge(t *testing.T) {
 
 func mustKey(t *testing.T, alg string) *accesstoken.Key {
 	t.Helper()
-	priv, err := accesstoken.GenerateKey(alg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := accesstoken.NewKey(priv)
+	k, err := accesstoken.NewRandomKey(alg)
 	if err != nil {
 		t.Fatal(err)
 	}
