@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -32,16 +31,10 @@ Every ledger on the data dir sees a change at once.
 
 // adminTokensCmd runs "sessionledger admin-tokens".
 func adminTokensCmd(_ context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stderr, adminTokensUsage)
-		if len(args) == 0 {
-			return errors.New("admin-tokens: no subcommand given")
-		}
-		return flag.ErrHelp
+	sub, fs, err := subcommand("admin-tokens", adminTokensUsage, args, stderr)
+	if err != nil {
+		return err
 	}
-	sub := args[0]
-	fs := flag.NewFlagSet("admin-tokens "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	dataDir := fs.String("data-dir", DefaultConfig().DataDir, "the ledger's data directory")
 	if err := parseFlags(fs, args[1:], lookupEnv); err != nil {
 		return err

@@ -26,18 +26,28 @@ SHA-256 digests only); a running ledger sees a change at once.
   remove ID   remove a client: its secret stops working at once
 `
 
+// subcommand reads the subcommand of a command that has them (args[0]),
+// printing usage when there is none or help is asked for, and returns it
+// with a flag set for it that reports to stderr.
+func subcommand(command, usage string, args []string, stderr io.Writer) (string, *flag.FlagSet, error) {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, usage)
+		if len(args) == 0 {
+			return "", nil, fmt.Errorf("%s: no subcommand given", command)
+		}
+		return "", nil, flag.ErrHelp
+	}
+	fs := flag.NewFlagSet(command+" "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return args[0], fs, nil
+}
+
 // introspectionClients runs "sessionledger introspection-clients".
 func introspectionClients(_ context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stderr, clientsUsage)
-		if len(args) == 0 {
-			return errors.New("introspection-clients: no subcommand given")
-		}
-		return flag.ErrHelp
+	sub, fs, err := subcommand("introspection-clients", clientsUsage, args, stderr)
+	if err != nil {
+		return err
 	}
-	sub := args[0]
-	fs := flag.NewFlagSet("introspection-clients "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	dataDir := fs.String("data-dir", DefaultConfig().DataDir, "the ledger's data directory")
 	if err := parseFlags(fs, args[1:], lookupEnv); err != nil {
 		return err

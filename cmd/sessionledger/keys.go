@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -33,20 +31,14 @@ instance of the ledger follows the same schedule.
 
 // keysCmd runs "sessionledger keys".
 func keysCmd(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stderr, keysUsage)
-		if len(args) == 0 {
-			return errors.New("keys: no subcommand given")
-		}
-		return flag.ErrHelp
+	sub, fs, err := subcommand("keys", keysUsage, args, stderr)
+	if err != nil {
+		return err
 	}
-	sub, rest := args[0], args[1:]
-	kind := ""
+	rest, kind := args[1:], ""
 	if sub == "rotate" && len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
 		kind, rest = rest[0], rest[1:] // keys rotate KIND [flags]
 	}
-	fs := flag.NewFlagSet("keys "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	base := fs.String("url", "http://localhost:8080", "the ledger's admin API (its --admin-addr when set)")
 	token := fs.String("admin-token", "", "an admin token (default $SESSIONLEDGER_ADMIN_TOKEN, else <data-dir>/admin-token)")
 	dataDir := fs.String("data-dir", DefaultConfig().DataDir, "the ledger's data directory, for its admin-token file")
@@ -61,7 +53,6 @@ func keysCmd(ctx context.Context, args []string, lookupEnv func(string) (string,
 		*token = t
 	}
 	var req *http.Request
-	var err error
 	switch {
 	case sub == "list" && fs.NArg() == 0:
 		req, err = http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(*base, "/")+"/v1/keys", nil)
