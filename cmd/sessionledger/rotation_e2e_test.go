@@ -22,6 +22,7 @@ import (
 	"github.com/sessionledger/sessionledger/integrity"
 	"github.com/sessionledger/sessionledger/internal/natstest"
 	"github.com/sessionledger/sessionledger/jwk"
+	"github.com/sessionledger/sessionledger/keyring"
 	"github.com/sessionledger/sessionledger/verifier"
 )
 
@@ -31,8 +32,10 @@ const (
 	rotInterval   = 3 * time.Second
 	rotTTL        = 2 * time.Second
 	rotLeeway     = time.Second
-	rotMaxAge     = time.Second // keyring.JWKSMaxAge(rotPrepublish)
 )
+
+// rotMaxAge is the JWKS max-age the ledger serves with rotPrepublish.
+var rotMaxAge = keyring.JWKSMaxAge(rotPrepublish)
 
 // jwksSeen is the JWKS as fetched at one moment.
 type jwksSeen struct {
@@ -347,7 +350,7 @@ func fetchJWKS(base string) (jwksSeen, error) {
 		return jwksSeen{}, fmt.Errorf("status %d", resp.StatusCode)
 	}
 	if cc := resp.Header.Get("Cache-Control"); cc != fmt.Sprintf("public, max-age=%d", int(rotMaxAge/time.Second)) {
-		return jwksSeen{}, fmt.Errorf("Cache-Control %q: want a max-age of half the pre-publication time", cc)
+		return jwksSeen{}, fmt.Errorf("Cache-Control %q: want the max-age keyring.JWKSMaxAge gives for the pre-publication time", cc)
 	}
 	var set jwk.Set
 	if err := json.Unmarshal(b, &set); err != nil {
