@@ -182,10 +182,14 @@ const (
 	ReasonSignedOut     = "signed_out"
 	ReasonAdminRevoked  = "admin_revoked"
 	ReasonReuseDetected = "reuse_detected"
+	// ReasonUserRevoked: the user ended one of their sessions from another
+	// (self-service: a device list, "sign out other devices").
+	ReasonUserRevoked = "user_revoked"
 
 	ActorClient = "client"
 	ActorAdmin  = "admin"
 	ActorLedger = "ledger"
+	ActorUser   = "user" // the session's own user, authenticated by an access token
 )
 
 // SessionRevoked: the session ended by sign-out, admin revoke or reuse detection.

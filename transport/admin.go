@@ -164,20 +164,9 @@ func (s *Server) listSessions(c echo.Context) error {
 	if err != nil {
 		return &domain.ValidationError{Field: "user_id", Reason: "is not a valid path segment"}
 	}
-	var page ledger.Page
-	q := c.QueryParams()
-	if v, ok := q["limit"]; ok {
-		n, err := strconv.Atoi(v[0])
-		if err != nil || len(v) > 1 || n < 1 {
-			return &domain.ValidationError{Field: "limit", Reason: fmt.Sprintf("must be one whole number from 1 to %d", ledger.MaxPageLimit)}
-		}
-		page.Limit = n
-	}
-	if v, ok := q["cursor"]; ok {
-		if len(v) > 1 || v[0] == "" {
-			return &domain.ValidationError{Field: "cursor", Reason: "must be one next_cursor value from a previous page"}
-		}
-		page.Cursor = v[0]
+	page, err := pageParams(c)
+	if err != nil {
+		return err
 	}
 	sessions, next, err := s.ledger.Sessions(s.ctx(c), userID, page)
 	if err != nil {
@@ -198,6 +187,26 @@ func (s *Server) listSessions(c echo.Context) error {
 		body["next_cursor"] = next
 	}
 	return c.JSON(http.StatusOK, body)
+}
+
+// pageParams reads ?limit= and ?cursor= of a list of sessions.
+func pageParams(c echo.Context) (ledger.Page, error) {
+	var page ledger.Page
+	q := c.QueryParams()
+	if v, ok := q["limit"]; ok {
+		n, err := strconv.Atoi(v[0])
+		if err != nil || len(v) > 1 || n < 1 {
+			return page, &domain.ValidationError{Field: "limit", Reason: fmt.Sprintf("must be one whole number from 1 to %d", ledger.MaxPageLimit)}
+		}
+		page.Limit = n
+	}
+	if v, ok := q["cursor"]; ok {
+		if len(v) > 1 || v[0] == "" {
+			return page, &domain.ValidationError{Field: "cursor", Reason: "must be one next_cursor value from a previous page"}
+		}
+		page.Cursor = v[0]
+	}
+	return page, nil
 }
 
 // revokeSession is DELETE /v1/sessions/{session_id}.

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
-	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -115,20 +114,9 @@ func (s *Server) token(c echo.Context) error {
 	if err != nil {
 		return formError(c, err)
 	}
-	start := time.Now()
-	pair, err := s.ledger.Refresh(s.ctx(c), rt)
-	if s.cfg.Metrics != nil {
-		outcome := string(pair.Outcome)
-		if err != nil && lookup(err).status >= 500 {
-			outcome = "error"
-		}
-		s.cfg.Metrics.Refresh(outcome, time.Since(start))
-	}
+	pair, err := s.refresh(c, rt)
 	if err != nil {
 		a := lookup(err)
-		if a.status >= 500 {
-			s.logFailure(c, "http: refresh failed", err)
-		}
 		return writeOAuthError(c, oauthStatus(a), a.oauth, a.title)
 	}
 	c.Response().Header().Set("Cache-Control", "no-store")

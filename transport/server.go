@@ -71,6 +71,10 @@ type Config struct {
 	// so that Handler can face the internet alone: there, introspection
 	// takes introspection clients and not the admin token.
 	SeparateAdmin bool
+	// BrowserOrigins, when not empty, turns cookie mode on (browser.go):
+	// the origins (ParseOrigins) whose pages may sign in, refresh and sign
+	// out with the refresh cookie, and call the API with CORS.
+	BrowserOrigins []string
 }
 
 // CheckpointKeysPath is where the checkpoint keys are served (a JWK Set).
@@ -105,13 +109,24 @@ func New(l *ledger.Ledger, signer *accesstoken.Signer, cfg Config) (*Server, err
 	if cfg.Ready == nil {
 		cfg.Ready = func() error { return nil }
 	}
-	s := &Server{ledger: l, signer: signer, log: cfg.Logger, cfg: cfg}
 	var err error
+	if cfg.BrowserOrigins, err = ParseOrigins(cfg.BrowserOrigins); err != nil {
+		return nil, err
+	}
+	if len(cfg.BrowserOrigins) > 0 {
+		if err := CheckCookieIssuer(cfg.Issuer); err != nil {
+			return nil, err
+		}
+	}
+	s := &Server{ledger: l, signer: signer, log: cfg.Logger, cfg: cfg}
 	if s.metadata, err = json.Marshal(metadata(strings.TrimRight(cfg.Issuer, "/"))); err != nil {
 		return nil, err
 	}
 
 	s.e = s.newEcho()
+	if len(cfg.BrowserOrigins) > 0 {
+		s.e.Use(s.corsMiddleware()...)
+	}
 	s.publicRoutes(s.e)
 	if cfg.SeparateAdmin {
 		s.admin = s.newEcho()
@@ -161,6 +176,10 @@ func (s *Server) publicRoutes(e *echo.Echo) {
 	e.POST("/oauth2/revoke", s.revoke, limit, s.requireReady)
 	// With a separate admin listener, the admin token is not taken here.
 	e.POST("/oauth2/introspect", s.introspect, s.requireIntrospector(!s.cfg.SeparateAdmin), s.requireReady)
+	s.meRoutes(e)
+	if len(s.cfg.BrowserOrigins) > 0 {
+		s.browserRoutes(e)
+	}
 }
 
 // adminRoutes are the admin API and the metrics.

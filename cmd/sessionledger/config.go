@@ -14,6 +14,7 @@ import (
 	"github.com/sessionledger/sessionledger/eventstore"
 	"github.com/sessionledger/sessionledger/keyring"
 	"github.com/sessionledger/sessionledger/ledger"
+	"github.com/sessionledger/sessionledger/transport"
 )
 
 // Config is the configuration of sessionledger serve.
@@ -66,7 +67,9 @@ type Config struct {
 	RateLimit          float64
 	RateBurst          int
 	TrustedProxyHeader string
-	Replicas           int
+	// BrowserOrigins turns cookie mode on for these origins (transport.Config.BrowserOrigins).
+	BrowserOrigins []string
+	Replicas       int
 	// CheckpointInterval is how often a signed checkpoint is appended while
 	// there are new events (0: never).
 	CheckpointInterval time.Duration
@@ -130,6 +133,16 @@ func (c *Config) complete() error {
 	}
 	if c.Audience == "" {
 		c.Audience = c.Issuer
+	}
+	origins, err := transport.ParseOrigins(c.BrowserOrigins)
+	if err != nil {
+		return fmt.Errorf("--browser-origins: %w", err)
+	}
+	c.BrowserOrigins = origins
+	if len(origins) > 0 {
+		if err := transport.CheckCookieIssuer(c.Issuer); err != nil {
+			return err
+		}
 	}
 	if c.ReuseGrace < 0 {
 		return errors.New("--reuse-grace must not be negative")

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -124,6 +125,10 @@ func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stder
 	fs.Float64Var(&cfg.RateLimit, "rate-limit", 0, "requests per second per client address on /oauth2/token and /oauth2/revoke, per instance (0: off)")
 	fs.IntVar(&cfg.RateBurst, "rate-burst", 0, "burst allowed above --rate-limit (default: the rate, at least 1)")
 	fs.StringVar(&cfg.TrustedProxyHeader, "trusted-proxy-header", "", "header with the client address set by a trusted proxy, e.g. X-Forwarded-For (its last entry)")
+	fs.Func("browser-origins", "turn cookie mode on for browser apps at these origins (comma-separated, exactly scheme://host[:port]; https, or http on localhost): they may sign in, refresh and sign out with an httpOnly refresh cookie, and call the API with CORS", func(v string) error {
+		cfg.BrowserOrigins = strings.Split(v, ",")
+		return nil
+	})
 	fs.IntVar(&cfg.Replicas, "replicas", cfg.Replicas, "replicas of the stream when the ledger creates it")
 	fs.DurationVar(&cfg.CheckpointInterval, "checkpoint-interval", cfg.CheckpointInterval, "how often a signed checkpoint is appended while there are new events (0: never)")
 	fs.StringVar(&cfg.SigningAlg, "signing-alg", cfg.SigningAlg, "algorithm of the access-token signing key: EdDSA, ES256 or RS256 (RSA 2048); a change takes effect after --signing-key-prepublish")

@@ -267,7 +267,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		IntrospectionClients: clients, SeparateAdmin: cfg.AdminAddr != "",
 		AdminTokens: adminTokens, Issuer: cfg.Issuer, Logger: log, Ready: m.follower.Ready,
 		RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst, TrustedProxyHeader: cfg.TrustedProxyHeader,
-		Metrics: mets, CheckpointKeys: func() integrity.PublicKeys { return *checkpointPublic.Load() },
+		BrowserOrigins: cfg.BrowserOrigins, Metrics: mets, CheckpointKeys: func() integrity.PublicKeys { return *checkpointPublic.Load() },
 		JWKSMaxAge: keyring.JWKSMaxAge(cfg.SigningKeyPrepublish), Keys: m.keys,
 	})
 	if err != nil {
