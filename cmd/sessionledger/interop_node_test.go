@@ -86,7 +86,13 @@ func nodeInterop(t *testing.T) (node, dir string) {
 		t.Fatal(err)
 	}
 	nodeInstall.Do(func() {
-		if _, err := os.Stat(filepath.Join(dir, "node_modules", "oauth4webapi")); err != nil {
+		installed := true
+		for _, pkg := range []string{"oauth4webapi", "jose", "playwright-core"} {
+			if _, err := os.Stat(filepath.Join(dir, "node_modules", pkg)); err != nil {
+				installed = false
+			}
+		}
+		if !installed {
 			cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
 			cmd.Dir = dir
 			if out, err := cmd.CombinedOutput(); err != nil {
