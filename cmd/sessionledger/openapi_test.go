@@ -40,7 +40,9 @@ func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 			documented = append(documented, strings.ToUpper(method)+" "+param.ReplaceAllString(path, ":$1"))
 		}
 	}
-	h := boot(t, "", nil)
+	h := boot(t, "", func(c *Config) { // cookie mode on: its routes too
+		c.Issuer, c.BrowserOrigins = "https://ledger.example.com", []string{"https://app.example.com"}
+	})
 	var registered []string
 	for _, r := range h.m.api.Routes() {
 		method, _, _ := strings.Cut(r, " ")
