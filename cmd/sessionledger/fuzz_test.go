@@ -11,12 +11,16 @@ import (
 )
 
 // FuzzHTTPHandlers sends arbitrary requests to the token, revocation,
-// introspection, session and user endpoints of a real ledger. Whatever comes
+// introspection, session and user endpoints of a real ledger, and to cookie
+// mode's and self-service's with their credentials. Whatever comes
 // in, the answer is a JSON body with a status below 500, and no token is
 // echoed back.
 func FuzzHTTPHandlers(f *testing.F) {
-	h := boot(f, "", nil)
+	h := boot(f, "", func(c *Config) {
+		c.Issuer, c.BrowserOrigins = "https://ledger.example.com", []string{appOrigin}
+	})
 	live := h.issue(`{"user_id":"fuzz"}`)
+	mine := h.issue(`{"user_id":"fuzz"}`)
 	form := "application/x-www-form-urlencoded"
 	for _, seed := range []struct {
 		route       uint8
@@ -35,13 +39,23 @@ func FuzzHTTPHandlers(f *testing.F) {
 		{3, "application/json", `{"user_id":`},
 		{4, "", "alice"},
 		{4, "", "%2e%2e%2f"},
+		{6, "application/json", `{"refresh_token":"` + live.Refresh + `"}`},
+		{6, "application/json", `{"refresh_token":1}`},
+		{7, "application/json", live.Refresh},
+		{7, "application/json; charset=utf-8", "slrt_\x00"},
+		{8, "", mine.Access},
+		{8, "", "eyJhbGciOiJub25lIn0.e30."},
+		{9, "", mine.ID},
+		{9, "", "../x"},
 	} {
 		f.Add(seed.route, seed.contentType, []byte(seed.body))
 	}
 	handler := h.m.http.Handler
 	f.Fuzz(func(t *testing.T, route uint8, contentType string, body []byte) {
 		var req *http.Request
-		switch route % 6 {
+		const routes = 10
+		bearer := testAdminToken
+		switch route % routes {
 		case 0:
 			req = httptest.NewRequest(http.MethodPost, "/oauth2/token", bytes.NewReader(body))
 		case 1:
@@ -57,21 +71,35 @@ func FuzzHTTPHandlers(f *testing.F) {
 		case 5:
 			req = httptest.NewRequest(http.MethodDelete, "/v1/sessions/x", nil)
 			req.URL.Path = "/v1/sessions/" + string(body)
+		case 6:
+			req = httptest.NewRequest(http.MethodPost, "/browser/signin", bytes.NewReader(body))
+			req.Header.Set("Origin", appOrigin)
+		case 7:
+			req = httptest.NewRequest(http.MethodPost, "/browser/refresh", nil)
+			req.Header.Set("Origin", appOrigin)
+			req.Header.Set("Cookie", "__Host-sessionledger-refresh="+string(body))
+		case 8:
+			req = httptest.NewRequest(http.MethodGet, "/v1/me/sessions", nil)
+			bearer = string(body)
+		case 9:
+			req = httptest.NewRequest(http.MethodDelete, "/v1/me/sessions/x", nil)
+			req.URL.Path = "/v1/me/sessions/" + string(body)
+			bearer = mine.Access
 		}
 		if contentType != "" {
 			req.Header.Set("Content-Type", contentType)
 		}
-		req.Header.Set("Authorization", "Bearer "+testAdminToken)
+		req.Header.Set("Authorization", "Bearer "+bearer)
 		rec := httptest.NewRecorder()
 		handler.ServeHTTP(rec, req)
 		if rec.Code >= 500 {
-			t.Fatalf("route %d: status %d for %q: %s", route%6, rec.Code, body, rec.Body.String())
+			t.Fatalf("route %d: status %d for %q: %s", route%routes, rec.Code, body, rec.Body.String())
 		}
 		if rec.Body.Len() > 0 && !json.Valid(rec.Body.Bytes()) {
-			t.Fatalf("route %d: body is not JSON: %q", route%6, rec.Body.String())
+			t.Fatalf("route %d: body is not JSON: %q", route%routes, rec.Body.String())
 		}
-		if strings.Contains(rec.Body.String(), testAdminToken) || strings.Contains(rec.Body.String(), live.Refresh) && route%6 != 0 {
-			t.Fatalf("route %d: a token is echoed: %s", route%6, rec.Body.String())
+		if strings.Contains(rec.Body.String(), testAdminToken) || strings.Contains(rec.Body.String(), live.Refresh) && route%routes != 0 {
+			t.Fatalf("route %d: a token is echoed: %s", route%routes, rec.Body.String())
 		}
 	})
 }
