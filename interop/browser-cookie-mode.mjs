@@ -188,11 +188,11 @@ try {
     await holder.evaluate((name) => new Promise((held) => {
       navigator.locks.request(name, () => { held(); return new Promise(() => {}); });
     }), lockName);
+    const cdp = await context.newCDPSession(holder);
     if (how === 'frozen') {
-      const cdp = await context.newCDPSession(holder);
       await cdp.send('Page.setWebLifecycleState', { state: 'frozen' });
     } else {
-      holder.goto('chrome://crash').catch(() => {});
+      cdp.send('Page.crash').catch(() => {}); // the renderer dies, and with it the tab
       await sleep(500);
     }
     await sleep((ACCESS_TTL - MARGIN) * 1000 + 300); // tab1's token is within the margin again
