@@ -1,0 +1,701 @@
+/**
+ * Browser (and Node) client of the sessionledger session service.
+ *
+ * One {@link SessionClient} per page (or per process) keeps a short-lived
+ * access token fresh, shares it with the other tabs of the same origin, and
+ * makes sure that only one tab at a time rotates the refresh token.
+ *
+ * @packageDocumentation
+ */
+/**
+ * A failed call to the ledger. `status` is the HTTP status (0 when no response came: network
+ * error); `code` is the OAuth error (`invalid_grant`, `invalid_request`, `invalid_token`, …)
+ * when the ledger sent one. Messages never contain a token.
+ */
+export class SessionError extends Error {
+    /**
+     * @param secrets - tokens to remove from the message and description, besides anything
+     *   token-shaped (refresh tokens, JWTs, bearer credentials), which is always removed.
+     */
+    constructor(message, status, code, description, options) {
+        const secrets = options && options.secrets ? options.secrets : [];
+        super(redact(message, secrets));
+        this.name = 'SessionError';
+        this.status = status;
+        this.code = code === undefined ? undefined : redact(code, secrets);
+        this.description = description === undefined ? undefined : redact(description, secrets);
+        if (options && 'cause' in options) {
+            Object.defineProperty(this, 'cause', { value: options.cause, enumerable: false, writable: true, configurable: true });
+        }
+    }
+}
+/** Thrown by {@link SessionClient.fetch} and the self-service calls when there is no session. */
+export class SignedOutError extends SessionError {
+    constructor(message = 'sessionledger: not signed in') {
+        super(message, 0, 'signed_out');
+        this.name = 'SignedOutError';
+    }
+}
+const NOT_FREE = Symbol('not free');
+/** Removes anything token-like from a message: refresh tokens, JWTs, bearer credentials. */
+function redact(s, secrets = []) {
+    for (const t of secrets) {
+        if (t && t.length >= 8)
+            s = s.split(t).join('[redacted]');
+    }
+    return s
+        .replace(/slrt_[A-Za-z0-9_\-.~+/=]*/g, 'slrt_[redacted]')
+        .replace(/eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*/g, '[redacted]')
+        .replace(/(bearer\s+)[^\s,"']+/gi, '$1[redacted]');
+}
+function errorMessage(what, status, code, description) {
+    let m = `sessionledger: ${what} failed: HTTP ${status}`;
+    if (code)
+        m += ` ${code}`;
+    if (description)
+        m += `: ${description.slice(0, 300)}`;
+    return m;
+}
+/** Whether a `WWW-Authenticate` value carries `error="invalid_token"` (RFC 6750 §3.1). */
+function isInvalidTokenChallenge(h) {
+    return h !== null && /(^|[\s,])error\s*=\s*"?invalid_token"?/i.test(h);
+}
+function isTok(m) {
+    return typeof m.accessToken === 'string' && m.accessToken !== '' && typeof m.expiresAt === 'number' &&
+        (m.sessionId === undefined || typeof m.sessionId === 'string');
+}
+function parseMsg(d) {
+    if (typeof d !== 'object' || d === null)
+        return null;
+    const m = d;
+    switch (m.type) {
+        case 'refreshed':
+        case 'signed-in':
+            return isTok(m) ? m : null;
+        case 'signed-out':
+            return m.sessionId === undefined || typeof m.sessionId === 'string' ? m : null;
+        case 'token?':
+            return typeof m.id === 'string' ? m : null;
+        case 'token!':
+            return typeof m.id === 'string' && isTok(m) ? m : null;
+    }
+    return null;
+}
+function randomId() {
+    const c = globalThis.crypto;
+    if (c && typeof c.randomUUID === 'function')
+        return c.randomUUID();
+    return Math.random().toString(36).slice(2) + Math.random().toString(36).slice(2);
+}
+function memoryStorage() {
+    const m = new Map();
+    return {
+        getItem: (k) => (m.has(k) ? m.get(k) : null),
+        setItem: (k, v) => void m.set(k, v),
+        removeItem: (k) => void m.delete(k),
+    };
+}
+async function readBody(res) {
+    try {
+        const text = await res.text();
+        return text === '' ? undefined : JSON.parse(text);
+    }
+    catch {
+        return undefined;
+    }
+}
+/** A SessionError from a non-2xx response, reading an OAuth error or a problem+json body. */
+async function responseError(what, res, secrets) {
+    const body = await readBody(res);
+    let code;
+    let description;
+    if (body && typeof body === 'object') {
+        if (typeof body.error === 'string')
+            code = body.error;
+        if (typeof body.error_description === 'string')
+            description = body.error_description;
+        else if (typeof body.detail === 'string')
+            description = body.detail;
+        else if (typeof body.title === 'string')
+            description = body.title;
+    }
+    if (!code && res.status === 401 && isInvalidTokenChallenge(res.headers.get('WWW-Authenticate')))
+        code = 'invalid_token';
+    return new SessionError(errorMessage(what, res.status, code, description), res.status, code, description, { secrets });
+}
+class Client {
+    constructor(o) {
+        this.tok = null;
+        /** Bumped whenever the session is replaced or ended; a refresh begun before it is stale. */
+        this.epoch = 0;
+        this.inflight = null;
+        this.listeners = new Set();
+        /** Called when this client's token or session changes (waiting refreshes look again). */
+        this.waiters = new Set();
+        /** Ids of this tab's open token? requests. */
+        this.asks = new Set();
+        /** Sessions known to have ended: late broadcasts of them are ignored. */
+        this.ended = new Set();
+        if (!o || typeof o.issuer !== 'string' || o.issuer === '')
+            throw new TypeError('sessionledger: issuer is required');
+        if (o.mode !== 'cookie' && o.mode !== 'token')
+            throw new TypeError("sessionledger: mode must be 'cookie' or 'token'");
+        this.issuer = o.issuer.replace(/\/+$/, '');
+        this.mode = o.mode;
+        this.margin = (o.refreshMargin ?? 30) * 1000;
+        this.lockTimeout = o.lockTimeout ?? 5000;
+        this.peerTimeout = o.peerTimeout ?? 150;
+        this.storage = o.storage ?? memoryStorage();
+        this.storageKey = o.storageKey ?? 'sessionledger:refresh-token:' + this.issuer;
+        const f = o.fetch ?? globalThis.fetch;
+        if (typeof f !== 'function')
+            throw new TypeError('sessionledger: no fetch available; pass options.fetch');
+        this.fetchImpl = o.fetch ? o.fetch : f.bind(globalThis);
+        this.now = o.now ?? Date.now;
+        // Tabs share a session in cookie mode (one cookie jar) and in token mode with a storage they
+        // share (localStorage); with the default memory storage each client has a session of its own.
+        const shared = this.mode === 'cookie' || o.storage !== undefined;
+        const nav = globalThis.navigator;
+        this.locks = o.locks !== undefined ? o.locks
+            : shared && nav && nav.locks && typeof nav.locks.request === 'function' ? nav.locks : null;
+        this.lockName = 'sessionledger-refresh:' + this.issuer;
+        this.channel = null;
+        const make = o.broadcastChannel !== undefined ? o.broadcastChannel
+            : shared && typeof globalThis.BroadcastChannel === 'function' ? (n) => new globalThis.BroadcastChannel(n) : null;
+        if (make) {
+            try {
+                const ch = make('sessionledger:' + this.issuer);
+                ch.onmessage = (ev) => this.onMessage(ev.data);
+                this.channel = ch;
+            }
+            catch {
+                this.channel = null;
+            }
+        }
+        this.status = this.mode === 'token' ? (this.storedRefreshToken() ? 'signed-in' : 'signed-out') : 'unknown';
+    }
+    // --- public API ----------------------------------------------------------
+    async signIn(refreshToken) {
+        if (typeof refreshToken !== 'string' || refreshToken === '')
+            throw new TypeError('sessionledger: signIn needs a refresh token');
+        await this.settle();
+        await this.withLock(async () => {
+            const t0 = this.now();
+            let res;
+            if (this.mode === 'cookie') {
+                res = await this.post('sign-in', '/browser/signin', { refresh_token: refreshToken });
+            }
+            else {
+                this.storage.setItem(this.storageKey, refreshToken);
+                res = await this.postForm('sign-in', '/oauth2/token', { grant_type: 'refresh_token', refresh_token: refreshToken });
+            }
+            if (!res.ok) {
+                const err = await responseError('sign-in', res, this.secrets(refreshToken));
+                if (res.status === 400 && err.code === 'invalid_grant') {
+                    // The ledger cleared the cookie (cookie mode); the stored token was replaced (token mode).
+                    if (this.mode === 'token')
+                        this.removeStored(refreshToken);
+                    this.toSignedOut(this.status === 'signed-in');
+                }
+                throw err;
+            }
+            const tok = await this.readTokens('sign-in', res, t0, refreshToken);
+            this.epoch++;
+            this.status = 'signed-in';
+            this.setTok(tok);
+            this.broadcast({ type: 'signed-in', ...tok });
+            this.emit({ type: 'signed-in', sessionId: tok.sessionId });
+        });
+    }
+    async getAccessToken() {
+        const t = this.acceptable(null);
+        if (t)
+            return t.accessToken;
+        if (this.status === 'signed-out' && !(this.mode === 'token' && this.storedRefreshToken()))
+            return null;
+        const r = await this.refresh(null);
+        return r ? r.accessToken : null;
+    }
+    async fetch(input, init) {
+        const token = await this.getAccessToken();
+        if (token === null)
+            throw new SignedOutError();
+        const isRequest = typeof Request === 'function' && input instanceof Request;
+        const body = init ? init.body : undefined;
+        const streamed = typeof ReadableStream === 'function' && body instanceof ReadableStream;
+        const spare = isRequest && !streamed ? input.clone() : input;
+        const res = await this.fetchImpl(input, this.withBearer(input, init, token));
+        if (res.status !== 401 || !isInvalidTokenChallenge(res.headers.get('WWW-Authenticate')) || streamed)
+            return res;
+        this.invalidate(token);
+        const fresh = await this.refresh(token);
+        if (!fresh || fresh.accessToken === token)
+            return res;
+        try {
+            await res.body?.cancel();
+        }
+        catch {
+            /* nothing to release */
+        }
+        return this.fetchImpl(spare, this.withBearer(spare, init, fresh.accessToken));
+    }
+    async signOut() {
+        await this.settle();
+        await this.withLock(async () => {
+            if (this.mode === 'cookie') {
+                const res = await this.post('sign-out', '/browser/signout', {});
+                if (!res.ok)
+                    throw await responseError('sign-out', res, this.secrets());
+            }
+            else {
+                const rt = this.storedRefreshToken();
+                if (rt) {
+                    const res = await this.postForm('sign-out', '/oauth2/revoke', { token: rt });
+                    if (!res.ok)
+                        throw await responseError('sign-out', res, this.secrets());
+                    this.removeStored(rt);
+                }
+            }
+            this.toSignedOut(true, true);
+        });
+    }
+    onChange(cb) {
+        const wrapped = (e) => cb(e);
+        this.listeners.add(wrapped);
+        return () => void this.listeners.delete(wrapped);
+    }
+    async listSessions() {
+        const out = [];
+        let cursor;
+        const seen = new Set();
+        for (;;) {
+            const url = this.issuer + '/v1/me/sessions' + (cursor ? '?cursor=' + encodeURIComponent(cursor) : '');
+            const res = await this.fetch(url, { method: 'GET', credentials: 'omit', headers: { Accept: 'application/json' } });
+            if (!res.ok)
+                throw await this.selfServiceError('list sessions', res);
+            const body = await readBody(res);
+            if (!body || !Array.isArray(body.sessions))
+                throw new SessionError('sessionledger: list sessions failed: the answer has no sessions', res.status, 'invalid_response');
+            for (const s of body.sessions)
+                out.push(toSessionInfo(s));
+            if (typeof body.next_cursor !== 'string' || body.next_cursor === '')
+                return out;
+            if (seen.has(body.next_cursor))
+                throw new SessionError('sessionledger: list sessions failed: the ledger repeated a cursor', res.status, 'invalid_response');
+            seen.add(body.next_cursor);
+            cursor = body.next_cursor;
+        }
+    }
+    async revokeSession(id) {
+        if (typeof id !== 'string' || id === '')
+            throw new TypeError('sessionledger: revokeSession needs a session id');
+        const res = await this.fetch(this.issuer + '/v1/me/sessions/' + encodeURIComponent(id), { method: 'DELETE', credentials: 'omit' });
+        if (!res.ok)
+            throw await this.selfServiceError('revoke session', res);
+        if (id === this.sid) {
+            if (this.mode === 'token') {
+                const rt = this.storedRefreshToken();
+                if (rt)
+                    this.removeStored(rt);
+            }
+            this.toSignedOut(true, true);
+        }
+    }
+    async signOutOtherDevices() {
+        const res = await this.fetch(this.issuer + '/v1/me/sessions/revoke-others', { method: 'POST', credentials: 'omit' });
+        if (!res.ok)
+            throw await this.selfServiceError('sign out other devices', res);
+        const body = await readBody(res);
+        if (!body || typeof body.revoked !== 'number')
+            throw new SessionError('sessionledger: sign out other devices failed: the answer has no count', res.status, 'invalid_response');
+        return body.revoked;
+    }
+    /** The error of a failed self-service call: SignedOutError if its retry found the session over. */
+    async selfServiceError(what, res) {
+        if (res.status === 401 && this.status === 'signed-out') {
+            await readBody(res);
+            return new SignedOutError(`sessionledger: ${what} failed: the session is over`);
+        }
+        return responseError(what, res, this.secrets());
+    }
+    close() {
+        const ch = this.channel;
+        this.channel = null;
+        if (ch) {
+            ch.onmessage = null;
+            ch.close();
+        }
+    }
+    // --- state ---------------------------------------------------------------
+    /** The current token if it is valid for at least the margin and is not `rejected`. */
+    acceptable(rejected) {
+        const t = this.tok;
+        if (!t || (rejected !== null && t.accessToken === rejected))
+            return null;
+        return t.expiresAt - this.now() >= this.margin ? t : null;
+    }
+    setTok(t) {
+        this.tok = t;
+        if (t.sessionId)
+            this.sid = t.sessionId;
+        for (const w of [...this.waiters])
+            w();
+    }
+    /** Marks a token the server refused as unusable. */
+    invalidate(token) {
+        if (this.tok && this.tok.accessToken === token)
+            this.tok = { ...this.tok, expiresAt: -Infinity };
+    }
+    /** Clears the session. `broadcast`: tell the other tabs; `always`: even if this tab knew no session. */
+    toSignedOut(broadcast, always = false) {
+        const was = this.status;
+        const sid = this.sid;
+        this.tok = null;
+        this.sid = undefined;
+        this.status = 'signed-out';
+        this.epoch++;
+        if (sid)
+            this.ended.add(sid);
+        for (const w of [...this.waiters])
+            w();
+        if (broadcast && (always || was === 'signed-in'))
+            this.broadcast(sid ? { type: 'signed-out', sessionId: sid } : { type: 'signed-out' });
+        if (was === 'signed-in')
+            this.emit(sid ? { type: 'signed-out', sessionId: sid } : { type: 'signed-out' });
+    }
+    emit(e) {
+        for (const l of [...this.listeners]) {
+            try {
+                l({ ...e });
+            }
+            catch (err) {
+                const report = globalThis.reportError;
+                if (typeof report === 'function')
+                    report(err);
+                else
+                    console.error(err);
+            }
+        }
+    }
+    /** The tokens this client knows, which no error message may contain. */
+    secrets(...extra) {
+        return [...extra, this.tok ? this.tok.accessToken : null, this.mode === 'token' ? this.storedRefreshToken() : null];
+    }
+    storedRefreshToken() {
+        try {
+            return this.storage.getItem(this.storageKey);
+        }
+        catch {
+            return null;
+        }
+    }
+    /** Removes the stored refresh token if it is still `rt` (another tab may have replaced it). */
+    removeStored(rt) {
+        if (this.storedRefreshToken() === rt)
+            this.storage.removeItem(this.storageKey);
+    }
+    /** Waits for this tab's refresh in flight, if any, ignoring its outcome. */
+    async settle() {
+        const cur = this.inflight;
+        if (cur)
+            await cur.promise.then(() => undefined, () => undefined);
+    }
+    // --- other tabs ----------------------------------------------------------
+    broadcast(m) {
+        const ch = this.channel;
+        if (!ch)
+            return;
+        try {
+            ch.postMessage(m);
+        }
+        catch {
+            /* a closed channel: the other tabs find out on their own */
+        }
+    }
+    onMessage(data) {
+        const m = parseMsg(data);
+        if (!m)
+            return;
+        switch (m.type) {
+            case 'token?': {
+                const t = this.acceptable(null);
+                if (t)
+                    this.broadcast({ type: 'token!', id: m.id, accessToken: t.accessToken, expiresAt: t.expiresAt, sessionId: t.sessionId });
+                return;
+            }
+            case 'token!':
+                if (this.asks.has(m.id))
+                    this.adopt(m, 'refreshed');
+                return;
+            case 'refreshed':
+                this.adopt(m, 'refreshed');
+                return;
+            case 'signed-in': {
+                if (m.sessionId && this.ended.has(m.sessionId))
+                    return;
+                this.epoch++;
+                this.status = 'signed-in';
+                this.setTok({ accessToken: m.accessToken, expiresAt: m.expiresAt, sessionId: m.sessionId });
+                this.emit({ type: 'signed-in', sessionId: m.sessionId });
+                return;
+            }
+            case 'signed-out':
+                if (m.sessionId && this.sid && m.sessionId !== this.sid)
+                    return; // about an older session
+                if (m.sessionId)
+                    this.ended.add(m.sessionId);
+                if (this.status !== 'signed-out')
+                    this.toSignedOut(false);
+                return;
+        }
+    }
+    /** Takes a peer's token if it is newer than this tab's. */
+    adopt(m, type) {
+        if (m.sessionId && this.ended.has(m.sessionId))
+            return;
+        const cur = this.tok;
+        if (cur && (cur.accessToken === m.accessToken || cur.expiresAt > m.expiresAt))
+            return;
+        if (m.expiresAt <= this.now())
+            return;
+        this.status = 'signed-in';
+        this.setTok({ accessToken: m.accessToken, expiresAt: m.expiresAt, sessionId: m.sessionId });
+        this.emit({ type, sessionId: m.sessionId });
+    }
+    /** Asks the other tabs for a token valid ≥ margin; waits up to peerTimeout. */
+    askPeers(rejected, epoch) {
+        if (!this.channel)
+            return Promise.resolve(null);
+        const id = randomId();
+        return new Promise((resolve) => {
+            const check = () => {
+                const t = this.acceptable(rejected);
+                if (t || this.epoch !== epoch)
+                    done(t);
+            };
+            const done = (t) => {
+                clearTimeout(timer);
+                this.waiters.delete(check);
+                this.asks.delete(id);
+                resolve(t);
+            };
+            const timer = setTimeout(() => done(null), this.peerTimeout);
+            this.waiters.add(check);
+            this.asks.add(id);
+            this.broadcast({ type: 'token?', id });
+        });
+    }
+    // --- refresh -------------------------------------------------------------
+    /** One refresh per tab at a time; `rejected`: a token the server refused, which must not satisfy it. */
+    refresh(rejected) {
+        const cur = this.inflight;
+        if (cur) {
+            if (rejected === null || cur.rejected === rejected)
+                return cur.promise;
+            return cur.promise.then(() => undefined, () => undefined).then(() => this.acceptable(rejected) ?? this.refresh(rejected));
+        }
+        const p = this.flow(rejected).finally(() => {
+            if (this.inflight && this.inflight.promise === p)
+                this.inflight = null;
+        });
+        this.inflight = { promise: p, rejected };
+        return p;
+    }
+    /** The cross-tab refresh: lock if free; else wait (bounded) for it and look for the holder's token. */
+    async flow(rejected) {
+        const epoch = this.epoch;
+        const locks = this.locks;
+        if (!locks)
+            return this.attempt(rejected, epoch, this.tok === null);
+        let granted = false;
+        let first;
+        try {
+            first = await locks.request(this.lockName, { ifAvailable: true }, (lock) => {
+                granted = true;
+                if (!lock)
+                    return NOT_FREE;
+                return this.attempt(rejected, epoch, this.tok === null);
+            });
+        }
+        catch (e) {
+            if (granted)
+                throw e;
+            return this.attempt(rejected, epoch, this.tok === null); // no usable lock manager here
+        }
+        if (first !== NOT_FREE)
+            return first;
+        // Another tab is refreshing: wait for its lock, then its token will usually be here.
+        // Holding it, ask the peers (its broadcast may not be here yet); after a timeout (an orphaned
+        // lock) go straight to the ledger unless this tab has no token at all.
+        return this.withLock((locked) => this.attempt(rejected, epoch, locked || this.tok === null));
+    }
+    /**
+     * Runs fn holding the refresh lock, waiting at most lockTimeout for it; after that (an orphaned
+     * lock) runs it without the lock, which the ledger's reuse grace window makes safe.
+     */
+    async withLock(fn) {
+        const locks = this.locks;
+        if (!locks)
+            return fn(false);
+        const ac = new AbortController();
+        const timer = setTimeout(() => ac.abort(), this.lockTimeout);
+        let granted = false;
+        try {
+            return await locks.request(this.lockName, { signal: ac.signal }, () => {
+                granted = true;
+                clearTimeout(timer);
+                return fn(true);
+            });
+        }
+        catch (e) {
+            if (granted)
+                throw e;
+            return fn(false);
+        }
+        finally {
+            clearTimeout(timer);
+        }
+    }
+    /** A token from this tab, from a peer, or from the ledger, in that order. */
+    async attempt(rejected, epoch, askPeers) {
+        const have = this.acceptable(rejected);
+        if (have || this.epoch !== epoch)
+            return have;
+        if (askPeers) {
+            const t = await this.askPeers(rejected, epoch);
+            if (t || this.epoch !== epoch)
+                return t ?? this.acceptable(rejected);
+        }
+        return this.serverRefresh(rejected, epoch);
+    }
+    async serverRefresh(rejected, epoch) {
+        if (this.mode === 'cookie') {
+            const t0 = this.now();
+            const res = await this.post('refresh', '/browser/refresh', {});
+            if (res.ok)
+                return this.refreshed(await this.readTokens('refresh', res, t0), rejected, epoch);
+            const err = await responseError('refresh', res, this.secrets());
+            if (res.status === 400 && err.code === 'invalid_grant') {
+                if (this.epoch !== epoch)
+                    return this.acceptable(rejected);
+                this.toSignedOut(true);
+                return null;
+            }
+            throw err;
+        }
+        // Token mode; a second round when another tab replaced the stored token meanwhile.
+        for (let round = 0;; round++) {
+            const rt = this.storedRefreshToken();
+            if (!rt) {
+                if (this.epoch === epoch)
+                    this.toSignedOut(false);
+                return this.acceptable(rejected);
+            }
+            const t0 = this.now();
+            const res = await this.postForm('refresh', '/oauth2/token', { grant_type: 'refresh_token', refresh_token: rt });
+            if (res.ok)
+                return this.refreshed(await this.readTokens('refresh', res, t0, rt), rejected, epoch);
+            const err = await responseError('refresh', res, this.secrets(rt));
+            if (res.status !== 400 || err.code !== 'invalid_grant')
+                throw err;
+            if (this.epoch !== epoch)
+                return this.acceptable(rejected);
+            const now = this.storedRefreshToken();
+            if (now && now !== rt && round === 0)
+                continue;
+            this.removeStored(rt);
+            this.toSignedOut(true);
+            return null;
+        }
+    }
+    /** Records tokens this tab got from the ledger and tells the other tabs. */
+    refreshed(tok, rejected, epoch) {
+        if (this.epoch !== epoch)
+            return this.acceptable(rejected); // signed out or in anew meanwhile
+        if (tok.sessionId && this.ended.has(tok.sessionId))
+            return null;
+        this.status = 'signed-in';
+        this.setTok(tok);
+        this.broadcast({ type: 'refreshed', ...tok });
+        this.emit({ type: 'refreshed', sessionId: tok.sessionId });
+        return tok;
+    }
+    /** Reads a token response; in token mode stores the new refresh token in place of `sent`. */
+    async readTokens(what, res, t0, sent) {
+        const b = await readBody(res);
+        if (!b || typeof b.access_token !== 'string' || b.access_token === '' || typeof b.expires_in !== 'number') {
+            throw new SessionError(`sessionledger: ${what} failed: the answer has no access token`, res.status, 'invalid_response');
+        }
+        if (this.mode === 'token') {
+            if (typeof b.refresh_token !== 'string' || b.refresh_token === '') {
+                throw new SessionError(`sessionledger: ${what} failed: the answer has no refresh token`, res.status, 'invalid_response');
+            }
+            // Written before any broadcast; not over a token another tab put there meanwhile.
+            if (sent === undefined || this.storedRefreshToken() === sent)
+                this.storage.setItem(this.storageKey, b.refresh_token);
+        }
+        const tok = { accessToken: b.access_token, expiresAt: t0 + b.expires_in * 1000 };
+        if (typeof b.session_id === 'string' && b.session_id !== '')
+            tok.sessionId = b.session_id;
+        return tok;
+    }
+    // --- HTTP ------------------------------------------------------------------
+    /** A cookie-mode POST: JSON (the ledger's CSRF defence) with credentials. */
+    async post(what, path, body) {
+        return this.send(what, this.issuer + path, {
+            method: 'POST',
+            credentials: 'include',
+            cache: 'no-store',
+            headers: { 'Content-Type': 'application/json' },
+            body: JSON.stringify(body),
+        });
+    }
+    /** A token-mode POST: a form, no cookies. */
+    async postForm(what, path, form) {
+        return this.send(what, this.issuer + path, {
+            method: 'POST',
+            credentials: 'omit',
+            cache: 'no-store',
+            headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+            body: new URLSearchParams(form).toString(),
+        });
+    }
+    async send(what, url, init) {
+        try {
+            return await this.fetchImpl(url, init);
+        }
+        catch (e) {
+            const name = e && typeof e === 'object' && typeof e.name === 'string' ? e.name : 'Error';
+            throw new SessionError(`sessionledger: ${what} failed: no answer from the ledger (${name})`, 0, undefined, undefined, { cause: e });
+        }
+    }
+    withBearer(input, init, token) {
+        const isRequest = typeof Request === 'function' && input instanceof Request;
+        const headers = new Headers(init && init.headers !== undefined ? init.headers : isRequest ? input.headers : undefined);
+        headers.set('Authorization', 'Bearer ' + token);
+        return { ...init, headers };
+    }
+}
+function toSessionInfo(s) {
+    const d = s && typeof s.device === 'object' && s.device !== null ? s.device : {};
+    const device = {};
+    if (typeof d.ip === 'string')
+        device.ip = d.ip;
+    if (typeof d.user_agent === 'string')
+        device.userAgent = d.user_agent;
+    if (typeof d.name === 'string')
+        device.name = d.name;
+    return {
+        sessionId: String(s.session_id ?? ''),
+        clientId: String(s.client_id ?? ''),
+        device,
+        createdAt: String(s.created_at ?? ''),
+        lastActiveAt: String(s.last_active_at ?? ''),
+        expiresAt: String(s.expires_at ?? ''),
+        current: s.current === true,
+    };
+}
+/** Creates a {@link SessionClient}. See {@link SessionClientOptions}. */
+export function createSessionClient(opts) {
+    return new Client(opts);
+}
