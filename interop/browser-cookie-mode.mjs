@@ -269,10 +269,10 @@ try {
   }
   const listed = await tab1.evaluate(() => client.listSessions());
   assert.equal(listed.length, 3);
-  assert.deepEqual(listed.filter((s) => s.current).map((s) => s.session_id), [carol.session_id]);
+  assert.deepEqual(listed.filter((s) => s.current).map((s) => s.sessionId), [carol.session_id]);
   assert.equal(await tab1.evaluate(() => client.signOutOtherDevices()), 2);
   const left = await tab2.evaluate(() => client.listSessions());
-  assert.deepEqual(left.map((s) => [s.session_id, s.current]), [[carol.session_id, true]]);
+  assert.deepEqual(left.map((s) => [s.sessionId, s.current]), [[carol.session_id, true]]);
   const { body: users } = await admin('GET', '/v1/users/carol/sessions');
   assert.deepEqual(users.sessions.map((s) => s.session_id), [carol.session_id]);
   ok('sign out other devices: 2 revoked, only the current session left (seen from both tabs and by the admin API)');

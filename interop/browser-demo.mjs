@@ -19,7 +19,11 @@ try {
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
-  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  // The browser logs a failed load as a console error: the first page load's
+  // refresh without a cookie is answered 400 invalid_grant, as it should be.
+  const failed = [];
+  page.on('response', (r) => { if (r.status() >= 400) failed.push(`${r.status()} ${new URL(r.url()).pathname}`); });
+  page.on('console', (m) => { if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) errors.push(m.text()); });
   await page.goto(DEMO);
   await page.locator('#signin').waitFor({ state: 'visible' });
   await page.fill('#user', 'dana');
@@ -54,6 +58,7 @@ try {
   const sessions = await fetch(LEDGER + '/v1/users/dana/sessions', { headers: { Authorization: `Bearer ${ADMIN}` } }).then((r) => r.json());
   assert.equal(sessions.sessions.length, 0);
   assert.deepEqual(errors, []);
+  assert.deepEqual([...new Set(failed)], ['400 /browser/refresh'], 'the only failed loads are refreshes without a cookie');
   ok('sign out: no session of dana\'s is left, and the page logged no error');
 } finally {
   await browser.close();

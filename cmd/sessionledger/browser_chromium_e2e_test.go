@@ -172,3 +172,20 @@ func requireChromium(t *testing.T) string {
 	}
 	return chromium
 }
+
+// TestJSClientUnitTests runs the client's own unit tests (npm test in
+// clients/js: node:test against the built dist/, with fakes of the ledger,
+// Web Locks and the clock), so that the README's test command runs them.
+func TestJSClientUnitTests(t *testing.T) {
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Skip("Node.js is not installed (CI installs it)")
+	}
+	buildJSClient(t) // npm ci, and dist/ is current
+	cmd := exec.Command("npm", "test")
+	cmd.Dir = filepath.Join("..", "..", "clients", "js")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("npm test in clients/js: %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
+}

@@ -27,7 +27,7 @@ async function render() {
   const sessions = await client.listSessions();
   const rows = sessions.map((s) => {
     const tr = document.createElement('tr');
-    for (const text of [`${s.device?.name || '—'}${s.current ? ' (this one)' : ''}`, s.client_id, s.created_at, s.last_active_at]) {
+    for (const text of [`${s.device?.name || '—'}${s.current ? ' (this one)' : ''}`, s.clientId, s.createdAt, s.lastActiveAt]) {
       const td = document.createElement('td');
       td.textContent = text;
       tr.append(td);
@@ -36,7 +36,7 @@ async function render() {
     if (!s.current) {
       const b = document.createElement('button');
       b.textContent = 'Sign out';
-      b.onclick = () => client.revokeSession(s.session_id).then(render, showError);
+      b.onclick = () => client.revokeSession(s.sessionId).then(render, showError);
       td.append(b);
     }
     tr.append(td);
