@@ -2,6 +2,8 @@ package transport
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +18,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 
+	"github.com/sessionledger/sessionledger/domain"
 	"github.com/sessionledger/sessionledger/ledger"
 )
 
@@ -33,10 +36,20 @@ import (
 // send and a cross-origin fetch cannot send without a CORS preflight that
 // only listed origins pass.
 
-// RefreshCookie is the cookie that holds the refresh token in cookie mode.
-// The __Host- prefix makes the browser refuse it unless it is Secure, has
-// Path=/ and no Domain: a sibling subdomain cannot set or overwrite it.
-const RefreshCookie = "__Host-sessionledger-refresh"
+// RefreshCookiePrefix begins the name of the cookie that holds the refresh
+// token in cookie mode. The __Host- prefix makes the browser refuse it
+// unless it is Secure, has Path=/ and no Domain: a sibling subdomain cannot
+// set or overwrite it.
+const RefreshCookiePrefix = "__Host-sessionledger-refresh-"
+
+// RefreshCookie is the name of the refresh cookie of pages of origin: one
+// cookie per listed origin, so that a page of one (a blog with a script
+// injected) cannot refresh or sign out the sessions signed in on another
+// (the app), though the browser sends both cookies to the ledger.
+func RefreshCookie(origin string) string {
+	sum := sha256.Sum256([]byte(origin))
+	return RefreshCookiePrefix + hex.EncodeToString(sum[:6])
+}
 
 // Browser paths (cookie mode).
 const (
@@ -155,10 +168,9 @@ func (s *Server) corsMiddleware() []echo.MiddlewareFunc {
 
 // browserRoutes are cookie mode's endpoints.
 func (s *Server) browserRoutes(e *echo.Echo) {
-	limit := s.rateLimiter()
-	e.POST(BrowserSignInPath, s.browserSignIn, s.requireBrowserRequest, limit, s.requireReady)
-	e.POST(BrowserRefreshPath, s.browserRefresh, s.requireBrowserRequest, limit, s.requireReady)
-	e.POST(BrowserSignOutPath, s.browserSignOut, s.requireBrowserRequest, limit, s.requireReady)
+	e.POST(BrowserSignInPath, s.browserSignIn, s.requireBrowserRequest, s.limit, s.requireReady)
+	e.POST(BrowserRefreshPath, s.browserRefresh, s.requireBrowserRequest, s.limit, s.requireReady)
+	e.POST(BrowserSignOutPath, s.browserSignOut, s.requireBrowserRequest, s.limit, s.requireReady)
 }
 
 // requireBrowserRequest is the CSRF defence: a listed Origin and a JSON
@@ -218,8 +230,12 @@ type browserTokenResponse struct {
 }
 
 // browserSignIn is POST /browser/signin {"refresh_token"}: exchanges the
-// session's first refresh token (which is thereby rotated out: a replay of
-// it later is reuse) for an access token and the refresh cookie.
+// session's first refresh token for an access token and the refresh cookie.
+// The page held that token, so the exchange rotates twice: the token handed
+// over is then two rotations behind the cookie's, and a replay of it is
+// reuse even within --reuse-grace, where a tolerated retry would have
+// answered with the cookie's token in the body. A cookie of another
+// session, signed in before in this browser, is signed out.
 func (s *Server) browserSignIn(c echo.Context) error {
 	var body struct {
 		RefreshToken string `json:"refresh_token"`
@@ -231,7 +247,25 @@ func (s *Server) browserSignIn(c echo.Context) error {
 	if err != nil {
 		return formError(c, err)
 	}
-	return s.browserExchange(c, rt)
+	var previous string
+	if ck, err := c.Cookie(RefreshCookie(c.Request().Header.Get(echo.HeaderOrigin))); err == nil {
+		previous = ck.Value
+	}
+	pair, err := s.refresh(c, rt)
+	if err == nil {
+		pair, err = s.refresh(c, pair.RefreshToken)
+	}
+	if err != nil {
+		return s.browserRefused(c, err)
+	}
+	if previous != "" {
+		if t, err := domain.ParseRefreshToken(previous); err == nil && t.SessionID != pair.SessionID {
+			if err := s.ledger.SignOut(s.ctx(c), previous); err != nil {
+				s.logFailure(c, "http: sign-out of the browser's previous session failed", err)
+			}
+		}
+	}
+	return s.browserTokens(c, pair)
 }
 
 // browserRefresh is POST /browser/refresh: rotates the cookie's refresh
@@ -241,27 +275,33 @@ func (s *Server) browserRefresh(c echo.Context) error {
 	if err := browserBody(c, &body); err != nil {
 		return formError(c, err)
 	}
-	ck, err := c.Cookie(RefreshCookie)
+	ck, err := c.Cookie(RefreshCookie(c.Request().Header.Get(echo.HeaderOrigin)))
 	if err != nil || ck.Value == "" {
 		return writeOAuthError(c, http.StatusBadRequest, "invalid_grant", "no session cookie: sign in first")
 	}
-	return s.browserExchange(c, ck.Value)
+	pair, err := s.refresh(c, ck.Value)
+	if err != nil {
+		return s.browserRefused(c, err)
+	}
+	return s.browserTokens(c, pair)
 }
 
-// browserExchange refreshes rt, sets the cookie to its successor and
-// answers with the access token. A refused token clears the cookie.
-func (s *Server) browserExchange(c echo.Context, rt string) error {
-	pair, err := s.refresh(c, rt)
-	if err != nil {
-		a := lookup(err)
-		if oauthStatus(a) == http.StatusBadRequest {
-			s.clearRefreshCookie(c)
-		}
-		return writeOAuthError(c, oauthStatus(a), a.oauth, a.title)
+// browserRefused answers a refused exchange; a refused token clears the
+// cookie.
+func (s *Server) browserRefused(c echo.Context, err error) error {
+	a := lookup(err)
+	if oauthStatus(a) == http.StatusBadRequest {
+		s.clearRefreshCookie(c)
 	}
+	return writeOAuthError(c, oauthStatus(a), a.oauth, a.title)
+}
+
+// browserTokens sets the cookie to pair's refresh token and answers with
+// the access token.
+func (s *Server) browserTokens(c echo.Context, pair ledger.TokenPair) error {
 	maxAge := int(time.Until(pair.RefreshTokenExpiresAt) / time.Second)
 	c.SetCookie(&http.Cookie{
-		Name: RefreshCookie, Value: pair.RefreshToken, Path: "/", MaxAge: max(maxAge, 1),
+		Name: RefreshCookie(c.Request().Header.Get(echo.HeaderOrigin)), Value: pair.RefreshToken, Path: "/", MaxAge: max(maxAge, 1),
 		Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode,
 	})
 	c.Response().Header().Set("Cache-Control", "no-store")
@@ -279,7 +319,7 @@ func (s *Server) browserSignOut(c echo.Context) error {
 	if err := browserBody(c, &body); err != nil {
 		return formError(c, err)
 	}
-	if ck, err := c.Cookie(RefreshCookie); err == nil && ck.Value != "" {
+	if ck, err := c.Cookie(RefreshCookie(c.Request().Header.Get(echo.HeaderOrigin))); err == nil && ck.Value != "" {
 		if err := s.ledger.SignOut(s.ctx(c), ck.Value); err != nil {
 			a := lookup(err)
 			s.logFailure(c, "http: sign-out failed", err)
@@ -293,7 +333,7 @@ func (s *Server) browserSignOut(c echo.Context) error {
 
 func (s *Server) clearRefreshCookie(c echo.Context) {
 	c.SetCookie(&http.Cookie{
-		Name: RefreshCookie, Value: "", Path: "/", MaxAge: -1,
+		Name: RefreshCookie(c.Request().Header.Get(echo.HeaderOrigin)), Value: "", Path: "/", MaxAge: -1,
 		Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode,
 	})
 }

@@ -20,9 +20,9 @@ const MeSessionsPath = "/v1/me/sessions"
 const callerKey = "sessionledger.caller"
 
 func (s *Server) meRoutes(e *echo.Echo) {
-	e.GET(MeSessionsPath, s.mySessions, s.requireUser, s.requireReady)
-	e.DELETE(MeSessionsPath+"/:session_id", s.revokeMySession, s.requireUser, s.requireReady)
-	e.POST(MeSessionsPath+"/revoke-others", s.signOutOthers, s.requireUser, s.requireReady)
+	e.GET(MeSessionsPath, s.mySessions, s.limit, s.requireReady, s.requireUser)
+	e.DELETE(MeSessionsPath+"/:session_id", s.revokeMySession, s.limit, s.requireReady, s.requireUser)
+	e.POST(MeSessionsPath+"/revoke-others", s.signOutOthers, s.limit, s.requireReady, s.requireUser)
 }
 
 // requireUser checks "Authorization: Bearer <access token>" and gives

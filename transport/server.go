@@ -43,9 +43,9 @@ type Config struct {
 	Logger       *slog.Logger
 	Ready        func() error // nil error: the projection has caught up with the stream
 	MaxBodyBytes int64
-	// RateLimit, when above 0, limits /oauth2/token and /oauth2/revoke to this
-	// many requests per second per client address (with RateBurst), in this
-	// instance. Off by default: apps behind one proxy address would otherwise
+	// RateLimit, when above 0, limits /oauth2/token, /oauth2/revoke,
+	// /browser/* and /v1/me/* together to this many requests per second per
+	// client address (with RateBurst), in this instance. Off by default: apps behind one proxy address would otherwise
 	// share one budget.
 	RateLimit float64
 	RateBurst int
@@ -89,6 +89,9 @@ type Server struct {
 	log      *slog.Logger
 	cfg      Config
 	metadata []byte
+	// limit is the one per-address rate limiter of the endpoints anyone may
+	// call with a token: /oauth2/token and /revoke, /browser/*, /v1/me/*.
+	limit echo.MiddlewareFunc
 }
 
 // New returns the HTTP API for l.
@@ -119,6 +122,7 @@ func New(l *ledger.Ledger, signer *accesstoken.Signer, cfg Config) (*Server, err
 		}
 	}
 	s := &Server{ledger: l, signer: signer, log: cfg.Logger, cfg: cfg}
+	s.limit = s.rateLimiter()
 	if s.metadata, err = json.Marshal(metadata(strings.TrimRight(cfg.Issuer, "/"))); err != nil {
 		return nil, err
 	}
@@ -171,9 +175,8 @@ func (s *Server) publicRoutes(e *echo.Echo) {
 	e.GET("/.well-known/jwks.json", s.jwks)
 	e.GET(CheckpointKeysPath, s.checkpointKeys)
 	e.GET("/.well-known/oauth-authorization-server", s.serverMetadata)
-	limit := s.rateLimiter()
-	e.POST("/oauth2/token", s.token, limit, s.requireReady)
-	e.POST("/oauth2/revoke", s.revoke, limit, s.requireReady)
+	e.POST("/oauth2/token", s.token, s.limit, s.requireReady)
+	e.POST("/oauth2/revoke", s.revoke, s.limit, s.requireReady)
 	// With a separate admin listener, the admin token is not taken here.
 	e.POST("/oauth2/introspect", s.introspect, s.requireIntrospector(!s.cfg.SeparateAdmin), s.requireReady)
 	s.meRoutes(e)

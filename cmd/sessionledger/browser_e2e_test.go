@@ -52,7 +52,8 @@ func (h *ledgerHarness) browserPost(path, origin, contentType, body string, cook
 		req.Header.Set("Content-Type", contentType)
 	}
 	if cookie != "" {
-		req.AddCookie(&http.Cookie{Name: transport.RefreshCookie, Value: cookie})
+		// The app's cookie: a browser sends it whichever page asks.
+		req.AddCookie(&http.Cookie{Name: transport.RefreshCookie(appOrigin), Value: cookie})
 	}
 	resp, err := h.client.Do(req)
 	if err != nil {
@@ -67,7 +68,10 @@ func (h *ledgerHarness) browserPost(path, origin, contentType, body string, cook
 		}
 	}
 	for _, c := range resp.Cookies() {
-		if c.Name == transport.RefreshCookie {
+		if strings.HasPrefix(c.Name, transport.RefreshCookiePrefix) {
+			if c.Name != transport.RefreshCookie(origin) {
+				h.t.Fatalf("POST %s from %s set the cookie %s, not its origin's", path, origin, c.Name)
+			}
 			out.cookie = c
 		}
 	}
@@ -176,6 +180,14 @@ func TestCookieModeOverHTTP(t *testing.T) {
 		t.Fatalf("preflight from an unlisted origin: %v", h)
 	}
 
+	// Another listed origin's page cannot use the app's cookie.
+	if r := h.browserPost("/browser/refresh", "http://localhost:5173", js, `{}`, cookie); r.status != http.StatusBadRequest || r.body["error"] != "invalid_grant" {
+		t.Fatalf("another listed origin refreshed with the app's cookie: %d %s", r.status, r.raw)
+	}
+	if after := h.history(s.ID); !slices.Equal(after, before) {
+		t.Fatalf("another origin changed the session: %v → %v", before, after)
+	}
+
 	// Refresh rotates the cookie; the session's first token, replayed after
 	// the grace window, is reuse and revokes the session.
 	r := h.browserPost("/browser/refresh", appOrigin, js, "", cookie)
@@ -199,6 +211,27 @@ func TestCookieModeOverHTTP(t *testing.T) {
 	}
 	if st, _ := h.do("GET", "/v1/me/sessions", "", "", http.Header{"Authorization": {"Bearer " + at}}); st != http.StatusUnauthorized {
 		t.Fatalf("a revoked session's access token listed sessions: %d", st)
+	}
+
+	// The token handed to the page, replayed at once (within the grace
+	// window), is reuse: sign-in rotated twice, so no tolerated retry can
+	// answer with the cookie's token in a body.
+	s3 := h.issue(`{"user_id":"alice"}`)
+	c3 := wantRefreshCookie(t, h.browserPost("/browser/signin", appOrigin, js, `{"refresh_token":"`+s3.Refresh+`"}`, ""))
+	if st, out := h.refresh(s3.Refresh); st != http.StatusBadRequest || out["error"] != "invalid_grant" || out["refresh_token"] == c3 {
+		t.Fatalf("an immediate replay of the handed-over token: %d %v", st, out)
+	}
+	if hist := h.history(s3.ID); !slices.Contains(hist, "session.revoked") {
+		t.Fatalf("history after the replay %v", hist)
+	}
+
+	// Signing in over the cookie of another session signs that one out.
+	s4 := h.issue(`{"user_id":"alice"}`)
+	c4 := wantRefreshCookie(t, h.browserPost("/browser/signin", appOrigin, js, `{"refresh_token":"`+s4.Refresh+`"}`, ""))
+	s5 := h.issue(`{"user_id":"bob"}`)
+	wantRefreshCookie(t, h.browserPost("/browser/signin", appOrigin, js, `{"refresh_token":"`+s5.Refresh+`"}`, c4))
+	if ev := h.events(s4.ID); ev[len(ev)-1]["type"] != "session.revoked" || ev[len(ev)-1]["reason"] != "signed_out" {
+		t.Fatalf("the browser's previous session: %v", ev)
 	}
 
 	// Sign-out revokes the cookie's session and clears the cookie.

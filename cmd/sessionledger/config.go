@@ -62,8 +62,8 @@ type Config struct {
 	// the stored one.
 	SnapshotInterval  time.Duration
 	SnapshotMinEvents uint64
-	// RateLimit (requests/s per client address on /oauth2/token and
-	// /oauth2/revoke, 0 off), RateBurst, TrustedProxyHeader: see transport.Config.
+	// RateLimit (requests/s per client address on /oauth2/token,
+	// /oauth2/revoke, /browser/* and /v1/me/*, 0 off), RateBurst, TrustedProxyHeader: see transport.Config.
 	RateLimit          float64
 	RateBurst          int
 	TrustedProxyHeader string

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/sessionledger/sessionledger/transport"
 )
 
 // FuzzHTTPHandlers sends arbitrary requests to the token, revocation,
@@ -77,7 +79,7 @@ func FuzzHTTPHandlers(f *testing.F) {
 		case 7:
 			req = httptest.NewRequest(http.MethodPost, "/browser/refresh", nil)
 			req.Header.Set("Origin", appOrigin)
-			req.Header.Set("Cookie", "__Host-sessionledger-refresh="+string(body))
+			req.Header.Set("Cookie", transport.RefreshCookie(appOrigin)+"="+string(body))
 		case 8:
 			req = httptest.NewRequest(http.MethodGet, "/v1/me/sessions", nil)
 			bearer = string(body)

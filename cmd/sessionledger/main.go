@@ -122,11 +122,11 @@ func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stder
 	fs.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", cfg.SnapshotInterval, "how often to consider writing a projection snapshot (0 disables)")
 	fs.Uint64Var(&cfg.SnapshotMinEvents, "snapshot-min-events", cfg.SnapshotMinEvents, "events applied since the stored snapshot before a new one is written")
 	fs.StringVar(&cfg.NATSSync, "nats-sync", cfg.NATSSync, `embedded NATS: JetStream sync interval, a duration or "always" (fsync every write; default: nats-server's, 2m)`)
-	fs.Float64Var(&cfg.RateLimit, "rate-limit", 0, "requests per second per client address on /oauth2/token and /oauth2/revoke, per instance (0: off)")
+	fs.Float64Var(&cfg.RateLimit, "rate-limit", 0, "requests per second per client address on /oauth2/token, /oauth2/revoke, /browser/* and /v1/me/* together, per instance (0: off)")
 	fs.IntVar(&cfg.RateBurst, "rate-burst", 0, "burst allowed above --rate-limit (default: the rate, at least 1)")
 	fs.StringVar(&cfg.TrustedProxyHeader, "trusted-proxy-header", "", "header with the client address set by a trusted proxy, e.g. X-Forwarded-For (its last entry)")
 	fs.Func("browser-origins", "turn cookie mode on for browser apps at these origins (comma-separated, exactly scheme://host[:port]; https, or http on localhost): they may sign in, refresh and sign out with an httpOnly refresh cookie, and call the API with CORS", func(v string) error {
-		cfg.BrowserOrigins = strings.Split(v, ",")
+		cfg.BrowserOrigins = append(cfg.BrowserOrigins, strings.Split(v, ",")...) // repeated: all of them
 		return nil
 	})
 	fs.IntVar(&cfg.Replicas, "replicas", cfg.Replicas, "replicas of the stream when the ledger creates it")

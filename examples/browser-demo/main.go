@@ -10,7 +10,9 @@
 //
 // The admin token comes from SESSIONLEDGER_ADMIN_TOKEN or, by default,
 // <--data-dir>/admin-token, read at each sign-in (so the demo may start
-// before the ledger). It never reaches the page.
+// before the ledger). It never reaches the page. An admin token can do
+// everything the admin API does; a real backend keeps it as it keeps its
+// other secrets.
 package main
 
 import (
@@ -55,6 +57,7 @@ func main() {
 }
 
 type demo struct {
+	origin     string // where the page is, as the browser names it: the only origin /login serves
 	ledgerURL  string
 	adminToken func() (string, error)
 	client     *http.Client
@@ -66,6 +69,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	listen := fs.String("listen", "127.0.0.1:3000", "HTTP listen address; open it as http://localhost:<port>, the origin the ledger lists")
 	ledgerURL := fs.String("ledger-url", "http://localhost:8080", "the ledger's base URL (its issuer), as the browser reaches it")
 	dataDir := fs.String("data-dir", "data", "the ledger's data directory, for its admin-token file")
+	origin := fs.String("origin", "", "the page's origin as the browser names it (default http://localhost:<port of --listen>); the ledger's --browser-origins must list it")
 	fs.Usage = cliflags.Usage(fs, "browser-demo", cliflags.EnvVar{Name: "SESSIONLEDGER_ADMIN_TOKEN", Usage: "the ledger's admin token (default: <data-dir>/admin-token)"})
 	if err := cliflags.Parse(fs, args, lookupEnv); err != nil {
 		return err
@@ -89,6 +93,10 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		return err
 	}
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	d.origin = strings.TrimRight(*origin, "/")
+	if d.origin == "" {
+		d.origin = "http://localhost:" + port
+	}
 	srv := &http.Server{Handler: d.routes(), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
@@ -96,7 +104,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		defer cancel()
 		_ = srv.Shutdown(shutdown)
 	}()
-	fmt.Fprintf(os.Stderr, "browser demo: open http://localhost:%s (the ledger at %s must list that origin: serve --browser-origins http://localhost:%s)\n", port, d.ledgerURL, port)
+	fmt.Fprintf(os.Stderr, "browser demo: open %s (the ledger at %s must list that origin: serve --browser-origins %s)\n", d.origin, d.ledgerURL, d.origin)
 	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
@@ -121,7 +129,8 @@ func (d *demo) routes() http.Handler {
 
 func (d *demo) index(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Content-Security-Policy", "default-src 'self'; connect-src 'self' "+d.ledgerURL+"; style-src 'unsafe-inline'")
+	w.Header().Set("Content-Security-Policy", "default-src 'self'; connect-src 'self' "+d.ledgerURL+"; style-src 'unsafe-inline'; frame-ancestors 'none'")
+	w.Header().Set("X-Frame-Options", "DENY")
 	page := strings.ReplaceAll(indexHTML, "{{LEDGER_URL}}", html.EscapeString(d.ledgerURL))
 	_, _ = io.WriteString(w, page)
 }
@@ -130,8 +139,10 @@ func (d *demo) index(w http.ResponseWriter, r *http.Request) {
 // ledger for the name given, and hands the page the first refresh token,
 // which the page exchanges at once for the httpOnly cookie.
 func (d *demo) login(w http.ResponseWriter, r *http.Request) {
-	if origin := r.Header.Get("Origin"); origin == "" || origin != "http://"+r.Host {
-		http.Error(w, "cross-origin sign-in refused", http.StatusForbidden)
+	// Only the demo's own page may sign in, compared with the configured
+	// origin, never with the request's Host (which DNS rebinding controls).
+	if r.Header.Get("Origin") != d.origin || "http://"+r.Host != d.origin && "https://"+r.Host != d.origin {
+		http.Error(w, "sign-in refused: not from "+d.origin, http.StatusForbidden)
 		return
 	}
 	var body struct {
