@@ -58,6 +58,19 @@ export interface SessionClientOptions {
     storage?: SessionStorageLike;
     /** Token mode: the storage key of the refresh token. Default `'sessionledger:refresh-token:' + issuer`. */
     storageKey?: string;
+    /**
+     * The origins {@link SessionClient.fetch} may send the access token to, each `scheme://host[:port]`
+     * (normalized like the ledger's `--browser-origins`: lower case, default port dropped, a trailing
+     * `/` tolerated; a path, query or credentials are refused, and so is `'*'`). A request to any
+     * other origin throws a {@link SessionError} with code `'origin_not_allowed'` and sends nothing.
+     * Relative URLs are resolved against `location.href` where there is one.
+     *
+     * Default: the page's own origin (`location.origin`, where defined) and the issuer's origin.
+     * Listing origins replaces that default (list the page's and the issuer's too if `fetch` should
+     * reach them); the self-service calls ({@link SessionClient.listSessions}, …) always reach the
+     * issuer. Peers do the same: Auth0's `allowedList`, MSAL's `protectedResourceMap`.
+     */
+    apiOrigins?: string[];
     /** The `fetch` to use (tests, non-browser runtimes). Default: the global `fetch`. */
     fetch?: typeof fetch;
     /** A clock in epoch milliseconds (tests). Default `Date.now`. */
@@ -107,7 +120,9 @@ export interface SessionClient {
      */
     getAccessToken(): Promise<string | null>;
     /**
-     * `fetch` with `Authorization: Bearer <access token>`. On a 401 whose `WWW-Authenticate` has
+     * `fetch` with `Authorization: Bearer <access token>`, for URLs of the origins in
+     * {@link SessionClientOptions.apiOrigins} only: to any other it throws a {@link SessionError}
+     * (status 0, code `'origin_not_allowed'`) and sends nothing. On a 401 whose `WWW-Authenticate` has
      * `error="invalid_token"` it refreshes once (forced, even if the token looks unexpired) and
      * retries once; if that refresh finds the session over, the 401 is returned. Throws
      * {@link SignedOutError} without sending anything when there is no session at all. A request
@@ -138,7 +153,9 @@ export interface SessionClient {
 /**
  * A failed call to the ledger. `status` is the HTTP status (0 when no response came: network
  * error); `code` is the OAuth error (`invalid_grant`, `invalid_request`, `invalid_token`, …)
- * when the ledger sent one. Messages never contain a token.
+ * when the ledger sent one, or one of the client's own: `'origin_not_allowed'` (status 0: a
+ * {@link SessionClient.fetch} to an origin not in {@link SessionClientOptions.apiOrigins}).
+ * Messages never contain a token.
  */
 export declare class SessionError extends Error {
     /** HTTP status, or 0 when there was no response. */

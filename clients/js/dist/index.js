@@ -10,7 +10,9 @@
 /**
  * A failed call to the ledger. `status` is the HTTP status (0 when no response came: network
  * error); `code` is the OAuth error (`invalid_grant`, `invalid_request`, `invalid_token`, …)
- * when the ledger sent one. Messages never contain a token.
+ * when the ledger sent one, or one of the client's own: `'origin_not_allowed'` (status 0: a
+ * {@link SessionClient.fetch} to an origin not in {@link SessionClientOptions.apiOrigins}).
+ * Messages never contain a token.
  */
 export class SessionError extends Error {
     /**
@@ -80,6 +82,56 @@ function parseMsg(d) {
             return typeof m.id === 'string' && isTok(m) ? m : null;
     }
     return null;
+}
+/**
+ * An allowed origin, normalized like the ledger's --browser-origins: exactly scheme://host[:port],
+ * lower case, the default port dropped (URL.origin does the rest).
+ */
+function normalizeOrigin(raw) {
+    if (typeof raw !== 'string')
+        throw new TypeError('sessionledger: apiOrigins must be strings');
+    const s = raw.trim();
+    if (s === '*')
+        throw new TypeError("sessionledger: apiOrigins: '*' is not supported; list the origins the token may go to");
+    let u;
+    try {
+        u = new URL(s);
+    }
+    catch {
+        throw new TypeError(`sessionledger: apiOrigins: ${JSON.stringify(s)} is not a URL`);
+    }
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') {
+        throw new TypeError(`sessionledger: apiOrigins: ${JSON.stringify(s)} must be an http or https origin, scheme://host[:port]`);
+    }
+    if (u.username !== '' || u.password !== '' || u.pathname !== '/' || u.search !== '' || u.hash !== '' || /[?#]/.test(s)) {
+        throw new TypeError(`sessionledger: apiOrigins: ${JSON.stringify(s)} must be exactly scheme://host[:port], with no path, query or credentials`);
+    }
+    return u.origin;
+}
+/** The page's location, where there is one (not in Node or a worker without it). */
+function pageLocation() {
+    const loc = globalThis.location;
+    return loc && typeof loc === 'object' ? loc : undefined;
+}
+/** The origin a fetch input goes to, relative URLs resolved against the page; null if it has none. */
+function targetOrigin(input) {
+    let raw;
+    if (typeof input === 'string')
+        raw = input;
+    else if (typeof URL === 'function' && input instanceof URL)
+        raw = input.href;
+    else if (input && typeof input.url === 'string')
+        raw = input.url;
+    else
+        raw = String(input);
+    const loc = pageLocation();
+    try {
+        const u = loc && typeof loc.href === 'string' ? new URL(raw, loc.href) : new URL(raw);
+        return u.origin === 'null' ? null : u.origin;
+    }
+    catch {
+        return null;
+    }
 }
 function randomId() {
     const c = globalThis.crypto;
@@ -151,6 +203,24 @@ class Client {
         if (typeof f !== 'function')
             throw new TypeError('sessionledger: no fetch available; pass options.fetch');
         this.fetchImpl = o.fetch ? o.fetch : f.bind(globalThis);
+        if (o.apiOrigins !== undefined) {
+            if (!Array.isArray(o.apiOrigins))
+                throw new TypeError('sessionledger: apiOrigins must be an array of origins');
+            this.apiOrigins = new Set(o.apiOrigins.map(normalizeOrigin));
+        }
+        else {
+            const dflt = new Set();
+            const loc = pageLocation();
+            if (loc && typeof loc.origin === 'string' && loc.origin !== 'null')
+                dflt.add(loc.origin);
+            try {
+                dflt.add(new URL(this.issuer).origin);
+            }
+            catch {
+                /* an issuer that is not a URL: its requests fail on their own */
+            }
+            this.apiOrigins = dflt;
+        }
         this.now = o.now ?? Date.now;
         // Tabs share a session in cookie mode (one cookie jar) and in token mode with a storage they
         // share (localStorage); with the default memory storage each client has a session of its own.
@@ -217,6 +287,15 @@ class Client {
         return r ? r.accessToken : null;
     }
     async fetch(input, init) {
+        const origin = targetOrigin(input);
+        if (origin === null || !this.apiOrigins.has(origin)) {
+            const what = origin === null ? 'the URL has no http(s) origin' : `${origin} is not in apiOrigins`;
+            throw new SessionError(`sessionledger: fetch refused: ${what}; the access token goes only to the listed origins`, 0, 'origin_not_allowed', undefined, { secrets: this.secrets() });
+        }
+        return this.authorized(input, init);
+    }
+    /** fetch() without the origin check: for the app's calls once checked, and the self-service calls to the issuer. */
+    async authorized(input, init) {
         const token = await this.getAccessToken();
         if (token === null)
             throw new SignedOutError();
@@ -270,7 +349,7 @@ class Client {
         const seen = new Set();
         for (;;) {
             const url = this.issuer + '/v1/me/sessions' + (cursor ? '?cursor=' + encodeURIComponent(cursor) : '');
-            const res = await this.fetch(url, { method: 'GET', credentials: 'omit', headers: { Accept: 'application/json' } });
+            const res = await this.authorized(url, { method: 'GET', credentials: 'omit', headers: { Accept: 'application/json' } });
             if (!res.ok)
                 throw await this.selfServiceError('list sessions', res);
             const body = await readBody(res);
@@ -289,7 +368,7 @@ class Client {
     async revokeSession(id) {
         if (typeof id !== 'string' || id === '')
             throw new TypeError('sessionledger: revokeSession needs a session id');
-        const res = await this.fetch(this.issuer + '/v1/me/sessions/' + encodeURIComponent(id), { method: 'DELETE', credentials: 'omit' });
+        const res = await this.authorized(this.issuer + '/v1/me/sessions/' + encodeURIComponent(id), { method: 'DELETE', credentials: 'omit' });
         if (!res.ok)
             throw await this.selfServiceError('revoke session', res);
         if (id === this.sid) {
@@ -302,7 +381,7 @@ class Client {
         }
     }
     async signOutOtherDevices() {
-        const res = await this.fetch(this.issuer + '/v1/me/sessions/revoke-others', { method: 'POST', credentials: 'omit' });
+        const res = await this.authorized(this.issuer + '/v1/me/sessions/revoke-others', { method: 'POST', credentials: 'omit' });
         if (!res.ok)
             throw await this.selfServiceError('sign out other devices', res);
         const body = await readBody(res);

@@ -61,6 +61,19 @@ export interface SessionClientOptions {
   storage?: SessionStorageLike;
   /** Token mode: the storage key of the refresh token. Default `'sessionledger:refresh-token:' + issuer`. */
   storageKey?: string;
+  /**
+   * The origins {@link SessionClient.fetch} may send the access token to, each `scheme://host[:port]`
+   * (normalized like the ledger's `--browser-origins`: lower case, default port dropped, a trailing
+   * `/` tolerated; a path, query or credentials are refused, and so is `'*'`). A request to any
+   * other origin throws a {@link SessionError} with code `'origin_not_allowed'` and sends nothing.
+   * Relative URLs are resolved against `location.href` where there is one.
+   *
+   * Default: the page's own origin (`location.origin`, where defined) and the issuer's origin.
+   * Listing origins replaces that default (list the page's and the issuer's too if `fetch` should
+   * reach them); the self-service calls ({@link SessionClient.listSessions}, …) always reach the
+   * issuer. Peers do the same: Auth0's `allowedList`, MSAL's `protectedResourceMap`.
+   */
+  apiOrigins?: string[];
   /** The `fetch` to use (tests, non-browser runtimes). Default: the global `fetch`. */
   fetch?: typeof fetch;
   /** A clock in epoch milliseconds (tests). Default `Date.now`. */
@@ -108,7 +121,9 @@ export interface SessionClient {
    */
   getAccessToken(): Promise<string | null>;
   /**
-   * `fetch` with `Authorization: Bearer <access token>`. On a 401 whose `WWW-Authenticate` has
+   * `fetch` with `Authorization: Bearer <access token>`, for URLs of the origins in
+   * {@link SessionClientOptions.apiOrigins} only: to any other it throws a {@link SessionError}
+   * (status 0, code `'origin_not_allowed'`) and sends nothing. On a 401 whose `WWW-Authenticate` has
    * `error="invalid_token"` it refreshes once (forced, even if the token looks unexpired) and
    * retries once; if that refresh finds the session over, the 401 is returned. Throws
    * {@link SignedOutError} without sending anything when there is no session at all. A request
@@ -140,7 +155,9 @@ export interface SessionClient {
 /**
  * A failed call to the ledger. `status` is the HTTP status (0 when no response came: network
  * error); `code` is the OAuth error (`invalid_grant`, `invalid_request`, `invalid_token`, …)
- * when the ledger sent one. Messages never contain a token.
+ * when the ledger sent one, or one of the client's own: `'origin_not_allowed'` (status 0: a
+ * {@link SessionClient.fetch} to an origin not in {@link SessionClientOptions.apiOrigins}).
+ * Messages never contain a token.
  */
 export class SessionError extends Error {
   /** HTTP status, or 0 when there was no response. */
@@ -232,6 +249,51 @@ function parseMsg(d: unknown): Msg | null {
   return null;
 }
 
+/**
+ * An allowed origin, normalized like the ledger's --browser-origins: exactly scheme://host[:port],
+ * lower case, the default port dropped (URL.origin does the rest).
+ */
+function normalizeOrigin(raw: unknown): string {
+  if (typeof raw !== 'string') throw new TypeError('sessionledger: apiOrigins must be strings');
+  const s = raw.trim();
+  if (s === '*') throw new TypeError("sessionledger: apiOrigins: '*' is not supported; list the origins the token may go to");
+  let u: URL;
+  try {
+    u = new URL(s);
+  } catch {
+    throw new TypeError(`sessionledger: apiOrigins: ${JSON.stringify(s)} is not a URL`);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') {
+    throw new TypeError(`sessionledger: apiOrigins: ${JSON.stringify(s)} must be an http or https origin, scheme://host[:port]`);
+  }
+  if (u.username !== '' || u.password !== '' || u.pathname !== '/' || u.search !== '' || u.hash !== '' || /[?#]/.test(s)) {
+    throw new TypeError(`sessionledger: apiOrigins: ${JSON.stringify(s)} must be exactly scheme://host[:port], with no path, query or credentials`);
+  }
+  return u.origin;
+}
+
+/** The page's location, where there is one (not in Node or a worker without it). */
+function pageLocation(): { origin?: unknown; href?: unknown } | undefined {
+  const loc = (globalThis as any).location;
+  return loc && typeof loc === 'object' ? loc : undefined;
+}
+
+/** The origin a fetch input goes to, relative URLs resolved against the page; null if it has none. */
+function targetOrigin(input: RequestInfo | URL): string | null {
+  let raw: string;
+  if (typeof input === 'string') raw = input;
+  else if (typeof URL === 'function' && input instanceof URL) raw = input.href;
+  else if (input && typeof (input as any).url === 'string') raw = (input as any).url;
+  else raw = String(input);
+  const loc = pageLocation();
+  try {
+    const u = loc && typeof loc.href === 'string' ? new URL(raw, loc.href) : new URL(raw);
+    return u.origin === 'null' ? null : u.origin;
+  } catch {
+    return null;
+  }
+}
+
 function randomId(): string {
   const c = (globalThis as any).crypto;
   if (c && typeof c.randomUUID === 'function') return c.randomUUID();
@@ -280,6 +342,8 @@ class Client implements SessionClient {
   private readonly storage: SessionStorageLike;
   private readonly storageKey: string;
   private readonly fetchImpl: typeof fetch;
+  /** The normalized origins fetch() may send the access token to. */
+  private readonly apiOrigins: ReadonlySet<string>;
   private readonly now: () => number;
   private readonly locks: LockManagerLike | null;
   private readonly lockName: string;
@@ -312,6 +376,20 @@ class Client implements SessionClient {
     const f = o.fetch ?? (globalThis as any).fetch;
     if (typeof f !== 'function') throw new TypeError('sessionledger: no fetch available; pass options.fetch');
     this.fetchImpl = o.fetch ? o.fetch : f.bind(globalThis);
+    if (o.apiOrigins !== undefined) {
+      if (!Array.isArray(o.apiOrigins)) throw new TypeError('sessionledger: apiOrigins must be an array of origins');
+      this.apiOrigins = new Set(o.apiOrigins.map(normalizeOrigin));
+    } else {
+      const dflt = new Set<string>();
+      const loc = pageLocation();
+      if (loc && typeof loc.origin === 'string' && loc.origin !== 'null') dflt.add(loc.origin);
+      try {
+        dflt.add(new URL(this.issuer).origin);
+      } catch {
+        /* an issuer that is not a URL: its requests fail on their own */
+      }
+      this.apiOrigins = dflt;
+    }
     this.now = o.now ?? Date.now;
     // Tabs share a session in cookie mode (one cookie jar) and in token mode with a storage they
     // share (localStorage); with the default memory storage each client has a session of its own.
@@ -376,6 +454,16 @@ class Client implements SessionClient {
   }
 
   async fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response> {
+    const origin = targetOrigin(input);
+    if (origin === null || !this.apiOrigins.has(origin)) {
+      const what = origin === null ? 'the URL has no http(s) origin' : `${origin} is not in apiOrigins`;
+      throw new SessionError(`sessionledger: fetch refused: ${what}; the access token goes only to the listed origins`, 0, 'origin_not_allowed', undefined, { secrets: this.secrets() });
+    }
+    return this.authorized(input, init);
+  }
+
+  /** fetch() without the origin check: for the app's calls once checked, and the self-service calls to the issuer. */
+  private async authorized(input: RequestInfo | URL, init?: RequestInit): Promise<Response> {
     const token = await this.getAccessToken();
     if (token === null) throw new SignedOutError();
     const isRequest = typeof Request === 'function' && input instanceof Request;
@@ -425,7 +513,7 @@ class Client implements SessionClient {
     const seen = new Set<string>();
     for (;;) {
       const url = this.issuer + '/v1/me/sessions' + (cursor ? '?cursor=' + encodeURIComponent(cursor) : '');
-      const res = await this.fetch(url, { method: 'GET', credentials: 'omit', headers: { Accept: 'application/json' } });
+      const res = await this.authorized(url, { method: 'GET', credentials: 'omit', headers: { Accept: 'application/json' } });
       if (!res.ok) throw await this.selfServiceError('list sessions', res);
       const body = await readBody(res);
       if (!body || !Array.isArray(body.sessions)) throw new SessionError('sessionledger: list sessions failed: the answer has no sessions', res.status, 'invalid_response');
@@ -439,7 +527,7 @@ class Client implements SessionClient {
 
   async revokeSession(id: string): Promise<void> {
     if (typeof id !== 'string' || id === '') throw new TypeError('sessionledger: revokeSession needs a session id');
-    const res = await this.fetch(this.issuer + '/v1/me/sessions/' + encodeURIComponent(id), { method: 'DELETE', credentials: 'omit' });
+    const res = await this.authorized(this.issuer + '/v1/me/sessions/' + encodeURIComponent(id), { method: 'DELETE', credentials: 'omit' });
     if (!res.ok) throw await this.selfServiceError('revoke session', res);
     if (id === this.sid) {
       if (this.mode === 'token') {
@@ -451,7 +539,7 @@ class Client implements SessionClient {
   }
 
   async signOutOtherDevices(): Promise<number> {
-    const res = await this.fetch(this.issuer + '/v1/me/sessions/revoke-others', { method: 'POST', credentials: 'omit' });
+    const res = await this.authorized(this.issuer + '/v1/me/sessions/revoke-others', { method: 'POST', credentials: 'omit' });
     if (!res.ok) throw await this.selfServiceError('sign out other devices', res);
     const body = await readBody(res);
     if (!body || typeof body.revoked !== 'number') throw new SessionError('sessionledger: sign out other devices failed: the answer has no count', res.status, 'invalid_response');

@@ -15,7 +15,7 @@ function tabs(t, { n = 1, mode = 'cookie', locks = new FakeLocks(), channel = tr
   const clients = [];
   for (let i = 0; i < n; i++) {
     const client = createSessionClient({
-      issuer, mode, fetch: ledger.fetch, now: c.now, locks, peerTimeout,
+      issuer, mode, fetch: ledger.fetch, now: c.now, locks, peerTimeout, apiOrigins: ['http://api.test'],
       ...(channel ? {} : { broadcastChannel: null }),
       ...opts,
     });

@@ -1,0 +1,113 @@
+// The security review's fixes: where fetch() may send the token, the forced
+// refresh throttle, short-lived tokens, request timeouts, revoking the current
+// session. Runs against the built dist/.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createSessionClient, SessionError, SignedOutError } from '../../dist/index.js';
+import { FakeLocks, FakeLedger, clock, uniqueIssuer, until, sleep } from '../fakes.js';
+
+function setup(t, { mode = 'cookie', n = 1, storage, locks = new FakeLocks(), expiresIn = 300, fetch, ...opts } = {}) {
+  const issuer = uniqueIssuer();
+  const ledger = new FakeLedger(issuer, { expiresIn });
+  const c = clock();
+  const events = [];
+  const clients = [];
+  for (let i = 0; i < n; i++) {
+    const client = createSessionClient({ issuer, mode, fetch: fetch ? fetch(ledger) : ledger.fetch, now: c.now, locks, storage, peerTimeout: 500, ...opts });
+    events.push([]);
+    client.onChange((e) => events[i].push(e));
+    clients.push(client);
+  }
+  t.after(() => clients.forEach((x) => x.close()));
+  return { issuer, ledger, clock: c, clients, events, locks, lockName: 'sessionledger-refresh:' + issuer };
+}
+
+function mapStorage() {
+  const m = new Map();
+  return {
+    getItem: (k) => (m.has(k) ? m.get(k) : null),
+    setItem: (k, v) => void m.set(k, v),
+    removeItem: (k) => void m.delete(k),
+  };
+}
+
+const types = (evs) => evs.map((e) => e.type);
+const bearer = (r) => r.headers.get('Authorization');
+const nonLedger = (ledger) => ledger.requests.filter((r) => !r.url.startsWith(ledger.issuer + '/'));
+const leaks = (e, tok) => [e.message, String(e), e.stack, e.description, JSON.stringify(e)].some((s) => s && s.includes(tok));
+
+/** Sets globalThis.location (as a page has it) for one test. */
+function withLocation(t, href) {
+  const saved = Object.getOwnPropertyDescriptor(globalThis, 'location');
+  const u = new URL(href);
+  Object.defineProperty(globalThis, 'location', { value: { href: u.href, origin: u.origin }, configurable: true, writable: true });
+  t.after(() => (saved ? Object.defineProperty(globalThis, 'location', saved) : delete globalThis.location));
+}
+
+// --- 1. apiOrigins -----------------------------------------------------------
+
+const refused = (e) => e instanceof SessionError && !(e instanceof SignedOutError) && e.status === 0 && e.code === 'origin_not_allowed';
+
+test('apiOrigins default: fetch sends the token to the issuer and the page only; elsewhere it throws and sends nothing', async (t) => {
+  const { ledger, issuer, clients: [a] } = setup(t);
+  await a.signIn(ledger.issue().rt);
+  const at = await a.getAccessToken();
+  ledger.resource = () => new Response('ok');
+  const before = ledger.requests.length;
+  for (const url of ['http://api.test/thing', 'https://evil.example/steal', issuer.replace(':8080', ':8081') + '/x', 'data:text/plain,hi']) {
+    await assert.rejects(a.fetch(url), (e) => refused(e) && !leaks(e, at), url);
+    await assert.rejects(a.fetch(new URL(url)), refused, url);
+  }
+  await assert.rejects(a.fetch(new Request('https://evil.example/steal', { headers: { 'X-A': '1' } })), refused);
+  // No location here (Node): a relative URL cannot be resolved, so it goes nowhere.
+  await assert.rejects(a.fetch('/v1/me/sessions'), refused);
+  assert.equal(ledger.requests.length, before, 'nothing sent');
+  // The issuer's origin is allowed by default, in any spelling of it.
+  const res = await a.fetch(issuer.toUpperCase().replace('HTTP://', 'http://') + '/v1/me/sessions');
+  assert.equal(res.status, 200);
+  assert.equal(bearer(ledger.requests.at(-1)), 'Bearer ' + at);
+});
+
+test("apiOrigins default in a page: the page's origin, relative URLs resolved against location.href", async (t) => {
+  withLocation(t, 'https://app.example/shop/cart?x=1');
+  const { ledger, issuer, clients: [a] } = setup(t, {
+    // As a browser does, the fetch resolves relative URLs against the page.
+    fetch: (l) => (input, init) => l.fetch(typeof input === 'string' ? new URL(input, globalThis.location.href).href : input, init),
+  });
+  await a.signIn(ledger.issue().rt);
+  ledger.resource = () => new Response('ok');
+  for (const url of ['/api/orders', 'api/orders', 'https://APP.example:443/api/orders']) {
+    const res = await a.fetch(url);
+    assert.equal(res.status, 200, url);
+    assert.equal(bearer(ledger.requests.at(-1)), 'Bearer ' + (await a.getAccessToken()));
+  }
+  assert.deepEqual(nonLedger(ledger).map((r) => r.url), ['https://app.example/api/orders', 'https://app.example/shop/api/orders', 'https://app.example/api/orders']);
+  assert.equal((await a.fetch(issuer + '/v1/me/sessions')).status, 200);
+  for (const url of ['//evil.example/x', 'http://app.example/api', 'https://app.example:8443/api']) {
+    await assert.rejects(a.fetch(url), refused, url);
+  }
+});
+
+test('apiOrigins listed: normalized like the ledger, they replace the default; self-service still reaches the issuer', async (t) => {
+  withLocation(t, 'https://app.example/');
+  const { ledger, issuer, clients: [a] } = setup(t, { apiOrigins: ['HTTPS://API.Example.com:443/', ' http://localhost:8080 ', 'http://[::1]:80'] });
+  await a.signIn(ledger.issue().rt);
+  ledger.resource = () => new Response('ok');
+  for (const url of ['https://api.example.com/v1/x', 'https://api.EXAMPLE.com:443/y', 'http://localhost:8080/', 'http://[::1]/z']) {
+    assert.equal((await a.fetch(url)).status, 200, url);
+  }
+  for (const url of ['http://api.example.com/v1/x', 'https://api.example.com:8443/', 'https://sub.api.example.com/', 'http://localhost/', 'https://app.example/', issuer + '/v1/me/sessions']) {
+    await assert.rejects(a.fetch(url), refused, url);
+  }
+  assert.equal((await a.listSessions()).length, 1);
+  assert.equal(await a.signOutOtherDevices(), 0);
+});
+
+test("apiOrigins refuses '*' and anything but scheme://host[:port]", () => {
+  const issuer = uniqueIssuer();
+  const ledger = new FakeLedger(issuer);
+  for (const bad of [['*'], ['https://api.example.com/v1'], ['https://api.example.com?x'], ['https://user@api.example.com'], ['ftp://api.example.com'], ['api.example.com'], [''], [42], 'https://api.example.com']) {
+    assert.throws(() => createSessionClient({ issuer, mode: 'cookie', fetch: ledger.fetch, broadcastChannel: null, locks: null, apiOrigins: bad }), TypeError, JSON.stringify(bad));
+  }
+  createSessionClient({ issuer, mode: 'cookie', fetch: ledger.fetch, broadcastChannel: null, locks: null, apiOrigins: [] }).close();
+});
