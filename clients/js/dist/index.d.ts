@@ -51,6 +51,14 @@ export interface SessionClientOptions {
     /** Milliseconds a tab waits for another tab to answer a request for its token. Default 150. */
     peerTimeout?: number;
     /**
+     * Milliseconds: after a forced refresh (the one {@link SessionClient.fetch} makes on a 401
+     * `invalid_token`), no other forced refresh in this tab for this long; meanwhile such a 401 is
+     * returned as is. Default 5000. Whatever it is, a forced refresh happens at most once per access
+     * token. An API that refuses every token (a skewed clock, another audience) so costs at most one
+     * rotation per interval, not one per call.
+     */
+    minForcedRefreshInterval?: number;
+    /**
      * Token mode: where the refresh token is kept. Default: in memory, for this client only, and
      * then the client does not coordinate with other tabs (each has its own session). Pass a
      * storage the tabs share (`localStorage`) to share one session across tabs.
@@ -123,8 +131,11 @@ export interface SessionClient {
      * `fetch` with `Authorization: Bearer <access token>`, for URLs of the origins in
      * {@link SessionClientOptions.apiOrigins} only: to any other it throws a {@link SessionError}
      * (status 0, code `'origin_not_allowed'`) and sends nothing. On a 401 whose `WWW-Authenticate` has
-     * `error="invalid_token"` it refreshes once (forced, even if the token looks unexpired) and
-     * retries once; if that refresh finds the session over, the 401 is returned. Throws
+     * `error="invalid_token"` it retries once: with the current token if the refused one was
+     * replaced meanwhile, else after a forced refresh (even if the token looks unexpired). A forced
+     * refresh happens at most once per access token and not within
+     * {@link SessionClientOptions.minForcedRefreshInterval} of the last one in this tab; when none is
+     * allowed, or it finds the session over, the 401 is returned. Throws
      * {@link SignedOutError} without sending anything when there is no session at all. A request
      * whose body is a stream is not retried (the stream cannot be sent twice).
      */

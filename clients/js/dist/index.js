@@ -181,6 +181,9 @@ class Client {
         /** Bumped whenever the session is replaced or ended; a refresh begun before it is stale. */
         this.epoch = 0;
         this.inflight = null;
+        /** The access token of this tab's last forced refresh, and when (this.now()) it began. */
+        this.forcedFor = null;
+        this.lastForced = null;
         this.listeners = new Set();
         /** Called when this client's token or session changes (waiting refreshes look again). */
         this.waiters = new Set();
@@ -197,6 +200,7 @@ class Client {
         this.margin = (o.refreshMargin ?? 30) * 1000;
         this.lockTimeout = o.lockTimeout ?? 5000;
         this.peerTimeout = o.peerTimeout ?? 150;
+        this.minForcedInterval = o.minForcedRefreshInterval ?? 5000;
         this.storage = o.storage ?? memoryStorage();
         this.storageKey = o.storageKey ?? 'sessionledger:refresh-token:' + this.issuer;
         const f = o.fetch ?? globalThis.fetch;
@@ -306,8 +310,7 @@ class Client {
         const res = await this.fetchImpl(input, this.withBearer(input, init, token));
         if (res.status !== 401 || !isInvalidTokenChallenge(res.headers.get('WWW-Authenticate')) || streamed)
             return res;
-        this.invalidate(token);
-        const fresh = await this.refresh(token);
+        const fresh = await this.replacement(token);
         if (!fresh || fresh.accessToken === token)
             return res;
         try {
@@ -317,6 +320,36 @@ class Client {
             /* nothing to release */
         }
         return this.fetchImpl(spare, this.withBearer(spare, init, fresh.accessToken));
+    }
+    /**
+     * The token to retry with after the API refused `token` (401 invalid_token), or null to return
+     * the 401 as is. A token another tab or caller has replaced meanwhile is simply retried with its
+     * successor. Otherwise a forced refresh, at most once per access token and not again within
+     * minForcedRefreshInterval of the last one in this tab: an API that refuses every token (a skewed
+     * clock, another audience) must not make the client rotate on every call.
+     */
+    async replacement(token) {
+        const cur = this.tok;
+        if (!cur)
+            return null; // signed out meanwhile
+        if (cur.accessToken !== token) {
+            const t = this.acceptable(token);
+            if (t || this.status === 'signed-out')
+                return t;
+            return this.refresh(token); // the successor has expired too: an ordinary refresh
+        }
+        if (this.forcedFor === token) {
+            // A forced refresh for this token is under way (join it) or has failed (no second one).
+            const inf = this.inflight;
+            return inf && inf.rejected === token ? inf.promise : null;
+        }
+        const now = this.now();
+        if (this.lastForced !== null && now - this.lastForced < this.minForcedInterval)
+            return null;
+        this.forcedFor = token;
+        this.lastForced = now;
+        this.invalidate(token);
+        return this.refresh(token);
     }
     async signOut() {
         await this.settle();

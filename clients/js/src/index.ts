@@ -54,6 +54,14 @@ export interface SessionClientOptions {
   /** Milliseconds a tab waits for another tab to answer a request for its token. Default 150. */
   peerTimeout?: number;
   /**
+   * Milliseconds: after a forced refresh (the one {@link SessionClient.fetch} makes on a 401
+   * `invalid_token`), no other forced refresh in this tab for this long; meanwhile such a 401 is
+   * returned as is. Default 5000. Whatever it is, a forced refresh happens at most once per access
+   * token. An API that refuses every token (a skewed clock, another audience) so costs at most one
+   * rotation per interval, not one per call.
+   */
+  minForcedRefreshInterval?: number;
+  /**
    * Token mode: where the refresh token is kept. Default: in memory, for this client only, and
    * then the client does not coordinate with other tabs (each has its own session). Pass a
    * storage the tabs share (`localStorage`) to share one session across tabs.
@@ -124,8 +132,11 @@ export interface SessionClient {
    * `fetch` with `Authorization: Bearer <access token>`, for URLs of the origins in
    * {@link SessionClientOptions.apiOrigins} only: to any other it throws a {@link SessionError}
    * (status 0, code `'origin_not_allowed'`) and sends nothing. On a 401 whose `WWW-Authenticate` has
-   * `error="invalid_token"` it refreshes once (forced, even if the token looks unexpired) and
-   * retries once; if that refresh finds the session over, the 401 is returned. Throws
+   * `error="invalid_token"` it retries once: with the current token if the refused one was
+   * replaced meanwhile, else after a forced refresh (even if the token looks unexpired). A forced
+   * refresh happens at most once per access token and not within
+   * {@link SessionClientOptions.minForcedRefreshInterval} of the last one in this tab; when none is
+   * allowed, or it finds the session over, the 401 is returned. Throws
    * {@link SignedOutError} without sending anything when there is no session at all. A request
    * whose body is a stream is not retried (the stream cannot be sent twice).
    */
@@ -339,6 +350,7 @@ class Client implements SessionClient {
   private readonly margin: number;
   private readonly lockTimeout: number;
   private readonly peerTimeout: number;
+  private readonly minForcedInterval: number;
   private readonly storage: SessionStorageLike;
   private readonly storageKey: string;
   private readonly fetchImpl: typeof fetch;
@@ -355,6 +367,9 @@ class Client implements SessionClient {
   /** Bumped whenever the session is replaced or ended; a refresh begun before it is stale. */
   private epoch = 0;
   private inflight: { promise: Promise<Tok | null>; rejected: string | null } | null = null;
+  /** The access token of this tab's last forced refresh, and when (this.now()) it began. */
+  private forcedFor: string | null = null;
+  private lastForced: number | null = null;
   private readonly listeners = new Set<(e: SessionEvent) => void>();
   /** Called when this client's token or session changes (waiting refreshes look again). */
   private readonly waiters = new Set<() => void>();
@@ -371,6 +386,7 @@ class Client implements SessionClient {
     this.margin = (o.refreshMargin ?? 30) * 1000;
     this.lockTimeout = o.lockTimeout ?? 5000;
     this.peerTimeout = o.peerTimeout ?? 150;
+    this.minForcedInterval = o.minForcedRefreshInterval ?? 5000;
     this.storage = o.storage ?? memoryStorage();
     this.storageKey = o.storageKey ?? 'sessionledger:refresh-token:' + this.issuer;
     const f = o.fetch ?? (globalThis as any).fetch;
@@ -472,8 +488,7 @@ class Client implements SessionClient {
     const spare = isRequest && !streamed ? (input as Request).clone() : input;
     const res = await this.fetchImpl(input, this.withBearer(input, init, token));
     if (res.status !== 401 || !isInvalidTokenChallenge(res.headers.get('WWW-Authenticate')) || streamed) return res;
-    this.invalidate(token);
-    const fresh = await this.refresh(token);
+    const fresh = await this.replacement(token);
     if (!fresh || fresh.accessToken === token) return res;
     try {
       await res.body?.cancel();
@@ -481,6 +496,34 @@ class Client implements SessionClient {
       /* nothing to release */
     }
     return this.fetchImpl(spare, this.withBearer(spare, init, fresh.accessToken));
+  }
+
+  /**
+   * The token to retry with after the API refused `token` (401 invalid_token), or null to return
+   * the 401 as is. A token another tab or caller has replaced meanwhile is simply retried with its
+   * successor. Otherwise a forced refresh, at most once per access token and not again within
+   * minForcedRefreshInterval of the last one in this tab: an API that refuses every token (a skewed
+   * clock, another audience) must not make the client rotate on every call.
+   */
+  private async replacement(token: string): Promise<Tok | null> {
+    const cur = this.tok;
+    if (!cur) return null; // signed out meanwhile
+    if (cur.accessToken !== token) {
+      const t = this.acceptable(token);
+      if (t || this.status === 'signed-out') return t;
+      return this.refresh(token); // the successor has expired too: an ordinary refresh
+    }
+    if (this.forcedFor === token) {
+      // A forced refresh for this token is under way (join it) or has failed (no second one).
+      const inf = this.inflight;
+      return inf && inf.rejected === token ? inf.promise : null;
+    }
+    const now = this.now();
+    if (this.lastForced !== null && now - this.lastForced < this.minForcedInterval) return null;
+    this.forcedFor = token;
+    this.lastForced = now;
+    this.invalidate(token);
+    return this.refresh(token);
   }
 
   async signOut(): Promise<void> {

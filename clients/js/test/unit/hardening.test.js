@@ -111,3 +111,63 @@ test("apiOrigins refuses '*' and anything but scheme://host[:port]", () => {
   }
   createSessionClient({ issuer, mode: 'cookie', fetch: ledger.fetch, broadcastChannel: null, locks: null, apiOrigins: [] }).close();
 });
+
+// --- 2. the forced refresh throttle -------------------------------------------
+
+const API = 'http://api.test/thing';
+const rejectAll = () => new Response('no', { status: 401, headers: { 'WWW-Authenticate': 'Bearer realm="api", error="invalid_token", error_description="bad audience"' } });
+
+test('an API that refuses every token: 5 fetches make at most one forced refresh; another after minForcedRefreshInterval', async (t) => {
+  const { ledger, clock, clients: [a], events } = setup(t, { apiOrigins: ['http://api.test'] });
+  await a.signIn(ledger.issue().rt);
+  ledger.resource = rejectAll;
+  for (let i = 0; i < 5; i++) {
+    const res = await a.fetch(API);
+    assert.equal(res.status, 401);
+    assert.equal(res.headers.get('WWW-Authenticate').includes('invalid_token'), true);
+    clock.advance(500);
+  }
+  assert.equal(ledger.count('/browser/refresh'), 1, 'one forced refresh for five refused calls');
+  assert.equal(nonLedger(ledger).length, 6, 'the first call retried once, the others returned the 401 as is');
+  // The 401s inside the window did not spoil the token: getAccessToken does not refresh either.
+  await a.getAccessToken();
+  assert.equal(ledger.count('/browser/refresh'), 1);
+  // Five seconds after the last forced refresh, the next refused call may force one again.
+  clock.advance(2500);
+  assert.equal((await a.fetch(API)).status, 401);
+  assert.equal(ledger.count('/browser/refresh'), 2);
+  assert.equal((await a.fetch(API)).status, 401);
+  assert.equal(ledger.count('/browser/refresh'), 2);
+  assert.deepEqual(types(events[0]), ['signed-in', 'refreshed', 'refreshed']);
+});
+
+test('minForcedRefreshInterval: 0 still forces at most one refresh per access token', async (t) => {
+  const { ledger, clients: [a] } = setup(t, { apiOrigins: ['http://api.test'], minForcedRefreshInterval: 0 });
+  await a.signIn(ledger.issue().rt);
+  ledger.resource = rejectAll;
+  // Ten concurrent calls with one token: one forced refresh, shared, and each retried once.
+  const got = await Promise.all(Array.from({ length: 10 }, () => a.fetch(API)));
+  assert.ok(got.every((r) => r.status === 401));
+  assert.equal(ledger.count('/browser/refresh'), 1);
+  assert.equal(nonLedger(ledger).length, 20);
+});
+
+test('a refused token that was replaced meanwhile is retried with its successor, without a refresh', async (t) => {
+  const { ledger, issuer, clock, clients: [a], events } = setup(t, { apiOrigins: ['http://api.test'] });
+  const { sid, rt } = ledger.issue();
+  await a.signIn(rt);
+  const first = await a.getAccessToken();
+  const peer = new BroadcastChannel('sessionledger:' + issuer);
+  t.after(() => peer.close());
+  ledger.resource = async (req) => {
+    if (bearer(req) !== 'Bearer ' + first) return new Response('ok');
+    // While the API looks at the old token, another tab refreshes.
+    peer.postMessage({ type: 'refreshed', accessToken: 'peer-token-123456', expiresAt: clock.t + 300_000, sessionId: sid, lifetime: 300_000 });
+    await until(() => events[0].length === 2, 2000, 'the peer token');
+    return rejectAll();
+  };
+  const res = await a.fetch(API);
+  assert.equal(res.status, 200);
+  assert.equal(bearer(nonLedger(ledger)[1]), 'Bearer peer-token-123456');
+  assert.equal(ledger.count('/browser/refresh'), 0);
+});
