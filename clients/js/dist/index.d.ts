@@ -40,7 +40,10 @@ export interface SessionClientOptions {
      * `'token'`: the client keeps the refresh token itself, in {@link SessionClientOptions.storage}.
      */
     mode: 'cookie' | 'token';
-    /** Seconds: {@link SessionClient.getAccessToken} returns a token valid for at least this long. Default 30. */
+    /**
+     * Seconds: {@link SessionClient.getAccessToken} returns a token valid for at least this long,
+     * or for at least half its lifetime (its `expires_in` when minted) if that is shorter. Default 30.
+     */
     refreshMargin?: number;
     /**
      * Milliseconds: the longest a tab waits for another tab's refresh lock before it refreshes
@@ -121,7 +124,8 @@ export interface SessionClient {
      */
     signIn(refreshToken: string): Promise<void>;
     /**
-     * An access token valid for at least `refreshMargin` seconds, refreshed silently (once for all
+     * An access token valid for at least `refreshMargin` seconds (or half its lifetime, if that is
+     * shorter: a token that lives less than the margin), refreshed silently (once for all
      * concurrent callers and all tabs), or `null` when signed out. Throws {@link SessionError} when
      * the refresh failed for another reason (network, 429, 5xx, a refused Origin): the session
      * may still be good, so the caller may retry.

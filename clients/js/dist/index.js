@@ -69,7 +69,10 @@ function isTok(m) {
 function parseMsg(d) {
     if (typeof d !== 'object' || d === null)
         return null;
-    const m = d;
+    const m = { ...d };
+    // A lifetime is optional (older clients do not send it); one that is not a positive number is ignored.
+    if (m.lifetime !== undefined && !(typeof m.lifetime === 'number' && Number.isFinite(m.lifetime) && m.lifetime > 0))
+        delete m.lifetime;
     switch (m.type) {
         case 'refreshed':
         case 'signed-in':
@@ -132,6 +135,15 @@ function targetOrigin(input) {
     catch {
         return null;
     }
+}
+/** The token of a message, with only the fields it has. */
+function tokOf(m) {
+    const t = { accessToken: m.accessToken, expiresAt: m.expiresAt };
+    if (m.sessionId !== undefined)
+        t.sessionId = m.sessionId;
+    if (m.lifetime !== undefined)
+        t.lifetime = m.lifetime;
+    return t;
 }
 function randomId() {
     const c = globalThis.crypto;
@@ -439,12 +451,18 @@ class Client {
         }
     }
     // --- state ---------------------------------------------------------------
-    /** The current token if it is valid for at least the margin and is not `rejected`. */
+    /**
+     * The current token if it is fresh and is not `rejected`. Fresh: its remaining life is at least
+     * min(margin, half its lifetime), so that a token shorter-lived than the margin (a short
+     * access_token_ttl, a session's last seconds) is not refreshed on every call.
+     */
     acceptable(rejected) {
         const t = this.tok;
         if (!t || (rejected !== null && t.accessToken === rejected))
             return null;
-        return t.expiresAt - this.now() >= this.margin ? t : null;
+        const left = t.expiresAt - this.now();
+        const margin = t.lifetime !== undefined ? Math.min(this.margin, t.lifetime / 2) : this.margin;
+        return left > 0 && left >= margin ? t : null;
     }
     setTok(t) {
         this.tok = t;
@@ -532,7 +550,7 @@ class Client {
             case 'token?': {
                 const t = this.acceptable(null);
                 if (t)
-                    this.broadcast({ type: 'token!', id: m.id, accessToken: t.accessToken, expiresAt: t.expiresAt, sessionId: t.sessionId });
+                    this.broadcast({ type: 'token!', id: m.id, ...t });
                 return;
             }
             case 'token!':
@@ -547,7 +565,7 @@ class Client {
                     return;
                 this.epoch++;
                 this.status = 'signed-in';
-                this.setTok({ accessToken: m.accessToken, expiresAt: m.expiresAt, sessionId: m.sessionId });
+                this.setTok(tokOf(m));
                 this.emit({ type: 'signed-in', sessionId: m.sessionId });
                 return;
             }
@@ -571,7 +589,7 @@ class Client {
         if (m.expiresAt <= this.now())
             return;
         this.status = 'signed-in';
-        this.setTok({ accessToken: m.accessToken, expiresAt: m.expiresAt, sessionId: m.sessionId });
+        this.setTok(tokOf(m));
         this.emit({ type, sessionId: m.sessionId });
     }
     /** Asks the other tabs for a token valid ≥ margin; waits up to peerTimeout. */
@@ -746,7 +764,7 @@ class Client {
             if (sent === undefined || this.storedRefreshToken() === sent)
                 this.storage.setItem(this.storageKey, b.refresh_token);
         }
-        const tok = { accessToken: b.access_token, expiresAt: t0 + b.expires_in * 1000 };
+        const tok = { accessToken: b.access_token, expiresAt: t0 + b.expires_in * 1000, lifetime: b.expires_in * 1000 };
         if (typeof b.session_id === 'string' && b.session_id !== '')
             tok.sessionId = b.session_id;
         return tok;

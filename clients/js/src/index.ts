@@ -43,7 +43,10 @@ export interface SessionClientOptions {
    * `'token'`: the client keeps the refresh token itself, in {@link SessionClientOptions.storage}.
    */
   mode: 'cookie' | 'token';
-  /** Seconds: {@link SessionClient.getAccessToken} returns a token valid for at least this long. Default 30. */
+  /**
+   * Seconds: {@link SessionClient.getAccessToken} returns a token valid for at least this long,
+   * or for at least half its lifetime (its `expires_in` when minted) if that is shorter. Default 30.
+   */
   refreshMargin?: number;
   /**
    * Milliseconds: the longest a tab waits for another tab's refresh lock before it refreshes
@@ -122,7 +125,8 @@ export interface SessionClient {
    */
   signIn(refreshToken: string): Promise<void>;
   /**
-   * An access token valid for at least `refreshMargin` seconds, refreshed silently (once for all
+   * An access token valid for at least `refreshMargin` seconds (or half its lifetime, if that is
+   * shorter: a token that lives less than the margin), refreshed silently (once for all
    * concurrent callers and all tabs), or `null` when signed out. Throws {@link SessionError} when
    * the refresh failed for another reason (network, 429, 5xx, a refused Origin): the session
    * may still be good, so the caller may retry.
@@ -205,13 +209,14 @@ export class SignedOutError extends SessionError {
 
 // ---------------------------------------------------------------------------
 
-type Tok = { accessToken: string; expiresAt: number; sessionId?: string };
+/** `lifetime`: ms, the token's `expires_in` when minted; absent when a peer did not send it. */
+type Tok = { accessToken: string; expiresAt: number; sessionId?: string; lifetime?: number };
 type Status = 'unknown' | 'signed-in' | 'signed-out';
 type Msg =
-  | { type: 'refreshed' | 'signed-in'; accessToken: string; expiresAt: number; sessionId?: string }
+  | { type: 'refreshed' | 'signed-in'; accessToken: string; expiresAt: number; sessionId?: string; lifetime?: number }
   | { type: 'signed-out'; sessionId?: string }
   | { type: 'token?'; id: string }
-  | { type: 'token!'; id: string; accessToken: string; expiresAt: number; sessionId?: string };
+  | { type: 'token!'; id: string; accessToken: string; expiresAt: number; sessionId?: string; lifetime?: number };
 
 const NOT_FREE: unique symbol = Symbol('not free');
 
@@ -245,7 +250,9 @@ function isTok(m: any): boolean {
 
 function parseMsg(d: unknown): Msg | null {
   if (typeof d !== 'object' || d === null) return null;
-  const m = d as any;
+  const m = { ...(d as any) };
+  // A lifetime is optional (older clients do not send it); one that is not a positive number is ignored.
+  if (m.lifetime !== undefined && !(typeof m.lifetime === 'number' && Number.isFinite(m.lifetime) && m.lifetime > 0)) delete m.lifetime;
   switch (m.type) {
     case 'refreshed':
     case 'signed-in':
@@ -303,6 +310,14 @@ function targetOrigin(input: RequestInfo | URL): string | null {
   } catch {
     return null;
   }
+}
+
+/** The token of a message, with only the fields it has. */
+function tokOf(m: Tok): Tok {
+  const t: Tok = { accessToken: m.accessToken, expiresAt: m.expiresAt };
+  if (m.sessionId !== undefined) t.sessionId = m.sessionId;
+  if (m.lifetime !== undefined) t.lifetime = m.lifetime;
+  return t;
 }
 
 function randomId(): string {
@@ -609,11 +624,17 @@ class Client implements SessionClient {
 
   // --- state ---------------------------------------------------------------
 
-  /** The current token if it is valid for at least the margin and is not `rejected`. */
+  /**
+   * The current token if it is fresh and is not `rejected`. Fresh: its remaining life is at least
+   * min(margin, half its lifetime), so that a token shorter-lived than the margin (a short
+   * access_token_ttl, a session's last seconds) is not refreshed on every call.
+   */
   private acceptable(rejected: string | null): Tok | null {
     const t = this.tok;
     if (!t || (rejected !== null && t.accessToken === rejected)) return null;
-    return t.expiresAt - this.now() >= this.margin ? t : null;
+    const left = t.expiresAt - this.now();
+    const margin = t.lifetime !== undefined ? Math.min(this.margin, t.lifetime / 2) : this.margin;
+    return left > 0 && left >= margin ? t : null;
   }
 
   private setTok(t: Tok): void {
@@ -695,7 +716,7 @@ class Client implements SessionClient {
     switch (m.type) {
       case 'token?': {
         const t = this.acceptable(null);
-        if (t) this.broadcast({ type: 'token!', id: m.id, accessToken: t.accessToken, expiresAt: t.expiresAt, sessionId: t.sessionId });
+        if (t) this.broadcast({ type: 'token!', id: m.id, ...t });
         return;
       }
       case 'token!':
@@ -708,7 +729,7 @@ class Client implements SessionClient {
         if (m.sessionId && this.ended.has(m.sessionId)) return;
         this.epoch++;
         this.status = 'signed-in';
-        this.setTok({ accessToken: m.accessToken, expiresAt: m.expiresAt, sessionId: m.sessionId });
+        this.setTok(tokOf(m));
         this.emit({ type: 'signed-in', sessionId: m.sessionId });
         return;
       }
@@ -721,13 +742,13 @@ class Client implements SessionClient {
   }
 
   /** Takes a peer's token if it is newer than this tab's. */
-  private adopt(m: { accessToken: string; expiresAt: number; sessionId?: string }, type: 'refreshed'): void {
+  private adopt(m: Tok, type: 'refreshed'): void {
     if (m.sessionId && this.ended.has(m.sessionId)) return;
     const cur = this.tok;
     if (cur && (cur.accessToken === m.accessToken || cur.expiresAt > m.expiresAt)) return;
     if (m.expiresAt <= this.now()) return;
     this.status = 'signed-in';
-    this.setTok({ accessToken: m.accessToken, expiresAt: m.expiresAt, sessionId: m.sessionId });
+    this.setTok(tokOf(m));
     this.emit({ type, sessionId: m.sessionId });
   }
 
@@ -886,7 +907,7 @@ class Client implements SessionClient {
       // Written before any broadcast; not over a token another tab put there meanwhile.
       if (sent === undefined || this.storedRefreshToken() === sent) this.storage.setItem(this.storageKey, b.refresh_token);
     }
-    const tok: Tok = { accessToken: b.access_token, expiresAt: t0 + b.expires_in * 1000 };
+    const tok: Tok = { accessToken: b.access_token, expiresAt: t0 + b.expires_in * 1000, lifetime: b.expires_in * 1000 };
     if (typeof b.session_id === 'string' && b.session_id !== '') tok.sessionId = b.session_id;
     return tok;
   }

@@ -171,3 +171,66 @@ test('a refused token that was replaced meanwhile is retried with its successor,
   assert.equal(bearer(nonLedger(ledger)[1]), 'Bearer peer-token-123456');
   assert.equal(ledger.count('/browser/refresh'), 0);
 });
+
+// --- 3. tokens shorter-lived than refreshMargin -------------------------------
+
+test('a token living less than refreshMargin is fresh while half its life is left: expires_in 10, margin 30', async (t) => {
+  for (const mode of ['cookie', 'token']) {
+    const { ledger, clock, clients: [a], events } = setup(t, { mode, expiresIn: 10, storage: mode === 'token' ? mapStorage() : undefined });
+    const path = mode === 'cookie' ? '/browser/refresh' : '/oauth2/token';
+    const { rt } = ledger.issue();
+    if (mode === 'cookie') ledger.cookie = rt; // a page opened with the cookie set
+    else await a.signIn(rt);
+    const before = ledger.count(path);
+    const got = [];
+    for (let i = 0; i < 5; i++) {
+      got.push(await a.getAccessToken());
+      clock.advance(1000);
+    }
+    assert.equal(new Set(got).size, 1, mode);
+    assert.equal(ledger.count(path) - before, mode === 'cookie' ? 1 : 0, `${mode}: one rotation for five calls`);
+    // 10 s lifetime, 5 s gone: exactly half is left, still fresh; with 4 s left, one refresh.
+    assert.equal(await a.getAccessToken(), got[0]);
+    clock.advance(1000);
+    const next = await a.getAccessToken();
+    assert.notEqual(next, got[0]);
+    assert.equal(await a.getAccessToken(), next);
+    assert.equal(ledger.count(path) - before, mode === 'cookie' ? 2 : 1, `${mode}: one more rotation with 4 s of 10 left`);
+    assert.equal(events[0].filter((e) => e.type === 'refreshed').length, mode === 'cookie' ? 2 : 1);
+  }
+});
+
+test('a long-lived token still refreshes at refreshMargin; the lifetime travels with the token between tabs', async (t) => {
+  const { ledger, issuer, clock, clients: [a, b], events } = setup(t, { n: 2, expiresIn: 10 });
+  const { sid, rt } = ledger.issue();
+  const peer = new BroadcastChannel('sessionledger:' + issuer);
+  t.after(() => peer.close());
+  const heard = [];
+  peer.onmessage = (ev) => heard.push(ev.data);
+  await a.signIn(rt);
+  await until(() => events[1].length === 1 && heard.length === 1, 2000, 'b signed in');
+  assert.equal(heard[0].lifetime, 10_000);
+  // b has the token from a's broadcast, with its lifetime: fresh for b too with 6 s of 10 left.
+  clock.advance(4000);
+  assert.equal(await b.getAccessToken(), await a.getAccessToken());
+  assert.equal(ledger.count('/browser/refresh'), 0);
+  // A message without a lifetime (an older client) is judged by refreshMargin alone: 10 s < 30 s is stale.
+  peer.postMessage({ type: 'refreshed', accessToken: 'old-peer-token-1234', expiresAt: clock.t + 10_000, sessionId: sid });
+  await until(() => events[1].length === 2, 2000, 'b adopts the peer token');
+  const c = await b.getAccessToken();
+  assert.notEqual(c, 'old-peer-token-1234');
+  assert.equal(ledger.count('/browser/refresh'), 1);
+  // A malformed lifetime is ignored like a missing one.
+  peer.postMessage({ type: 'refreshed', accessToken: 'odd-peer-token-1234', expiresAt: clock.t + 20_000, sessionId: sid, lifetime: 'long' });
+  await until(() => events[1].length === 4, 2000, 'b adopts the odd token'); // its own refresh's event came in between
+  assert.notEqual(await b.getAccessToken(), 'odd-peer-token-1234');
+  assert.equal(ledger.count('/browser/refresh'), 2);
+  // With expires_in 300 the margin rules: 31 s left is fresh, 29 s is not.
+  const { ledger: l2, clock: c2, clients: [x] } = setup(t, { expiresIn: 300 });
+  await x.signIn(l2.issue().rt);
+  const first = await x.getAccessToken();
+  c2.advance(269_000);
+  assert.equal(await x.getAccessToken(), first);
+  c2.advance(2000);
+  assert.notEqual(await x.getAccessToken(), first);
+});
