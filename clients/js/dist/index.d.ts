@@ -54,6 +54,16 @@ export interface SessionClientOptions {
     /** Milliseconds a tab waits for another tab to answer a request for its token. Default 150. */
     peerTimeout?: number;
     /**
+     * Milliseconds: the longest the client waits for the ledger to answer one of its own requests
+     * (sign-in, refresh, sign-out, revoke, the self-service calls), body included. A request that
+     * takes longer is aborted and throws a {@link SessionError} with status 0 and code `'timeout'`;
+     * the session is kept and the refresh lock released. Default 8000; keep it under the ledger's
+     * `--reuse-grace` (10 s by default), so that a retry after a timeout still gets the successor of
+     * a rotation the ledger made. `0` turns it off. It is not applied to the app's own
+     * {@link SessionClient.fetch} calls (pass a `signal` there).
+     */
+    requestTimeout?: number;
+    /**
      * Milliseconds: after a forced refresh (the one {@link SessionClient.fetch} makes on a 401
      * `invalid_token`), no other forced refresh in this tab for this long; meanwhile such a 401 is
      * returned as is. Default 5000. Whatever it is, a forced refresh happens at most once per access
@@ -169,7 +179,9 @@ export interface SessionClient {
  * A failed call to the ledger. `status` is the HTTP status (0 when no response came: network
  * error); `code` is the OAuth error (`invalid_grant`, `invalid_request`, `invalid_token`, …)
  * when the ledger sent one, or one of the client's own: `'origin_not_allowed'` (status 0: a
- * {@link SessionClient.fetch} to an origin not in {@link SessionClientOptions.apiOrigins}).
+ * {@link SessionClient.fetch} to an origin not in {@link SessionClientOptions.apiOrigins}),
+ * `'timeout'` (status 0: the ledger did not answer within
+ * {@link SessionClientOptions.requestTimeout}).
  * Messages never contain a token.
  */
 export declare class SessionError extends Error {

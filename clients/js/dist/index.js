@@ -11,7 +11,9 @@
  * A failed call to the ledger. `status` is the HTTP status (0 when no response came: network
  * error); `code` is the OAuth error (`invalid_grant`, `invalid_request`, `invalid_token`, …)
  * when the ledger sent one, or one of the client's own: `'origin_not_allowed'` (status 0: a
- * {@link SessionClient.fetch} to an origin not in {@link SessionClientOptions.apiOrigins}).
+ * {@link SessionClient.fetch} to an origin not in {@link SessionClientOptions.apiOrigins}),
+ * `'timeout'` (status 0: the ledger did not answer within
+ * {@link SessionClientOptions.requestTimeout}).
  * Messages never contain a token.
  */
 export class SessionError extends Error {
@@ -110,6 +112,47 @@ function normalizeOrigin(raw) {
         throw new TypeError(`sessionledger: apiOrigins: ${JSON.stringify(s)} must be exactly scheme://host[:port], with no path, query or credentials`);
     }
     return u.origin;
+}
+/** An AbortSignal that aborts after ms (none when ms is 0, negative or not finite), and how to clear its timer. */
+function deadline(ms) {
+    const none = { signal: undefined, clear: () => undefined };
+    if (!(ms > 0) || !Number.isFinite(ms))
+        return none;
+    ms = Math.min(ms, 0x7fffffff); // setTimeout's limit: beyond it a timer fires at once
+    const AS = typeof AbortSignal === 'function' ? AbortSignal : undefined;
+    if (AS && typeof AS.timeout === 'function')
+        return { signal: AS.timeout(ms), clear: () => undefined };
+    if (typeof AbortController !== 'function')
+        return none;
+    const ac = new AbortController();
+    const timer = setTimeout(() => {
+        const reason = typeof DOMException === 'function'
+            ? new DOMException('the ledger did not answer in time', 'TimeoutError')
+            : Object.assign(new Error('the ledger did not answer in time'), { name: 'TimeoutError' });
+        ac.abort(reason);
+    }, ms);
+    return { signal: ac.signal, clear: () => clearTimeout(timer) };
+}
+/** p, or a rejection as soon as signal aborts (for a fetch or body that does not honour it). */
+function untilAborted(p, signal) {
+    return new Promise((resolve, reject) => {
+        const onAbort = () => reject(signal.reason ?? new Error('aborted'));
+        if (signal.aborted)
+            onAbort();
+        else
+            signal.addEventListener('abort', onAbort, { once: true });
+        p.then((v) => { signal.removeEventListener('abort', onAbort); resolve(v); }, (e) => { signal.removeEventListener('abort', onAbort); reject(e); });
+    });
+}
+/** A copy of res with its body already read (text). */
+function buffered(res, text) {
+    const noBody = res.status === 101 || res.status === 204 || res.status === 205 || res.status === 304;
+    try {
+        return new Response(noBody ? null : text, { status: res.status, statusText: res.statusText, headers: res.headers });
+    }
+    catch {
+        return res; // a status a Response cannot be made with (an opaque 0); its body is gone, read as none
+    }
 }
 /** The page's location, where there is one (not in Node or a worker without it). */
 function pageLocation() {
@@ -213,6 +256,7 @@ class Client {
         this.lockTimeout = o.lockTimeout ?? 5000;
         this.peerTimeout = o.peerTimeout ?? 150;
         this.minForcedInterval = o.minForcedRefreshInterval ?? 5000;
+        this.requestTimeout = o.requestTimeout ?? 8000;
         this.storage = o.storage ?? memoryStorage();
         this.storageKey = o.storageKey ?? 'sessionledger:refresh-token:' + this.issuer;
         const f = o.fetch ?? globalThis.fetch;
@@ -310,8 +354,12 @@ class Client {
         }
         return this.authorized(input, init);
     }
-    /** fetch() without the origin check: for the app's calls once checked, and the self-service calls to the issuer. */
-    async authorized(input, init) {
+    /**
+     * fetch() without the origin check: for the app's calls once checked, and for the self-service
+     * calls to the issuer, which pass `what` and so go through send() (its timeout and errors).
+     */
+    async authorized(input, init, what) {
+        const call = (i, ri) => (what !== undefined ? this.send(what, i, ri) : this.fetchImpl(i, ri));
         const token = await this.getAccessToken();
         if (token === null)
             throw new SignedOutError();
@@ -319,7 +367,7 @@ class Client {
         const body = init ? init.body : undefined;
         const streamed = typeof ReadableStream === 'function' && body instanceof ReadableStream;
         const spare = isRequest && !streamed ? input.clone() : input;
-        const res = await this.fetchImpl(input, this.withBearer(input, init, token));
+        const res = await call(input, this.withBearer(input, init, token));
         if (res.status !== 401 || !isInvalidTokenChallenge(res.headers.get('WWW-Authenticate')) || streamed)
             return res;
         const fresh = await this.replacement(token);
@@ -331,7 +379,7 @@ class Client {
         catch {
             /* nothing to release */
         }
-        return this.fetchImpl(spare, this.withBearer(spare, init, fresh.accessToken));
+        return call(spare, this.withBearer(spare, init, fresh.accessToken));
     }
     /**
      * The token to retry with after the API refused `token` (401 invalid_token), or null to return
@@ -394,7 +442,7 @@ class Client {
         const seen = new Set();
         for (;;) {
             const url = this.issuer + '/v1/me/sessions' + (cursor ? '?cursor=' + encodeURIComponent(cursor) : '');
-            const res = await this.authorized(url, { method: 'GET', credentials: 'omit', headers: { Accept: 'application/json' } });
+            const res = await this.authorized(url, { method: 'GET', credentials: 'omit', headers: { Accept: 'application/json' } }, 'list sessions');
             if (!res.ok)
                 throw await this.selfServiceError('list sessions', res);
             const body = await readBody(res);
@@ -413,7 +461,7 @@ class Client {
     async revokeSession(id) {
         if (typeof id !== 'string' || id === '')
             throw new TypeError('sessionledger: revokeSession needs a session id');
-        const res = await this.authorized(this.issuer + '/v1/me/sessions/' + encodeURIComponent(id), { method: 'DELETE', credentials: 'omit' });
+        const res = await this.authorized(this.issuer + '/v1/me/sessions/' + encodeURIComponent(id), { method: 'DELETE', credentials: 'omit' }, 'revoke session');
         if (!res.ok)
             throw await this.selfServiceError('revoke session', res);
         if (id === this.sid) {
@@ -426,7 +474,7 @@ class Client {
         }
     }
     async signOutOtherDevices() {
-        const res = await this.authorized(this.issuer + '/v1/me/sessions/revoke-others', { method: 'POST', credentials: 'omit' });
+        const res = await this.authorized(this.issuer + '/v1/me/sessions/revoke-others', { method: 'POST', credentials: 'omit' }, 'sign out other devices');
         if (!res.ok)
             throw await this.selfServiceError('sign out other devices', res);
         const body = await readBody(res);
@@ -790,13 +838,38 @@ class Client {
             body: new URLSearchParams(form).toString(),
         });
     }
+    /**
+     * A request to the ledger, answer and body within requestTimeout. The body is read here (the
+     * Response returned is a buffered copy), so a ledger that stalls mid-body cannot hang the caller
+     * or the refresh lock either. The wait ends at the deadline even if the fetch ignores the signal.
+     */
     async send(what, url, init) {
+        const d = deadline(this.requestTimeout);
         try {
-            return await this.fetchImpl(url, init);
+            const signal = d.signal;
+            if (!signal)
+                return await this.fetchImpl(url, init);
+            const res = await untilAborted(this.fetchImpl(url, { ...init, signal }), signal);
+            let text = '';
+            try {
+                text = await untilAborted(res.text(), signal);
+            }
+            catch (e) {
+                if (signal.aborted)
+                    throw e;
+                /* an unreadable body: treated as none, as readBody would */
+            }
+            return buffered(res, text);
         }
         catch (e) {
+            if (d.signal && d.signal.aborted) {
+                throw new SessionError(`sessionledger: ${what} failed: no answer from the ledger within ${this.requestTimeout} ms`, 0, 'timeout', undefined, { cause: e });
+            }
             const name = e && typeof e === 'object' && typeof e.name === 'string' ? e.name : 'Error';
             throw new SessionError(`sessionledger: ${what} failed: no answer from the ledger (${name})`, 0, undefined, undefined, { cause: e });
+        }
+        finally {
+            d.clear();
         }
     }
     withBearer(input, init, token) {

@@ -57,6 +57,16 @@ export interface SessionClientOptions {
   /** Milliseconds a tab waits for another tab to answer a request for its token. Default 150. */
   peerTimeout?: number;
   /**
+   * Milliseconds: the longest the client waits for the ledger to answer one of its own requests
+   * (sign-in, refresh, sign-out, revoke, the self-service calls), body included. A request that
+   * takes longer is aborted and throws a {@link SessionError} with status 0 and code `'timeout'`;
+   * the session is kept and the refresh lock released. Default 8000; keep it under the ledger's
+   * `--reuse-grace` (10 s by default), so that a retry after a timeout still gets the successor of
+   * a rotation the ledger made. `0` turns it off. It is not applied to the app's own
+   * {@link SessionClient.fetch} calls (pass a `signal` there).
+   */
+  requestTimeout?: number;
+  /**
    * Milliseconds: after a forced refresh (the one {@link SessionClient.fetch} makes on a 401
    * `invalid_token`), no other forced refresh in this tab for this long; meanwhile such a 401 is
    * returned as is. Default 5000. Whatever it is, a forced refresh happens at most once per access
@@ -171,7 +181,9 @@ export interface SessionClient {
  * A failed call to the ledger. `status` is the HTTP status (0 when no response came: network
  * error); `code` is the OAuth error (`invalid_grant`, `invalid_request`, `invalid_token`, …)
  * when the ledger sent one, or one of the client's own: `'origin_not_allowed'` (status 0: a
- * {@link SessionClient.fetch} to an origin not in {@link SessionClientOptions.apiOrigins}).
+ * {@link SessionClient.fetch} to an origin not in {@link SessionClientOptions.apiOrigins}),
+ * `'timeout'` (status 0: the ledger did not answer within
+ * {@link SessionClientOptions.requestTimeout}).
  * Messages never contain a token.
  */
 export class SessionError extends Error {
@@ -290,6 +302,47 @@ function normalizeOrigin(raw: unknown): string {
   return u.origin;
 }
 
+/** An AbortSignal that aborts after ms (none when ms is 0, negative or not finite), and how to clear its timer. */
+function deadline(ms: number): { signal: AbortSignal | undefined; clear: () => void } {
+  const none = { signal: undefined, clear: () => undefined };
+  if (!(ms > 0) || !Number.isFinite(ms)) return none;
+  ms = Math.min(ms, 0x7fffffff); // setTimeout's limit: beyond it a timer fires at once
+  const AS: any = typeof AbortSignal === 'function' ? AbortSignal : undefined;
+  if (AS && typeof AS.timeout === 'function') return { signal: AS.timeout(ms), clear: () => undefined };
+  if (typeof AbortController !== 'function') return none;
+  const ac = new AbortController();
+  const timer = setTimeout(() => {
+    const reason = typeof DOMException === 'function'
+      ? new DOMException('the ledger did not answer in time', 'TimeoutError')
+      : Object.assign(new Error('the ledger did not answer in time'), { name: 'TimeoutError' });
+    ac.abort(reason);
+  }, ms);
+  return { signal: ac.signal, clear: () => clearTimeout(timer) };
+}
+
+/** p, or a rejection as soon as signal aborts (for a fetch or body that does not honour it). */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason ?? new Error('aborted'));
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => { signal.removeEventListener('abort', onAbort); resolve(v); },
+      (e) => { signal.removeEventListener('abort', onAbort); reject(e); },
+    );
+  });
+}
+
+/** A copy of res with its body already read (text). */
+function buffered(res: Response, text: string): Response {
+  const noBody = res.status === 101 || res.status === 204 || res.status === 205 || res.status === 304;
+  try {
+    return new Response(noBody ? null : text, { status: res.status, statusText: res.statusText, headers: res.headers });
+  } catch {
+    return res; // a status a Response cannot be made with (an opaque 0); its body is gone, read as none
+  }
+}
+
 /** The page's location, where there is one (not in Node or a worker without it). */
 function pageLocation(): { origin?: unknown; href?: unknown } | undefined {
   const loc = (globalThis as any).location;
@@ -366,6 +419,7 @@ class Client implements SessionClient {
   private readonly lockTimeout: number;
   private readonly peerTimeout: number;
   private readonly minForcedInterval: number;
+  private readonly requestTimeout: number;
   private readonly storage: SessionStorageLike;
   private readonly storageKey: string;
   private readonly fetchImpl: typeof fetch;
@@ -402,6 +456,7 @@ class Client implements SessionClient {
     this.lockTimeout = o.lockTimeout ?? 5000;
     this.peerTimeout = o.peerTimeout ?? 150;
     this.minForcedInterval = o.minForcedRefreshInterval ?? 5000;
+    this.requestTimeout = o.requestTimeout ?? 8000;
     this.storage = o.storage ?? memoryStorage();
     this.storageKey = o.storageKey ?? 'sessionledger:refresh-token:' + this.issuer;
     const f = o.fetch ?? (globalThis as any).fetch;
@@ -493,15 +548,19 @@ class Client implements SessionClient {
     return this.authorized(input, init);
   }
 
-  /** fetch() without the origin check: for the app's calls once checked, and the self-service calls to the issuer. */
-  private async authorized(input: RequestInfo | URL, init?: RequestInit): Promise<Response> {
+  /**
+   * fetch() without the origin check: for the app's calls once checked, and for the self-service
+   * calls to the issuer, which pass `what` and so go through send() (its timeout and errors).
+   */
+  private async authorized(input: RequestInfo | URL, init?: RequestInit, what?: string): Promise<Response> {
+    const call = (i: RequestInfo | URL, ri: RequestInit) => (what !== undefined ? this.send(what, i, ri) : this.fetchImpl(i, ri));
     const token = await this.getAccessToken();
     if (token === null) throw new SignedOutError();
     const isRequest = typeof Request === 'function' && input instanceof Request;
     const body = init ? init.body : undefined;
     const streamed = typeof ReadableStream === 'function' && body instanceof ReadableStream;
     const spare = isRequest && !streamed ? (input as Request).clone() : input;
-    const res = await this.fetchImpl(input, this.withBearer(input, init, token));
+    const res = await call(input, this.withBearer(input, init, token));
     if (res.status !== 401 || !isInvalidTokenChallenge(res.headers.get('WWW-Authenticate')) || streamed) return res;
     const fresh = await this.replacement(token);
     if (!fresh || fresh.accessToken === token) return res;
@@ -510,7 +569,7 @@ class Client implements SessionClient {
     } catch {
       /* nothing to release */
     }
-    return this.fetchImpl(spare, this.withBearer(spare, init, fresh.accessToken));
+    return call(spare, this.withBearer(spare, init, fresh.accessToken));
   }
 
   /**
@@ -571,7 +630,7 @@ class Client implements SessionClient {
     const seen = new Set<string>();
     for (;;) {
       const url = this.issuer + '/v1/me/sessions' + (cursor ? '?cursor=' + encodeURIComponent(cursor) : '');
-      const res = await this.authorized(url, { method: 'GET', credentials: 'omit', headers: { Accept: 'application/json' } });
+      const res = await this.authorized(url, { method: 'GET', credentials: 'omit', headers: { Accept: 'application/json' } }, 'list sessions');
       if (!res.ok) throw await this.selfServiceError('list sessions', res);
       const body = await readBody(res);
       if (!body || !Array.isArray(body.sessions)) throw new SessionError('sessionledger: list sessions failed: the answer has no sessions', res.status, 'invalid_response');
@@ -585,7 +644,7 @@ class Client implements SessionClient {
 
   async revokeSession(id: string): Promise<void> {
     if (typeof id !== 'string' || id === '') throw new TypeError('sessionledger: revokeSession needs a session id');
-    const res = await this.authorized(this.issuer + '/v1/me/sessions/' + encodeURIComponent(id), { method: 'DELETE', credentials: 'omit' });
+    const res = await this.authorized(this.issuer + '/v1/me/sessions/' + encodeURIComponent(id), { method: 'DELETE', credentials: 'omit' }, 'revoke session');
     if (!res.ok) throw await this.selfServiceError('revoke session', res);
     if (id === this.sid) {
       if (this.mode === 'token') {
@@ -597,7 +656,7 @@ class Client implements SessionClient {
   }
 
   async signOutOtherDevices(): Promise<number> {
-    const res = await this.authorized(this.issuer + '/v1/me/sessions/revoke-others', { method: 'POST', credentials: 'omit' });
+    const res = await this.authorized(this.issuer + '/v1/me/sessions/revoke-others', { method: 'POST', credentials: 'omit' }, 'sign out other devices');
     if (!res.ok) throw await this.selfServiceError('sign out other devices', res);
     const body = await readBody(res);
     if (!body || typeof body.revoked !== 'number') throw new SessionError('sessionledger: sign out other devices failed: the answer has no count', res.status, 'invalid_response');
@@ -936,12 +995,33 @@ class Client implements SessionClient {
     });
   }
 
-  private async send(what: string, url: string, init: RequestInit): Promise<Response> {
+  /**
+   * A request to the ledger, answer and body within requestTimeout. The body is read here (the
+   * Response returned is a buffered copy), so a ledger that stalls mid-body cannot hang the caller
+   * or the refresh lock either. The wait ends at the deadline even if the fetch ignores the signal.
+   */
+  private async send(what: string, url: RequestInfo | URL, init: RequestInit): Promise<Response> {
+    const d = deadline(this.requestTimeout);
     try {
-      return await this.fetchImpl(url, init);
+      const signal = d.signal;
+      if (!signal) return await this.fetchImpl(url, init);
+      const res = await untilAborted(this.fetchImpl(url, { ...init, signal }), signal);
+      let text = '';
+      try {
+        text = await untilAborted(res.text(), signal);
+      } catch (e) {
+        if (signal.aborted) throw e;
+        /* an unreadable body: treated as none, as readBody would */
+      }
+      return buffered(res, text);
     } catch (e) {
+      if (d.signal && d.signal.aborted) {
+        throw new SessionError(`sessionledger: ${what} failed: no answer from the ledger within ${this.requestTimeout} ms`, 0, 'timeout', undefined, { cause: e });
+      }
       const name = e && typeof e === 'object' && typeof (e as any).name === 'string' ? (e as any).name : 'Error';
       throw new SessionError(`sessionledger: ${what} failed: no answer from the ledger (${name})`, 0, undefined, undefined, { cause: e });
+    } finally {
+      d.clear();
     }
   }
 

@@ -234,3 +234,142 @@ test('a long-lived token still refreshes at refreshMargin; the lifetime travels 
   c2.advance(2000);
   assert.notEqual(await x.getAccessToken(), first);
 });
+
+// --- 4. requestTimeout --------------------------------------------------------
+
+/**
+ * A fetch in front of the fake ledger that records each request's signal and, for the paths in
+ * `hang`, never answers: it rejects when the signal aborts, or (ignoreSignal) not even then.
+ */
+function stalling(hang, { ignoreSignal = false } = {}) {
+  const seen = [];
+  const make = (l) => (input, init = {}) => {
+    const path = new URL(typeof input === 'string' ? input : input.url).pathname;
+    seen.push({ path, signal: init.signal });
+    if (!hang.has(path)) return l.fetch(input, init);
+    return new Promise((_, reject) => {
+      if (!ignoreSignal && init.signal) init.signal.addEventListener('abort', () => reject(init.signal.reason));
+    });
+  };
+  return { make, seen };
+}
+
+const timedOut = (e) => e instanceof SessionError && e.status === 0 && e.code === 'timeout';
+
+test('requestTimeout: a stalled refresh throws timeout, keeps the session, releases the lock and the in-flight refresh', { timeout: 10000 }, async (t) => {
+  const hang = new Set();
+  const f = stalling(hang);
+  const { ledger, clock, clients: [a], events, locks, lockName } = setup(t, { fetch: f.make, requestTimeout: 150 });
+  await a.signIn(ledger.issue().rt);
+  clock.advance(301_000);
+  hang.add('/browser/refresh');
+  const start = Date.now();
+  const calls = Array.from({ length: 5 }, () => a.getAccessToken());
+  for (const c of calls) await assert.rejects(c, timedOut);
+  const elapsed = Date.now() - start;
+  assert.ok(elapsed >= 140 && elapsed < 3000, `timed out after ${elapsed} ms`);
+  assert.equal(locks.isHeld(lockName), false, 'the lock is released');
+  assert.deepEqual(types(events[0]), ['signed-in'], 'not signed out');
+  // Once the ledger answers again, the next call refreshes: the stalled one is not still in flight.
+  hang.clear();
+  const tok = await a.getAccessToken();
+  assert.ok(tok);
+  assert.equal(ledger.count('/browser/refresh'), 1);
+  assert.deepEqual(types(events[0]), ['signed-in', 'refreshed']);
+});
+
+test('requestTimeout: every request to the ledger carries a deadline; the app\'s fetch only its own signal', { timeout: 10000 }, async (t) => {
+  for (const mode of ['cookie', 'token']) {
+    const f = stalling(new Set());
+    const { ledger, clock, clients: [a] } = setup(t, { mode, fetch: f.make, storage: mode === 'token' ? mapStorage() : undefined, apiOrigins: ['http://api.test'] });
+    ledger.resource = () => new Response('ok');
+    const me = ledger.issue();
+    ledger.issue();
+    await a.signIn(me.rt);
+    clock.advance(301_000);
+    await a.getAccessToken();
+    await a.listSessions();
+    await a.signOutOtherDevices();
+    await a.fetch('http://api.test/x');
+    const mine = new AbortController();
+    await a.fetch('http://api.test/y', { signal: mine.signal });
+    await a.signOut();
+    const ledgerPaths = f.seen.filter((r) => !r.path.startsWith('/x') && !r.path.startsWith('/y'));
+    assert.deepEqual(ledgerPaths.map((r) => r.path), mode === 'cookie'
+      ? ['/browser/signin', '/browser/refresh', '/v1/me/sessions', '/v1/me/sessions/revoke-others', '/browser/signout']
+      : ['/oauth2/token', '/oauth2/token', '/v1/me/sessions', '/v1/me/sessions/revoke-others', '/oauth2/revoke']);
+    for (const r of ledgerPaths) assert.ok(r.signal instanceof AbortSignal && !r.signal.aborted, `${mode} ${r.path}`);
+    assert.equal(f.seen.find((r) => r.path === '/x').signal, undefined, 'no timeout added to the app\'s fetch');
+    assert.equal(f.seen.find((r) => r.path === '/y').signal, mine.signal);
+  }
+});
+
+test('requestTimeout: sign-in, sign-out, token-mode refresh and self-service calls time out too, even if fetch ignores the signal', { timeout: 10000 }, async (t) => {
+  const storage = mapStorage();
+  const hang = new Set();
+  const f = stalling(hang, { ignoreSignal: true });
+  const { ledger, clock, clients: [a], events, issuer, locks, lockName } = setup(t, { mode: 'token', storage, fetch: f.make, requestTimeout: 100 });
+  const key = 'sessionledger:refresh-token:' + issuer;
+  hang.add('/oauth2/token');
+  await assert.rejects(a.signIn(ledger.issue().rt), timedOut);
+  hang.clear();
+  await a.signIn(ledger.issue().rt);
+  const rt = storage.getItem(key);
+  clock.advance(301_000);
+  hang.add('/oauth2/token');
+  await assert.rejects(a.getAccessToken(), timedOut);
+  assert.equal(storage.getItem(key), rt, 'the refresh token is kept');
+  assert.equal(locks.isHeld(lockName), false);
+  hang.clear();
+  const at = await a.getAccessToken();
+  for (const [path, call] of [
+    ['/v1/me/sessions', () => a.listSessions()],
+    ['/v1/me/sessions/revoke-others', () => a.signOutOtherDevices()],
+    ['/oauth2/revoke', () => a.signOut()],
+  ]) {
+    hang.add(path);
+    await assert.rejects(call(), (e) => timedOut(e) && !leaks(e, at), path);
+    hang.delete(path);
+  }
+  assert.equal(await a.getAccessToken(), at, 'still signed in');
+  assert.equal(locks.isHeld(lockName), false);
+  assert.ok(!types(events[0]).includes('signed-out'));
+  await a.signOut();
+  assert.equal(storage.getItem(key), null);
+});
+
+test('requestTimeout without AbortSignal.timeout: an AbortController and a timer, cleared after each request', { timeout: 10000 }, async (t) => {
+  const saved = Object.getOwnPropertyDescriptor(AbortSignal, 'timeout');
+  Object.defineProperty(AbortSignal, 'timeout', { value: undefined, configurable: true, writable: true });
+  const [st, ct] = [globalThis.setTimeout, globalThis.clearTimeout];
+  const armed = new Set();
+  const cleared = new Set();
+  globalThis.setTimeout = (fn, ms, ...rest) => {
+    const id = st(fn, ms, ...rest);
+    if (ms === 1234) armed.add(id);
+    return id;
+  };
+  globalThis.clearTimeout = (id) => {
+    if (armed.has(id)) cleared.add(id);
+    return ct(id);
+  };
+  t.after(() => {
+    Object.defineProperty(AbortSignal, 'timeout', saved);
+    globalThis.setTimeout = st;
+    globalThis.clearTimeout = ct;
+  });
+  const hang = new Set();
+  const f = stalling(hang);
+  const { ledger, clock, clients: [a], events } = setup(t, { fetch: f.make, requestTimeout: 1234 });
+  await a.signIn(ledger.issue().rt);
+  clock.advance(301_000);
+  await a.getAccessToken();
+  assert.equal(armed.size, 2);
+  assert.deepEqual([...cleared], [...armed], 'each timer is cleared once the answer is read');
+  hang.add('/browser/refresh');
+  clock.advance(301_000);
+  await assert.rejects(a.getAccessToken(), timedOut);
+  assert.deepEqual(types(events[0]), ['signed-in', 'refreshed']);
+  hang.clear();
+  assert.ok(await a.getAccessToken());
+});
