@@ -168,7 +168,13 @@ export interface SessionClient {
      * throws {@link SignedOutError} when there is no session or the session turns out to be over.
      */
     listSessions(): Promise<SessionInfo[]>;
-    /** Ends one of the user's sessions (`DELETE /v1/me/sessions/{id}`); ending the current one signs this client out. */
+    /**
+     * Ends one of the user's sessions (`DELETE /v1/me/sessions/{id}`; a 404 throws). Ending the
+     * current one is a sign-out: the state is cleared, `'signed-out'` fires once and the other tabs
+     * are told. In token mode the stored refresh token is removed; in cookie mode the client then
+     * also calls `POST /browser/signout` so that the ledger clears its cookie (a failure of that is
+     * ignored).
+     */
     revokeSession(id: string): Promise<void>;
     /** Ends every session of the user but this one; returns how many were ended. */
     signOutOtherDevices(): Promise<number>;

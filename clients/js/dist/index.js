@@ -464,13 +464,30 @@ class Client {
         const res = await this.authorized(this.issuer + '/v1/me/sessions/' + encodeURIComponent(id), { method: 'DELETE', credentials: 'omit' }, 'revoke session');
         if (!res.ok)
             throw await this.selfServiceError('revoke session', res);
-        if (id === this.sid) {
-            if (this.mode === 'token') {
-                const rt = this.storedRefreshToken();
-                if (rt)
-                    this.removeStored(rt);
+        if (id !== this.sid)
+            return;
+        // The current session: a sign-out, here and in the other tabs.
+        if (this.mode === 'token') {
+            const rt = this.storedRefreshToken();
+            if (rt)
+                this.removeStored(rt);
+        }
+        this.toSignedOut(true, true);
+        if (this.mode === 'cookie') {
+            // The ledger's cookie still holds the dead session's refresh token: have it cleared. Under the
+            // refresh lock, and not if a sign-in (here or in another tab) has come since: signout ends
+            // whatever session the cookie holds.
+            const epoch = this.epoch;
+            try {
+                await this.withLock(async () => {
+                    if (this.epoch !== epoch)
+                        return;
+                    await this.post('sign-out', '/browser/signout', {});
+                });
             }
-            this.toSignedOut(true, true);
+            catch {
+                /* best effort: a refresh with the dead token is refused, and the ledger clears the cookie then */
+            }
         }
     }
     async signOutOtherDevices() {

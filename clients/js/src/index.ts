@@ -169,7 +169,13 @@ export interface SessionClient {
    * throws {@link SignedOutError} when there is no session or the session turns out to be over.
    */
   listSessions(): Promise<SessionInfo[]>;
-  /** Ends one of the user's sessions (`DELETE /v1/me/sessions/{id}`); ending the current one signs this client out. */
+  /**
+   * Ends one of the user's sessions (`DELETE /v1/me/sessions/{id}`; a 404 throws). Ending the
+   * current one is a sign-out: the state is cleared, `'signed-out'` fires once and the other tabs
+   * are told. In token mode the stored refresh token is removed; in cookie mode the client then
+   * also calls `POST /browser/signout` so that the ledger clears its cookie (a failure of that is
+   * ignored).
+   */
   revokeSession(id: string): Promise<void>;
   /** Ends every session of the user but this one; returns how many were ended. */
   signOutOtherDevices(): Promise<number>;
@@ -646,12 +652,26 @@ class Client implements SessionClient {
     if (typeof id !== 'string' || id === '') throw new TypeError('sessionledger: revokeSession needs a session id');
     const res = await this.authorized(this.issuer + '/v1/me/sessions/' + encodeURIComponent(id), { method: 'DELETE', credentials: 'omit' }, 'revoke session');
     if (!res.ok) throw await this.selfServiceError('revoke session', res);
-    if (id === this.sid) {
-      if (this.mode === 'token') {
-        const rt = this.storedRefreshToken();
-        if (rt) this.removeStored(rt);
+    if (id !== this.sid) return;
+    // The current session: a sign-out, here and in the other tabs.
+    if (this.mode === 'token') {
+      const rt = this.storedRefreshToken();
+      if (rt) this.removeStored(rt);
+    }
+    this.toSignedOut(true, true);
+    if (this.mode === 'cookie') {
+      // The ledger's cookie still holds the dead session's refresh token: have it cleared. Under the
+      // refresh lock, and not if a sign-in (here or in another tab) has come since: signout ends
+      // whatever session the cookie holds.
+      const epoch = this.epoch;
+      try {
+        await this.withLock(async () => {
+          if (this.epoch !== epoch) return;
+          await this.post('sign-out', '/browser/signout', {});
+        });
+      } catch {
+        /* best effort: a refresh with the dead token is refused, and the ledger clears the cookie then */
       }
-      this.toSignedOut(true, true);
     }
   }
 

@@ -373,3 +373,64 @@ test('requestTimeout without AbortSignal.timeout: an AbortController and a timer
   hang.clear();
   assert.ok(await a.getAccessToken());
 });
+
+// --- 5. revoking the current session ------------------------------------------
+
+test('cookie mode: revokeSession of the current session signs out here and in the other tabs, then clears the cookie', async (t) => {
+  const { ledger, clients: [a, b], events } = setup(t, { n: 2 });
+  const me = ledger.issue();
+  const other = ledger.issue();
+  await a.signIn(me.rt);
+  await until(() => events[1].length === 1, 2000, 'b signed in');
+  await a.revokeSession(other.sid);
+  assert.equal(ledger.count('/browser/signout'), 0, 'another session: no sign-out');
+  assert.ok(await a.getAccessToken());
+  await a.revokeSession(me.sid);
+  assert.equal(ledger.sessions.get(me.sid).live, false);
+  assert.deepEqual(events[0], [{ type: 'signed-in', sessionId: me.sid }, { type: 'signed-out', sessionId: me.sid }]);
+  assert.equal(ledger.count('/browser/signout'), 1);
+  assert.equal(ledger.cookie, null, 'the cookie with the dead token is cleared');
+  const last = ledger.requests.filter((r) => r.path.startsWith('/browser/') || r.path.startsWith('/v1/')).at(-1);
+  assert.equal(last.path, '/browser/signout', 'after the DELETE');
+  await until(() => events[1].length === 2, 2000, 'b signed out');
+  assert.deepEqual(events[1][1], { type: 'signed-out', sessionId: me.sid });
+  assert.equal(await a.getAccessToken(), null);
+  assert.equal(await b.getAccessToken(), null);
+  assert.equal(ledger.count('/browser/refresh'), 0);
+  await sleep(30);
+  assert.equal(events[0].length, 2, "'signed-out' fired once");
+});
+
+test('cookie mode: a failed /browser/signout after revoking the current session is ignored', async (t) => {
+  for (const fail of ['throw', 500]) {
+    const { ledger, clients: [a], events } = setup(t, {
+      fetch: (l) => (input, init) => {
+        if (new URL(input).pathname !== '/browser/signout') return l.fetch(input, init);
+        if (fail === 'throw') return Promise.reject(new TypeError('network down'));
+        return Promise.resolve(l.json(500, { error: 'server_error' }));
+      },
+    });
+    const me = ledger.issue();
+    await a.signIn(me.rt);
+    await a.revokeSession(me.sid);
+    assert.deepEqual(types(events[0]), ['signed-in', 'signed-out'], String(fail));
+    assert.equal(await a.getAccessToken(), null);
+  }
+});
+
+test('token mode: revokeSession of the current session removes the stored refresh token and signs out', async (t) => {
+  const storage = mapStorage();
+  const { ledger, clients: [a, b], events, issuer } = setup(t, { mode: 'token', storage, n: 2 });
+  const key = 'sessionledger:refresh-token:' + issuer;
+  const me = ledger.issue();
+  await a.signIn(me.rt);
+  await until(() => events[1].length === 1, 2000, 'b signed in');
+  assert.ok(storage.getItem(key));
+  await a.revokeSession(me.sid);
+  assert.equal(storage.getItem(key), null);
+  assert.deepEqual(types(events[0]), ['signed-in', 'signed-out']);
+  await until(() => events[1].length === 2, 2000, 'b signed out');
+  assert.equal(await a.getAccessToken(), null);
+  assert.equal(await b.getAccessToken(), null);
+  assert.equal(ledger.count('/browser/signout') + ledger.count('/oauth2/revoke'), 0);
+});
