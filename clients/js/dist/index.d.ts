@@ -40,7 +40,10 @@ export interface SessionClientOptions {
      * `'token'`: the client keeps the refresh token itself, in {@link SessionClientOptions.storage}.
      */
     mode: 'cookie' | 'token';
-    /** Seconds: {@link SessionClient.getAccessToken} returns a token valid for at least this long. Default 30. */
+    /**
+     * Seconds: {@link SessionClient.getAccessToken} returns a token valid for at least this long,
+     * or for at least half its lifetime (its `expires_in` when minted) if that is shorter. Default 30.
+     */
     refreshMargin?: number;
     /**
      * Milliseconds: the longest a tab waits for another tab's refresh lock before it refreshes
@@ -51,6 +54,24 @@ export interface SessionClientOptions {
     /** Milliseconds a tab waits for another tab to answer a request for its token. Default 150. */
     peerTimeout?: number;
     /**
+     * Milliseconds: the longest the client waits for the ledger to answer one of its own requests
+     * (sign-in, refresh, sign-out, revoke, the self-service calls), body included. A request that
+     * takes longer is aborted and throws a {@link SessionError} with status 0 and code `'timeout'`;
+     * the session is kept and the refresh lock released. Default 8000; keep it under the ledger's
+     * `--reuse-grace` (10 s by default), so that a retry after a timeout still gets the successor of
+     * a rotation the ledger made. `0` turns it off. It is not applied to the app's own
+     * {@link SessionClient.fetch} calls (pass a `signal` there).
+     */
+    requestTimeout?: number;
+    /**
+     * Milliseconds: after a forced refresh (the one {@link SessionClient.fetch} makes on a 401
+     * `invalid_token`), no other forced refresh in this tab for this long; meanwhile such a 401 is
+     * returned as is. Default 5000. Whatever it is, a forced refresh happens at most once per access
+     * token. An API that refuses every token (a skewed clock, another audience) so costs at most one
+     * rotation per interval, not one per call.
+     */
+    minForcedRefreshInterval?: number;
+    /**
      * Token mode: where the refresh token is kept. Default: in memory, for this client only, and
      * then the client does not coordinate with other tabs (each has its own session). Pass a
      * storage the tabs share (`localStorage`) to share one session across tabs.
@@ -58,6 +79,19 @@ export interface SessionClientOptions {
     storage?: SessionStorageLike;
     /** Token mode: the storage key of the refresh token. Default `'sessionledger:refresh-token:' + issuer`. */
     storageKey?: string;
+    /**
+     * The origins {@link SessionClient.fetch} may send the access token to, each `scheme://host[:port]`
+     * (normalized like the ledger's `--browser-origins`: lower case, default port dropped, a trailing
+     * `/` tolerated; a path, query or credentials are refused, and so is `'*'`). A request to any
+     * other origin throws a {@link SessionError} with code `'origin_not_allowed'` and sends nothing.
+     * Relative URLs are resolved against `location.href` where there is one.
+     *
+     * Default: the page's own origin (`location.origin`, where defined) and the issuer's origin.
+     * Listing origins replaces that default (list the page's and the issuer's too if `fetch` should
+     * reach them); the self-service calls ({@link SessionClient.listSessions}, …) always reach the
+     * issuer. Peers do the same: Auth0's `allowedList`, MSAL's `protectedResourceMap`.
+     */
+    apiOrigins?: string[];
     /** The `fetch` to use (tests, non-browser runtimes). Default: the global `fetch`. */
     fetch?: typeof fetch;
     /** A clock in epoch milliseconds (tests). Default `Date.now`. */
@@ -100,16 +134,22 @@ export interface SessionClient {
      */
     signIn(refreshToken: string): Promise<void>;
     /**
-     * An access token valid for at least `refreshMargin` seconds, refreshed silently (once for all
+     * An access token valid for at least `refreshMargin` seconds (or half its lifetime, if that is
+     * shorter: a token that lives less than the margin), refreshed silently (once for all
      * concurrent callers and all tabs), or `null` when signed out. Throws {@link SessionError} when
      * the refresh failed for another reason (network, 429, 5xx, a refused Origin): the session
      * may still be good, so the caller may retry.
      */
     getAccessToken(): Promise<string | null>;
     /**
-     * `fetch` with `Authorization: Bearer <access token>`. On a 401 whose `WWW-Authenticate` has
-     * `error="invalid_token"` it refreshes once (forced, even if the token looks unexpired) and
-     * retries once; if that refresh finds the session over, the 401 is returned. Throws
+     * `fetch` with `Authorization: Bearer <access token>`, for URLs of the origins in
+     * {@link SessionClientOptions.apiOrigins} only: to any other it throws a {@link SessionError}
+     * (status 0, code `'origin_not_allowed'`) and sends nothing. On a 401 whose `WWW-Authenticate` has
+     * `error="invalid_token"` it retries once: with the current token if the refused one was
+     * replaced meanwhile, else after a forced refresh (even if the token looks unexpired). A forced
+     * refresh happens at most once per access token and not within
+     * {@link SessionClientOptions.minForcedRefreshInterval} of the last one in this tab; when none is
+     * allowed, or it finds the session over, the 401 is returned. Throws
      * {@link SignedOutError} without sending anything when there is no session at all. A request
      * whose body is a stream is not retried (the stream cannot be sent twice).
      */
@@ -128,7 +168,13 @@ export interface SessionClient {
      * throws {@link SignedOutError} when there is no session or the session turns out to be over.
      */
     listSessions(): Promise<SessionInfo[]>;
-    /** Ends one of the user's sessions (`DELETE /v1/me/sessions/{id}`); ending the current one signs this client out. */
+    /**
+     * Ends one of the user's sessions (`DELETE /v1/me/sessions/{id}`; a 404 throws). Ending the
+     * current one is a sign-out: the state is cleared, `'signed-out'` fires once and the other tabs
+     * are told. In token mode the stored refresh token is removed; in cookie mode the client then
+     * also calls `POST /browser/signout` so that the ledger clears its cookie (a failure of that is
+     * ignored).
+     */
     revokeSession(id: string): Promise<void>;
     /** Ends every session of the user but this one; returns how many were ended. */
     signOutOtherDevices(): Promise<number>;
@@ -138,7 +184,11 @@ export interface SessionClient {
 /**
  * A failed call to the ledger. `status` is the HTTP status (0 when no response came: network
  * error); `code` is the OAuth error (`invalid_grant`, `invalid_request`, `invalid_token`, …)
- * when the ledger sent one. Messages never contain a token.
+ * when the ledger sent one, or one of the client's own: `'origin_not_allowed'` (status 0: a
+ * {@link SessionClient.fetch} to an origin not in {@link SessionClientOptions.apiOrigins}),
+ * `'timeout'` (status 0: the ledger did not answer within
+ * {@link SessionClientOptions.requestTimeout}).
+ * Messages never contain a token.
  */
 export declare class SessionError extends Error {
     /** HTTP status, or 0 when there was no response. */

@@ -10,7 +10,11 @@
 /**
  * A failed call to the ledger. `status` is the HTTP status (0 when no response came: network
  * error); `code` is the OAuth error (`invalid_grant`, `invalid_request`, `invalid_token`, …)
- * when the ledger sent one. Messages never contain a token.
+ * when the ledger sent one, or one of the client's own: `'origin_not_allowed'` (status 0: a
+ * {@link SessionClient.fetch} to an origin not in {@link SessionClientOptions.apiOrigins}),
+ * `'timeout'` (status 0: the ledger did not answer within
+ * {@link SessionClientOptions.requestTimeout}).
+ * Messages never contain a token.
  */
 export class SessionError extends Error {
     /**
@@ -67,7 +71,10 @@ function isTok(m) {
 function parseMsg(d) {
     if (typeof d !== 'object' || d === null)
         return null;
-    const m = d;
+    const m = { ...d };
+    // A lifetime is optional (older clients do not send it); one that is not a positive number is ignored.
+    if (m.lifetime !== undefined && !(typeof m.lifetime === 'number' && Number.isFinite(m.lifetime) && m.lifetime > 0))
+        delete m.lifetime;
     switch (m.type) {
         case 'refreshed':
         case 'signed-in':
@@ -80,6 +87,106 @@ function parseMsg(d) {
             return typeof m.id === 'string' && isTok(m) ? m : null;
     }
     return null;
+}
+/**
+ * An allowed origin, normalized like the ledger's --browser-origins: exactly scheme://host[:port],
+ * lower case, the default port dropped (URL.origin does the rest).
+ */
+function normalizeOrigin(raw) {
+    if (typeof raw !== 'string')
+        throw new TypeError('sessionledger: apiOrigins must be strings');
+    const s = raw.trim();
+    if (s === '*')
+        throw new TypeError("sessionledger: apiOrigins: '*' is not supported; list the origins the token may go to");
+    let u;
+    try {
+        u = new URL(s);
+    }
+    catch {
+        throw new TypeError(`sessionledger: apiOrigins: ${JSON.stringify(s)} is not a URL`);
+    }
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') {
+        throw new TypeError(`sessionledger: apiOrigins: ${JSON.stringify(s)} must be an http or https origin, scheme://host[:port]`);
+    }
+    if (u.username !== '' || u.password !== '' || u.pathname !== '/' || u.search !== '' || u.hash !== '' || /[?#]/.test(s)) {
+        throw new TypeError(`sessionledger: apiOrigins: ${JSON.stringify(s)} must be exactly scheme://host[:port], with no path, query or credentials`);
+    }
+    return u.origin;
+}
+/** An AbortSignal that aborts after ms (none when ms is 0, negative or not finite), and how to clear its timer. */
+function deadline(ms) {
+    const none = { signal: undefined, clear: () => undefined };
+    if (!(ms > 0) || !Number.isFinite(ms))
+        return none;
+    ms = Math.min(ms, 0x7fffffff); // setTimeout's limit: beyond it a timer fires at once
+    const AS = typeof AbortSignal === 'function' ? AbortSignal : undefined;
+    if (AS && typeof AS.timeout === 'function')
+        return { signal: AS.timeout(ms), clear: () => undefined };
+    if (typeof AbortController !== 'function')
+        return none;
+    const ac = new AbortController();
+    const timer = setTimeout(() => {
+        const reason = typeof DOMException === 'function'
+            ? new DOMException('the ledger did not answer in time', 'TimeoutError')
+            : Object.assign(new Error('the ledger did not answer in time'), { name: 'TimeoutError' });
+        ac.abort(reason);
+    }, ms);
+    return { signal: ac.signal, clear: () => clearTimeout(timer) };
+}
+/** p, or a rejection as soon as signal aborts (for a fetch or body that does not honour it). */
+function untilAborted(p, signal) {
+    return new Promise((resolve, reject) => {
+        const onAbort = () => reject(signal.reason ?? new Error('aborted'));
+        if (signal.aborted)
+            onAbort();
+        else
+            signal.addEventListener('abort', onAbort, { once: true });
+        p.then((v) => { signal.removeEventListener('abort', onAbort); resolve(v); }, (e) => { signal.removeEventListener('abort', onAbort); reject(e); });
+    });
+}
+/** A copy of res with its body already read (text). */
+function buffered(res, text) {
+    const noBody = res.status === 101 || res.status === 204 || res.status === 205 || res.status === 304;
+    try {
+        return new Response(noBody ? null : text, { status: res.status, statusText: res.statusText, headers: res.headers });
+    }
+    catch {
+        return res; // a status a Response cannot be made with (an opaque 0); its body is gone, read as none
+    }
+}
+/** The page's location, where there is one (not in Node or a worker without it). */
+function pageLocation() {
+    const loc = globalThis.location;
+    return loc && typeof loc === 'object' ? loc : undefined;
+}
+/** The origin a fetch input goes to, relative URLs resolved against the page; null if it has none. */
+function targetOrigin(input) {
+    let raw;
+    if (typeof input === 'string')
+        raw = input;
+    else if (typeof URL === 'function' && input instanceof URL)
+        raw = input.href;
+    else if (input && typeof input.url === 'string')
+        raw = input.url;
+    else
+        raw = String(input);
+    const loc = pageLocation();
+    try {
+        const u = loc && typeof loc.href === 'string' ? new URL(raw, loc.href) : new URL(raw);
+        return u.origin === 'null' ? null : u.origin;
+    }
+    catch {
+        return null;
+    }
+}
+/** The token of a message, with only the fields it has. */
+function tokOf(m) {
+    const t = { accessToken: m.accessToken, expiresAt: m.expiresAt };
+    if (m.sessionId !== undefined)
+        t.sessionId = m.sessionId;
+    if (m.lifetime !== undefined)
+        t.lifetime = m.lifetime;
+    return t;
 }
 function randomId() {
     const c = globalThis.crypto;
@@ -129,6 +236,9 @@ class Client {
         /** Bumped whenever the session is replaced or ended; a refresh begun before it is stale. */
         this.epoch = 0;
         this.inflight = null;
+        /** The access token of this tab's last forced refresh, and when (this.now()) it began. */
+        this.forcedFor = null;
+        this.lastForced = null;
         this.listeners = new Set();
         /** Called when this client's token or session changes (waiting refreshes look again). */
         this.waiters = new Set();
@@ -145,12 +255,32 @@ class Client {
         this.margin = (o.refreshMargin ?? 30) * 1000;
         this.lockTimeout = o.lockTimeout ?? 5000;
         this.peerTimeout = o.peerTimeout ?? 150;
+        this.minForcedInterval = o.minForcedRefreshInterval ?? 5000;
+        this.requestTimeout = o.requestTimeout ?? 8000;
         this.storage = o.storage ?? memoryStorage();
         this.storageKey = o.storageKey ?? 'sessionledger:refresh-token:' + this.issuer;
         const f = o.fetch ?? globalThis.fetch;
         if (typeof f !== 'function')
             throw new TypeError('sessionledger: no fetch available; pass options.fetch');
         this.fetchImpl = o.fetch ? o.fetch : f.bind(globalThis);
+        if (o.apiOrigins !== undefined) {
+            if (!Array.isArray(o.apiOrigins))
+                throw new TypeError('sessionledger: apiOrigins must be an array of origins');
+            this.apiOrigins = new Set(o.apiOrigins.map(normalizeOrigin));
+        }
+        else {
+            const dflt = new Set();
+            const loc = pageLocation();
+            if (loc && typeof loc.origin === 'string' && loc.origin !== 'null')
+                dflt.add(loc.origin);
+            try {
+                dflt.add(new URL(this.issuer).origin);
+            }
+            catch {
+                /* an issuer that is not a URL: its requests fail on their own */
+            }
+            this.apiOrigins = dflt;
+        }
         this.now = o.now ?? Date.now;
         // Tabs share a session in cookie mode (one cookie jar) and in token mode with a storage they
         // share (localStorage); with the default memory storage each client has a session of its own.
@@ -217,6 +347,19 @@ class Client {
         return r ? r.accessToken : null;
     }
     async fetch(input, init) {
+        const origin = targetOrigin(input);
+        if (origin === null || !this.apiOrigins.has(origin)) {
+            const what = origin === null ? 'the URL has no http(s) origin' : `${origin} is not in apiOrigins`;
+            throw new SessionError(`sessionledger: fetch refused: ${what}; the access token goes only to the listed origins`, 0, 'origin_not_allowed', undefined, { secrets: this.secrets() });
+        }
+        return this.authorized(input, init);
+    }
+    /**
+     * fetch() without the origin check: for the app's calls once checked, and for the self-service
+     * calls to the issuer, which pass `what` and so go through send() (its timeout and errors).
+     */
+    async authorized(input, init, what) {
+        const call = (i, ri) => (what !== undefined ? this.send(what, i, ri) : this.fetchImpl(i, ri));
         const token = await this.getAccessToken();
         if (token === null)
             throw new SignedOutError();
@@ -224,11 +367,10 @@ class Client {
         const body = init ? init.body : undefined;
         const streamed = typeof ReadableStream === 'function' && body instanceof ReadableStream;
         const spare = isRequest && !streamed ? input.clone() : input;
-        const res = await this.fetchImpl(input, this.withBearer(input, init, token));
+        const res = await call(input, this.withBearer(input, init, token));
         if (res.status !== 401 || !isInvalidTokenChallenge(res.headers.get('WWW-Authenticate')) || streamed)
             return res;
-        this.invalidate(token);
-        const fresh = await this.refresh(token);
+        const fresh = await this.replacement(token);
         if (!fresh || fresh.accessToken === token)
             return res;
         try {
@@ -237,7 +379,37 @@ class Client {
         catch {
             /* nothing to release */
         }
-        return this.fetchImpl(spare, this.withBearer(spare, init, fresh.accessToken));
+        return call(spare, this.withBearer(spare, init, fresh.accessToken));
+    }
+    /**
+     * The token to retry with after the API refused `token` (401 invalid_token), or null to return
+     * the 401 as is. A token another tab or caller has replaced meanwhile is simply retried with its
+     * successor. Otherwise a forced refresh, at most once per access token and not again within
+     * minForcedRefreshInterval of the last one in this tab: an API that refuses every token (a skewed
+     * clock, another audience) must not make the client rotate on every call.
+     */
+    async replacement(token) {
+        const cur = this.tok;
+        if (!cur)
+            return null; // signed out meanwhile
+        if (cur.accessToken !== token) {
+            const t = this.acceptable(token);
+            if (t || this.status === 'signed-out')
+                return t;
+            return this.refresh(token); // the successor has expired too: an ordinary refresh
+        }
+        if (this.forcedFor === token) {
+            // A forced refresh for this token is under way (join it) or has failed (no second one).
+            const inf = this.inflight;
+            return inf && inf.rejected === token ? inf.promise : null;
+        }
+        const now = this.now();
+        if (this.lastForced !== null && now - this.lastForced < this.minForcedInterval)
+            return null;
+        this.forcedFor = token;
+        this.lastForced = now;
+        this.invalidate(token);
+        return this.refresh(token);
     }
     async signOut() {
         await this.settle();
@@ -270,7 +442,7 @@ class Client {
         const seen = new Set();
         for (;;) {
             const url = this.issuer + '/v1/me/sessions' + (cursor ? '?cursor=' + encodeURIComponent(cursor) : '');
-            const res = await this.fetch(url, { method: 'GET', credentials: 'omit', headers: { Accept: 'application/json' } });
+            const res = await this.authorized(url, { method: 'GET', credentials: 'omit', headers: { Accept: 'application/json' } }, 'list sessions');
             if (!res.ok)
                 throw await this.selfServiceError('list sessions', res);
             const body = await readBody(res);
@@ -289,20 +461,37 @@ class Client {
     async revokeSession(id) {
         if (typeof id !== 'string' || id === '')
             throw new TypeError('sessionledger: revokeSession needs a session id');
-        const res = await this.fetch(this.issuer + '/v1/me/sessions/' + encodeURIComponent(id), { method: 'DELETE', credentials: 'omit' });
+        const res = await this.authorized(this.issuer + '/v1/me/sessions/' + encodeURIComponent(id), { method: 'DELETE', credentials: 'omit' }, 'revoke session');
         if (!res.ok)
             throw await this.selfServiceError('revoke session', res);
-        if (id === this.sid) {
-            if (this.mode === 'token') {
-                const rt = this.storedRefreshToken();
-                if (rt)
-                    this.removeStored(rt);
+        if (id !== this.sid)
+            return;
+        // The current session: a sign-out, here and in the other tabs.
+        if (this.mode === 'token') {
+            const rt = this.storedRefreshToken();
+            if (rt)
+                this.removeStored(rt);
+        }
+        this.toSignedOut(true, true);
+        if (this.mode === 'cookie') {
+            // The ledger's cookie still holds the dead session's refresh token: have it cleared. Under the
+            // refresh lock, and not if a sign-in (here or in another tab) has come since: signout ends
+            // whatever session the cookie holds.
+            const epoch = this.epoch;
+            try {
+                await this.withLock(async () => {
+                    if (this.epoch !== epoch)
+                        return;
+                    await this.post('sign-out', '/browser/signout', {});
+                });
             }
-            this.toSignedOut(true, true);
+            catch {
+                /* best effort: a refresh with the dead token is refused, and the ledger clears the cookie then */
+            }
         }
     }
     async signOutOtherDevices() {
-        const res = await this.fetch(this.issuer + '/v1/me/sessions/revoke-others', { method: 'POST', credentials: 'omit' });
+        const res = await this.authorized(this.issuer + '/v1/me/sessions/revoke-others', { method: 'POST', credentials: 'omit' }, 'sign out other devices');
         if (!res.ok)
             throw await this.selfServiceError('sign out other devices', res);
         const body = await readBody(res);
@@ -327,12 +516,18 @@ class Client {
         }
     }
     // --- state ---------------------------------------------------------------
-    /** The current token if it is valid for at least the margin and is not `rejected`. */
+    /**
+     * The current token if it is fresh and is not `rejected`. Fresh: its remaining life is at least
+     * min(margin, half its lifetime), so that a token shorter-lived than the margin (a short
+     * access_token_ttl, a session's last seconds) is not refreshed on every call.
+     */
     acceptable(rejected) {
         const t = this.tok;
         if (!t || (rejected !== null && t.accessToken === rejected))
             return null;
-        return t.expiresAt - this.now() >= this.margin ? t : null;
+        const left = t.expiresAt - this.now();
+        const margin = t.lifetime !== undefined ? Math.min(this.margin, t.lifetime / 2) : this.margin;
+        return left > 0 && left >= margin ? t : null;
     }
     setTok(t) {
         this.tok = t;
@@ -420,7 +615,7 @@ class Client {
             case 'token?': {
                 const t = this.acceptable(null);
                 if (t)
-                    this.broadcast({ type: 'token!', id: m.id, accessToken: t.accessToken, expiresAt: t.expiresAt, sessionId: t.sessionId });
+                    this.broadcast({ type: 'token!', id: m.id, ...t });
                 return;
             }
             case 'token!':
@@ -435,7 +630,7 @@ class Client {
                     return;
                 this.epoch++;
                 this.status = 'signed-in';
-                this.setTok({ accessToken: m.accessToken, expiresAt: m.expiresAt, sessionId: m.sessionId });
+                this.setTok(tokOf(m));
                 this.emit({ type: 'signed-in', sessionId: m.sessionId });
                 return;
             }
@@ -459,7 +654,7 @@ class Client {
         if (m.expiresAt <= this.now())
             return;
         this.status = 'signed-in';
-        this.setTok({ accessToken: m.accessToken, expiresAt: m.expiresAt, sessionId: m.sessionId });
+        this.setTok(tokOf(m));
         this.emit({ type, sessionId: m.sessionId });
     }
     /** Asks the other tabs for a token valid ≥ margin; waits up to peerTimeout. */
@@ -634,7 +829,7 @@ class Client {
             if (sent === undefined || this.storedRefreshToken() === sent)
                 this.storage.setItem(this.storageKey, b.refresh_token);
         }
-        const tok = { accessToken: b.access_token, expiresAt: t0 + b.expires_in * 1000 };
+        const tok = { accessToken: b.access_token, expiresAt: t0 + b.expires_in * 1000, lifetime: b.expires_in * 1000 };
         if (typeof b.session_id === 'string' && b.session_id !== '')
             tok.sessionId = b.session_id;
         return tok;
@@ -660,13 +855,38 @@ class Client {
             body: new URLSearchParams(form).toString(),
         });
     }
+    /**
+     * A request to the ledger, answer and body within requestTimeout. The body is read here (the
+     * Response returned is a buffered copy), so a ledger that stalls mid-body cannot hang the caller
+     * or the refresh lock either. The wait ends at the deadline even if the fetch ignores the signal.
+     */
     async send(what, url, init) {
+        const d = deadline(this.requestTimeout);
         try {
-            return await this.fetchImpl(url, init);
+            const signal = d.signal;
+            if (!signal)
+                return await this.fetchImpl(url, init);
+            const res = await untilAborted(this.fetchImpl(url, { ...init, signal }), signal);
+            let text = '';
+            try {
+                text = await untilAborted(res.text(), signal);
+            }
+            catch (e) {
+                if (signal.aborted)
+                    throw e;
+                /* an unreadable body: treated as none, as readBody would */
+            }
+            return buffered(res, text);
         }
         catch (e) {
+            if (d.signal && d.signal.aborted) {
+                throw new SessionError(`sessionledger: ${what} failed: no answer from the ledger within ${this.requestTimeout} ms`, 0, 'timeout', undefined, { cause: e });
+            }
             const name = e && typeof e === 'object' && typeof e.name === 'string' ? e.name : 'Error';
             throw new SessionError(`sessionledger: ${what} failed: no answer from the ledger (${name})`, 0, undefined, undefined, { cause: e });
+        }
+        finally {
+            d.clear();
         }
     }
     withBearer(input, init, token) {

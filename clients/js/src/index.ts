@@ -43,7 +43,10 @@ export interface SessionClientOptions {
    * `'token'`: the client keeps the refresh token itself, in {@link SessionClientOptions.storage}.
    */
   mode: 'cookie' | 'token';
-  /** Seconds: {@link SessionClient.getAccessToken} returns a token valid for at least this long. Default 30. */
+  /**
+   * Seconds: {@link SessionClient.getAccessToken} returns a token valid for at least this long,
+   * or for at least half its lifetime (its `expires_in` when minted) if that is shorter. Default 30.
+   */
   refreshMargin?: number;
   /**
    * Milliseconds: the longest a tab waits for another tab's refresh lock before it refreshes
@@ -54,6 +57,24 @@ export interface SessionClientOptions {
   /** Milliseconds a tab waits for another tab to answer a request for its token. Default 150. */
   peerTimeout?: number;
   /**
+   * Milliseconds: the longest the client waits for the ledger to answer one of its own requests
+   * (sign-in, refresh, sign-out, revoke, the self-service calls), body included. A request that
+   * takes longer is aborted and throws a {@link SessionError} with status 0 and code `'timeout'`;
+   * the session is kept and the refresh lock released. Default 8000; keep it under the ledger's
+   * `--reuse-grace` (10 s by default), so that a retry after a timeout still gets the successor of
+   * a rotation the ledger made. `0` turns it off. It is not applied to the app's own
+   * {@link SessionClient.fetch} calls (pass a `signal` there).
+   */
+  requestTimeout?: number;
+  /**
+   * Milliseconds: after a forced refresh (the one {@link SessionClient.fetch} makes on a 401
+   * `invalid_token`), no other forced refresh in this tab for this long; meanwhile such a 401 is
+   * returned as is. Default 5000. Whatever it is, a forced refresh happens at most once per access
+   * token. An API that refuses every token (a skewed clock, another audience) so costs at most one
+   * rotation per interval, not one per call.
+   */
+  minForcedRefreshInterval?: number;
+  /**
    * Token mode: where the refresh token is kept. Default: in memory, for this client only, and
    * then the client does not coordinate with other tabs (each has its own session). Pass a
    * storage the tabs share (`localStorage`) to share one session across tabs.
@@ -61,6 +82,19 @@ export interface SessionClientOptions {
   storage?: SessionStorageLike;
   /** Token mode: the storage key of the refresh token. Default `'sessionledger:refresh-token:' + issuer`. */
   storageKey?: string;
+  /**
+   * The origins {@link SessionClient.fetch} may send the access token to, each `scheme://host[:port]`
+   * (normalized like the ledger's `--browser-origins`: lower case, default port dropped, a trailing
+   * `/` tolerated; a path, query or credentials are refused, and so is `'*'`). A request to any
+   * other origin throws a {@link SessionError} with code `'origin_not_allowed'` and sends nothing.
+   * Relative URLs are resolved against `location.href` where there is one.
+   *
+   * Default: the page's own origin (`location.origin`, where defined) and the issuer's origin.
+   * Listing origins replaces that default (list the page's and the issuer's too if `fetch` should
+   * reach them); the self-service calls ({@link SessionClient.listSessions}, …) always reach the
+   * issuer. Peers do the same: Auth0's `allowedList`, MSAL's `protectedResourceMap`.
+   */
+  apiOrigins?: string[];
   /** The `fetch` to use (tests, non-browser runtimes). Default: the global `fetch`. */
   fetch?: typeof fetch;
   /** A clock in epoch milliseconds (tests). Default `Date.now`. */
@@ -101,16 +135,22 @@ export interface SessionClient {
    */
   signIn(refreshToken: string): Promise<void>;
   /**
-   * An access token valid for at least `refreshMargin` seconds, refreshed silently (once for all
+   * An access token valid for at least `refreshMargin` seconds (or half its lifetime, if that is
+   * shorter: a token that lives less than the margin), refreshed silently (once for all
    * concurrent callers and all tabs), or `null` when signed out. Throws {@link SessionError} when
    * the refresh failed for another reason (network, 429, 5xx, a refused Origin): the session
    * may still be good, so the caller may retry.
    */
   getAccessToken(): Promise<string | null>;
   /**
-   * `fetch` with `Authorization: Bearer <access token>`. On a 401 whose `WWW-Authenticate` has
-   * `error="invalid_token"` it refreshes once (forced, even if the token looks unexpired) and
-   * retries once; if that refresh finds the session over, the 401 is returned. Throws
+   * `fetch` with `Authorization: Bearer <access token>`, for URLs of the origins in
+   * {@link SessionClientOptions.apiOrigins} only: to any other it throws a {@link SessionError}
+   * (status 0, code `'origin_not_allowed'`) and sends nothing. On a 401 whose `WWW-Authenticate` has
+   * `error="invalid_token"` it retries once: with the current token if the refused one was
+   * replaced meanwhile, else after a forced refresh (even if the token looks unexpired). A forced
+   * refresh happens at most once per access token and not within
+   * {@link SessionClientOptions.minForcedRefreshInterval} of the last one in this tab; when none is
+   * allowed, or it finds the session over, the 401 is returned. Throws
    * {@link SignedOutError} without sending anything when there is no session at all. A request
    * whose body is a stream is not retried (the stream cannot be sent twice).
    */
@@ -129,7 +169,13 @@ export interface SessionClient {
    * throws {@link SignedOutError} when there is no session or the session turns out to be over.
    */
   listSessions(): Promise<SessionInfo[]>;
-  /** Ends one of the user's sessions (`DELETE /v1/me/sessions/{id}`); ending the current one signs this client out. */
+  /**
+   * Ends one of the user's sessions (`DELETE /v1/me/sessions/{id}`; a 404 throws). Ending the
+   * current one is a sign-out: the state is cleared, `'signed-out'` fires once and the other tabs
+   * are told. In token mode the stored refresh token is removed; in cookie mode the client then
+   * also calls `POST /browser/signout` so that the ledger clears its cookie (a failure of that is
+   * ignored).
+   */
   revokeSession(id: string): Promise<void>;
   /** Ends every session of the user but this one; returns how many were ended. */
   signOutOtherDevices(): Promise<number>;
@@ -140,7 +186,11 @@ export interface SessionClient {
 /**
  * A failed call to the ledger. `status` is the HTTP status (0 when no response came: network
  * error); `code` is the OAuth error (`invalid_grant`, `invalid_request`, `invalid_token`, …)
- * when the ledger sent one. Messages never contain a token.
+ * when the ledger sent one, or one of the client's own: `'origin_not_allowed'` (status 0: a
+ * {@link SessionClient.fetch} to an origin not in {@link SessionClientOptions.apiOrigins}),
+ * `'timeout'` (status 0: the ledger did not answer within
+ * {@link SessionClientOptions.requestTimeout}).
+ * Messages never contain a token.
  */
 export class SessionError extends Error {
   /** HTTP status, or 0 when there was no response. */
@@ -177,13 +227,14 @@ export class SignedOutError extends SessionError {
 
 // ---------------------------------------------------------------------------
 
-type Tok = { accessToken: string; expiresAt: number; sessionId?: string };
+/** `lifetime`: ms, the token's `expires_in` when minted; absent when a peer did not send it. */
+type Tok = { accessToken: string; expiresAt: number; sessionId?: string; lifetime?: number };
 type Status = 'unknown' | 'signed-in' | 'signed-out';
 type Msg =
-  | { type: 'refreshed' | 'signed-in'; accessToken: string; expiresAt: number; sessionId?: string }
+  | { type: 'refreshed' | 'signed-in'; accessToken: string; expiresAt: number; sessionId?: string; lifetime?: number }
   | { type: 'signed-out'; sessionId?: string }
   | { type: 'token?'; id: string }
-  | { type: 'token!'; id: string; accessToken: string; expiresAt: number; sessionId?: string };
+  | { type: 'token!'; id: string; accessToken: string; expiresAt: number; sessionId?: string; lifetime?: number };
 
 const NOT_FREE: unique symbol = Symbol('not free');
 
@@ -217,7 +268,9 @@ function isTok(m: any): boolean {
 
 function parseMsg(d: unknown): Msg | null {
   if (typeof d !== 'object' || d === null) return null;
-  const m = d as any;
+  const m = { ...(d as any) };
+  // A lifetime is optional (older clients do not send it); one that is not a positive number is ignored.
+  if (m.lifetime !== undefined && !(typeof m.lifetime === 'number' && Number.isFinite(m.lifetime) && m.lifetime > 0)) delete m.lifetime;
   switch (m.type) {
     case 'refreshed':
     case 'signed-in':
@@ -230,6 +283,100 @@ function parseMsg(d: unknown): Msg | null {
       return typeof m.id === 'string' && isTok(m) ? m : null;
   }
   return null;
+}
+
+/**
+ * An allowed origin, normalized like the ledger's --browser-origins: exactly scheme://host[:port],
+ * lower case, the default port dropped (URL.origin does the rest).
+ */
+function normalizeOrigin(raw: unknown): string {
+  if (typeof raw !== 'string') throw new TypeError('sessionledger: apiOrigins must be strings');
+  const s = raw.trim();
+  if (s === '*') throw new TypeError("sessionledger: apiOrigins: '*' is not supported; list the origins the token may go to");
+  let u: URL;
+  try {
+    u = new URL(s);
+  } catch {
+    throw new TypeError(`sessionledger: apiOrigins: ${JSON.stringify(s)} is not a URL`);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') {
+    throw new TypeError(`sessionledger: apiOrigins: ${JSON.stringify(s)} must be an http or https origin, scheme://host[:port]`);
+  }
+  if (u.username !== '' || u.password !== '' || u.pathname !== '/' || u.search !== '' || u.hash !== '' || /[?#]/.test(s)) {
+    throw new TypeError(`sessionledger: apiOrigins: ${JSON.stringify(s)} must be exactly scheme://host[:port], with no path, query or credentials`);
+  }
+  return u.origin;
+}
+
+/** An AbortSignal that aborts after ms (none when ms is 0, negative or not finite), and how to clear its timer. */
+function deadline(ms: number): { signal: AbortSignal | undefined; clear: () => void } {
+  const none = { signal: undefined, clear: () => undefined };
+  if (!(ms > 0) || !Number.isFinite(ms)) return none;
+  ms = Math.min(ms, 0x7fffffff); // setTimeout's limit: beyond it a timer fires at once
+  const AS: any = typeof AbortSignal === 'function' ? AbortSignal : undefined;
+  if (AS && typeof AS.timeout === 'function') return { signal: AS.timeout(ms), clear: () => undefined };
+  if (typeof AbortController !== 'function') return none;
+  const ac = new AbortController();
+  const timer = setTimeout(() => {
+    const reason = typeof DOMException === 'function'
+      ? new DOMException('the ledger did not answer in time', 'TimeoutError')
+      : Object.assign(new Error('the ledger did not answer in time'), { name: 'TimeoutError' });
+    ac.abort(reason);
+  }, ms);
+  return { signal: ac.signal, clear: () => clearTimeout(timer) };
+}
+
+/** p, or a rejection as soon as signal aborts (for a fetch or body that does not honour it). */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason ?? new Error('aborted'));
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => { signal.removeEventListener('abort', onAbort); resolve(v); },
+      (e) => { signal.removeEventListener('abort', onAbort); reject(e); },
+    );
+  });
+}
+
+/** A copy of res with its body already read (text). */
+function buffered(res: Response, text: string): Response {
+  const noBody = res.status === 101 || res.status === 204 || res.status === 205 || res.status === 304;
+  try {
+    return new Response(noBody ? null : text, { status: res.status, statusText: res.statusText, headers: res.headers });
+  } catch {
+    return res; // a status a Response cannot be made with (an opaque 0); its body is gone, read as none
+  }
+}
+
+/** The page's location, where there is one (not in Node or a worker without it). */
+function pageLocation(): { origin?: unknown; href?: unknown } | undefined {
+  const loc = (globalThis as any).location;
+  return loc && typeof loc === 'object' ? loc : undefined;
+}
+
+/** The origin a fetch input goes to, relative URLs resolved against the page; null if it has none. */
+function targetOrigin(input: RequestInfo | URL): string | null {
+  let raw: string;
+  if (typeof input === 'string') raw = input;
+  else if (typeof URL === 'function' && input instanceof URL) raw = input.href;
+  else if (input && typeof (input as any).url === 'string') raw = (input as any).url;
+  else raw = String(input);
+  const loc = pageLocation();
+  try {
+    const u = loc && typeof loc.href === 'string' ? new URL(raw, loc.href) : new URL(raw);
+    return u.origin === 'null' ? null : u.origin;
+  } catch {
+    return null;
+  }
+}
+
+/** The token of a message, with only the fields it has. */
+function tokOf(m: Tok): Tok {
+  const t: Tok = { accessToken: m.accessToken, expiresAt: m.expiresAt };
+  if (m.sessionId !== undefined) t.sessionId = m.sessionId;
+  if (m.lifetime !== undefined) t.lifetime = m.lifetime;
+  return t;
 }
 
 function randomId(): string {
@@ -277,9 +424,13 @@ class Client implements SessionClient {
   private readonly margin: number;
   private readonly lockTimeout: number;
   private readonly peerTimeout: number;
+  private readonly minForcedInterval: number;
+  private readonly requestTimeout: number;
   private readonly storage: SessionStorageLike;
   private readonly storageKey: string;
   private readonly fetchImpl: typeof fetch;
+  /** The normalized origins fetch() may send the access token to. */
+  private readonly apiOrigins: ReadonlySet<string>;
   private readonly now: () => number;
   private readonly locks: LockManagerLike | null;
   private readonly lockName: string;
@@ -291,6 +442,9 @@ class Client implements SessionClient {
   /** Bumped whenever the session is replaced or ended; a refresh begun before it is stale. */
   private epoch = 0;
   private inflight: { promise: Promise<Tok | null>; rejected: string | null } | null = null;
+  /** The access token of this tab's last forced refresh, and when (this.now()) it began. */
+  private forcedFor: string | null = null;
+  private lastForced: number | null = null;
   private readonly listeners = new Set<(e: SessionEvent) => void>();
   /** Called when this client's token or session changes (waiting refreshes look again). */
   private readonly waiters = new Set<() => void>();
@@ -307,11 +461,27 @@ class Client implements SessionClient {
     this.margin = (o.refreshMargin ?? 30) * 1000;
     this.lockTimeout = o.lockTimeout ?? 5000;
     this.peerTimeout = o.peerTimeout ?? 150;
+    this.minForcedInterval = o.minForcedRefreshInterval ?? 5000;
+    this.requestTimeout = o.requestTimeout ?? 8000;
     this.storage = o.storage ?? memoryStorage();
     this.storageKey = o.storageKey ?? 'sessionledger:refresh-token:' + this.issuer;
     const f = o.fetch ?? (globalThis as any).fetch;
     if (typeof f !== 'function') throw new TypeError('sessionledger: no fetch available; pass options.fetch');
     this.fetchImpl = o.fetch ? o.fetch : f.bind(globalThis);
+    if (o.apiOrigins !== undefined) {
+      if (!Array.isArray(o.apiOrigins)) throw new TypeError('sessionledger: apiOrigins must be an array of origins');
+      this.apiOrigins = new Set(o.apiOrigins.map(normalizeOrigin));
+    } else {
+      const dflt = new Set<string>();
+      const loc = pageLocation();
+      if (loc && typeof loc.origin === 'string' && loc.origin !== 'null') dflt.add(loc.origin);
+      try {
+        dflt.add(new URL(this.issuer).origin);
+      } catch {
+        /* an issuer that is not a URL: its requests fail on their own */
+      }
+      this.apiOrigins = dflt;
+    }
     this.now = o.now ?? Date.now;
     // Tabs share a session in cookie mode (one cookie jar) and in token mode with a storage they
     // share (localStorage); with the default memory storage each client has a session of its own.
@@ -376,23 +546,64 @@ class Client implements SessionClient {
   }
 
   async fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response> {
+    const origin = targetOrigin(input);
+    if (origin === null || !this.apiOrigins.has(origin)) {
+      const what = origin === null ? 'the URL has no http(s) origin' : `${origin} is not in apiOrigins`;
+      throw new SessionError(`sessionledger: fetch refused: ${what}; the access token goes only to the listed origins`, 0, 'origin_not_allowed', undefined, { secrets: this.secrets() });
+    }
+    return this.authorized(input, init);
+  }
+
+  /**
+   * fetch() without the origin check: for the app's calls once checked, and for the self-service
+   * calls to the issuer, which pass `what` and so go through send() (its timeout and errors).
+   */
+  private async authorized(input: RequestInfo | URL, init?: RequestInit, what?: string): Promise<Response> {
+    const call = (i: RequestInfo | URL, ri: RequestInit) => (what !== undefined ? this.send(what, i, ri) : this.fetchImpl(i, ri));
     const token = await this.getAccessToken();
     if (token === null) throw new SignedOutError();
     const isRequest = typeof Request === 'function' && input instanceof Request;
     const body = init ? init.body : undefined;
     const streamed = typeof ReadableStream === 'function' && body instanceof ReadableStream;
     const spare = isRequest && !streamed ? (input as Request).clone() : input;
-    const res = await this.fetchImpl(input, this.withBearer(input, init, token));
+    const res = await call(input, this.withBearer(input, init, token));
     if (res.status !== 401 || !isInvalidTokenChallenge(res.headers.get('WWW-Authenticate')) || streamed) return res;
-    this.invalidate(token);
-    const fresh = await this.refresh(token);
+    const fresh = await this.replacement(token);
     if (!fresh || fresh.accessToken === token) return res;
     try {
       await res.body?.cancel();
     } catch {
       /* nothing to release */
     }
-    return this.fetchImpl(spare, this.withBearer(spare, init, fresh.accessToken));
+    return call(spare, this.withBearer(spare, init, fresh.accessToken));
+  }
+
+  /**
+   * The token to retry with after the API refused `token` (401 invalid_token), or null to return
+   * the 401 as is. A token another tab or caller has replaced meanwhile is simply retried with its
+   * successor. Otherwise a forced refresh, at most once per access token and not again within
+   * minForcedRefreshInterval of the last one in this tab: an API that refuses every token (a skewed
+   * clock, another audience) must not make the client rotate on every call.
+   */
+  private async replacement(token: string): Promise<Tok | null> {
+    const cur = this.tok;
+    if (!cur) return null; // signed out meanwhile
+    if (cur.accessToken !== token) {
+      const t = this.acceptable(token);
+      if (t || this.status === 'signed-out') return t;
+      return this.refresh(token); // the successor has expired too: an ordinary refresh
+    }
+    if (this.forcedFor === token) {
+      // A forced refresh for this token is under way (join it) or has failed (no second one).
+      const inf = this.inflight;
+      return inf && inf.rejected === token ? inf.promise : null;
+    }
+    const now = this.now();
+    if (this.lastForced !== null && now - this.lastForced < this.minForcedInterval) return null;
+    this.forcedFor = token;
+    this.lastForced = now;
+    this.invalidate(token);
+    return this.refresh(token);
   }
 
   async signOut(): Promise<void> {
@@ -425,7 +636,7 @@ class Client implements SessionClient {
     const seen = new Set<string>();
     for (;;) {
       const url = this.issuer + '/v1/me/sessions' + (cursor ? '?cursor=' + encodeURIComponent(cursor) : '');
-      const res = await this.fetch(url, { method: 'GET', credentials: 'omit', headers: { Accept: 'application/json' } });
+      const res = await this.authorized(url, { method: 'GET', credentials: 'omit', headers: { Accept: 'application/json' } }, 'list sessions');
       if (!res.ok) throw await this.selfServiceError('list sessions', res);
       const body = await readBody(res);
       if (!body || !Array.isArray(body.sessions)) throw new SessionError('sessionledger: list sessions failed: the answer has no sessions', res.status, 'invalid_response');
@@ -439,19 +650,33 @@ class Client implements SessionClient {
 
   async revokeSession(id: string): Promise<void> {
     if (typeof id !== 'string' || id === '') throw new TypeError('sessionledger: revokeSession needs a session id');
-    const res = await this.fetch(this.issuer + '/v1/me/sessions/' + encodeURIComponent(id), { method: 'DELETE', credentials: 'omit' });
+    const res = await this.authorized(this.issuer + '/v1/me/sessions/' + encodeURIComponent(id), { method: 'DELETE', credentials: 'omit' }, 'revoke session');
     if (!res.ok) throw await this.selfServiceError('revoke session', res);
-    if (id === this.sid) {
-      if (this.mode === 'token') {
-        const rt = this.storedRefreshToken();
-        if (rt) this.removeStored(rt);
+    if (id !== this.sid) return;
+    // The current session: a sign-out, here and in the other tabs.
+    if (this.mode === 'token') {
+      const rt = this.storedRefreshToken();
+      if (rt) this.removeStored(rt);
+    }
+    this.toSignedOut(true, true);
+    if (this.mode === 'cookie') {
+      // The ledger's cookie still holds the dead session's refresh token: have it cleared. Under the
+      // refresh lock, and not if a sign-in (here or in another tab) has come since: signout ends
+      // whatever session the cookie holds.
+      const epoch = this.epoch;
+      try {
+        await this.withLock(async () => {
+          if (this.epoch !== epoch) return;
+          await this.post('sign-out', '/browser/signout', {});
+        });
+      } catch {
+        /* best effort: a refresh with the dead token is refused, and the ledger clears the cookie then */
       }
-      this.toSignedOut(true, true);
     }
   }
 
   async signOutOtherDevices(): Promise<number> {
-    const res = await this.fetch(this.issuer + '/v1/me/sessions/revoke-others', { method: 'POST', credentials: 'omit' });
+    const res = await this.authorized(this.issuer + '/v1/me/sessions/revoke-others', { method: 'POST', credentials: 'omit' }, 'sign out other devices');
     if (!res.ok) throw await this.selfServiceError('sign out other devices', res);
     const body = await readBody(res);
     if (!body || typeof body.revoked !== 'number') throw new SessionError('sessionledger: sign out other devices failed: the answer has no count', res.status, 'invalid_response');
@@ -478,11 +703,17 @@ class Client implements SessionClient {
 
   // --- state ---------------------------------------------------------------
 
-  /** The current token if it is valid for at least the margin and is not `rejected`. */
+  /**
+   * The current token if it is fresh and is not `rejected`. Fresh: its remaining life is at least
+   * min(margin, half its lifetime), so that a token shorter-lived than the margin (a short
+   * access_token_ttl, a session's last seconds) is not refreshed on every call.
+   */
   private acceptable(rejected: string | null): Tok | null {
     const t = this.tok;
     if (!t || (rejected !== null && t.accessToken === rejected)) return null;
-    return t.expiresAt - this.now() >= this.margin ? t : null;
+    const left = t.expiresAt - this.now();
+    const margin = t.lifetime !== undefined ? Math.min(this.margin, t.lifetime / 2) : this.margin;
+    return left > 0 && left >= margin ? t : null;
   }
 
   private setTok(t: Tok): void {
@@ -564,7 +795,7 @@ class Client implements SessionClient {
     switch (m.type) {
       case 'token?': {
         const t = this.acceptable(null);
-        if (t) this.broadcast({ type: 'token!', id: m.id, accessToken: t.accessToken, expiresAt: t.expiresAt, sessionId: t.sessionId });
+        if (t) this.broadcast({ type: 'token!', id: m.id, ...t });
         return;
       }
       case 'token!':
@@ -577,7 +808,7 @@ class Client implements SessionClient {
         if (m.sessionId && this.ended.has(m.sessionId)) return;
         this.epoch++;
         this.status = 'signed-in';
-        this.setTok({ accessToken: m.accessToken, expiresAt: m.expiresAt, sessionId: m.sessionId });
+        this.setTok(tokOf(m));
         this.emit({ type: 'signed-in', sessionId: m.sessionId });
         return;
       }
@@ -590,13 +821,13 @@ class Client implements SessionClient {
   }
 
   /** Takes a peer's token if it is newer than this tab's. */
-  private adopt(m: { accessToken: string; expiresAt: number; sessionId?: string }, type: 'refreshed'): void {
+  private adopt(m: Tok, type: 'refreshed'): void {
     if (m.sessionId && this.ended.has(m.sessionId)) return;
     const cur = this.tok;
     if (cur && (cur.accessToken === m.accessToken || cur.expiresAt > m.expiresAt)) return;
     if (m.expiresAt <= this.now()) return;
     this.status = 'signed-in';
-    this.setTok({ accessToken: m.accessToken, expiresAt: m.expiresAt, sessionId: m.sessionId });
+    this.setTok(tokOf(m));
     this.emit({ type, sessionId: m.sessionId });
   }
 
@@ -755,7 +986,7 @@ class Client implements SessionClient {
       // Written before any broadcast; not over a token another tab put there meanwhile.
       if (sent === undefined || this.storedRefreshToken() === sent) this.storage.setItem(this.storageKey, b.refresh_token);
     }
-    const tok: Tok = { accessToken: b.access_token, expiresAt: t0 + b.expires_in * 1000 };
+    const tok: Tok = { accessToken: b.access_token, expiresAt: t0 + b.expires_in * 1000, lifetime: b.expires_in * 1000 };
     if (typeof b.session_id === 'string' && b.session_id !== '') tok.sessionId = b.session_id;
     return tok;
   }
@@ -784,12 +1015,33 @@ class Client implements SessionClient {
     });
   }
 
-  private async send(what: string, url: string, init: RequestInit): Promise<Response> {
+  /**
+   * A request to the ledger, answer and body within requestTimeout. The body is read here (the
+   * Response returned is a buffered copy), so a ledger that stalls mid-body cannot hang the caller
+   * or the refresh lock either. The wait ends at the deadline even if the fetch ignores the signal.
+   */
+  private async send(what: string, url: RequestInfo | URL, init: RequestInit): Promise<Response> {
+    const d = deadline(this.requestTimeout);
     try {
-      return await this.fetchImpl(url, init);
+      const signal = d.signal;
+      if (!signal) return await this.fetchImpl(url, init);
+      const res = await untilAborted(this.fetchImpl(url, { ...init, signal }), signal);
+      let text = '';
+      try {
+        text = await untilAborted(res.text(), signal);
+      } catch (e) {
+        if (signal.aborted) throw e;
+        /* an unreadable body: treated as none, as readBody would */
+      }
+      return buffered(res, text);
     } catch (e) {
+      if (d.signal && d.signal.aborted) {
+        throw new SessionError(`sessionledger: ${what} failed: no answer from the ledger within ${this.requestTimeout} ms`, 0, 'timeout', undefined, { cause: e });
+      }
       const name = e && typeof e === 'object' && typeof (e as any).name === 'string' ? (e as any).name : 'Error';
       throw new SessionError(`sessionledger: ${what} failed: no answer from the ledger (${name})`, 0, undefined, undefined, { cause: e });
+    } finally {
+      d.clear();
     }
   }
 

@@ -11,7 +11,7 @@ function setup(t, { mode = 'cookie', n = 1, storage, locks = new FakeLocks(), ..
   const events = [];
   const clients = [];
   for (let i = 0; i < n; i++) {
-    const client = createSessionClient({ issuer, mode, fetch: ledger.fetch, now: c.now, locks, storage, peerTimeout: 500, ...opts });
+    const client = createSessionClient({ issuer, mode, fetch: ledger.fetch, now: c.now, locks, storage, peerTimeout: 500, apiOrigins: ['http://api.test'], ...opts });
     events.push([]);
     client.onChange((e) => events[i].push(e));
     clients.push(client);
@@ -66,7 +66,7 @@ test('fetch retries a Request with a body, once only', { timeout: 5000 }, async 
     if (input instanceof Request) seen.push({ text: await input.clone().text(), auth: new Headers(init.headers).get('Authorization') });
     return origFetch(input, init);
   };
-  const b = createSessionClient({ issuer: ledger.issuer, mode: 'cookie', fetch: spy, locks: null, broadcastChannel: null });
+  const b = createSessionClient({ issuer: ledger.issuer, mode: 'cookie', fetch: spy, locks: null, broadcastChannel: null, apiOrigins: ['http://api.test'] });
   t.after(() => b.close());
   ledger.cookie = ledger.issue().rt;
   const res = await b.fetch(new Request(API, { method: 'PUT', body: 'data' }));

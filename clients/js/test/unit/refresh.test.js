@@ -15,7 +15,7 @@ function tabs(t, { n = 1, mode = 'cookie', locks = new FakeLocks(), channel = tr
   const clients = [];
   for (let i = 0; i < n; i++) {
     const client = createSessionClient({
-      issuer, mode, fetch: ledger.fetch, now: c.now, locks, peerTimeout,
+      issuer, mode, fetch: ledger.fetch, now: c.now, locks, peerTimeout, apiOrigins: ['http://api.test'],
       ...(channel ? {} : { broadcastChannel: null }),
       ...opts,
     });
@@ -187,12 +187,12 @@ test('the wire protocol: lock and channel names, broadcasts and token?/token! an
   await a.signIn(rt);
   const tok = await a.getAccessToken();
   await until(() => heard.length === 1, 2000, 'signed-in broadcast');
-  assert.deepEqual(heard[0], { type: 'signed-in', accessToken: tok, expiresAt: clock.t + 300_000, sessionId: sid });
+  assert.deepEqual(heard[0], { type: 'signed-in', accessToken: tok, expiresAt: clock.t + 300_000, sessionId: sid, lifetime: 300_000 });
   assert.ok(locks.requests.every((r) => r.name === 'sessionledger-refresh:' + issuer));
 
   peer.postMessage({ type: 'token?', id: 'q1' });
   await until(() => heard.length === 2, 2000, 'an answer');
-  assert.deepEqual(heard[1], { type: 'token!', id: 'q1', accessToken: tok, expiresAt: clock.t + 300_000, sessionId: sid });
+  assert.deepEqual(heard[1], { type: 'token!', id: 'q1', accessToken: tok, expiresAt: clock.t + 300_000, sessionId: sid, lifetime: 300_000 });
 
   // No answer with a token valid for less than the margin.
   clock.advance(300_000 - 29_000);
@@ -211,7 +211,7 @@ test('the wire protocol: lock and channel names, broadcasts and token?/token! an
   clock.advance(300_000);
   const own = await a.getAccessToken();
   await until(() => heard.some((m) => m.type === 'refreshed'), 2000, 'refreshed broadcast');
-  assert.deepEqual(heard.find((m) => m.type === 'refreshed'), { type: 'refreshed', accessToken: own, expiresAt: clock.t + 300_000, sessionId: sid });
+  assert.deepEqual(heard.find((m) => m.type === 'refreshed'), { type: 'refreshed', accessToken: own, expiresAt: clock.t + 300_000, sessionId: sid, lifetime: 300_000 });
 
   // A peer's sign-out of an older session is ignored; of this one, obeyed.
   peer.postMessage({ type: 'signed-out', sessionId: 'S-another-session' });
