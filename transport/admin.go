@@ -146,15 +146,28 @@ func (s *Server) issue(c echo.Context) error {
 }
 
 type sessionView struct {
-	SessionID    string        `json:"session_id"`
-	UserID       string        `json:"user_id"`
-	ClientID     string        `json:"client_id"`
-	Policy       domain.Policy `json:"policy"`
-	Device       domain.Device `json:"device"`
-	CreatedAt    string        `json:"created_at"`
-	LastActiveAt string        `json:"last_active_at"`
-	ExpiresAt    string        `json:"expires_at"`
-	Generation   uint32        `json:"generation"`
+	SessionID string        `json:"session_id"`
+	UserID    string        `json:"user_id"`
+	ClientID  string        `json:"client_id"`
+	Policy    domain.Policy `json:"policy"`
+	Device    domain.Device `json:"device"`
+	sessionTimes
+	Generation uint32 `json:"generation"`
+}
+
+// sessionTimes are a session's times as every list of sessions shows them.
+type sessionTimes struct {
+	CreatedAt    string `json:"created_at"`
+	LastActiveAt string `json:"last_active_at"`
+	ExpiresAt    string `json:"expires_at"`
+}
+
+func timesOf(ss *domain.Session) sessionTimes {
+	return sessionTimes{
+		CreatedAt:    ss.IssuedAt.Time().Format(timeFormat),
+		LastActiveAt: ss.LastActive.Time().Format(timeFormat),
+		ExpiresAt:    ss.RefreshExpiresAt().UTC().Format(timeFormat),
+	}
 }
 
 // listSessions is GET /v1/users/{user_id}/sessions?limit=&cursor=: one page,
@@ -164,6 +177,18 @@ func (s *Server) listSessions(c echo.Context) error {
 	if err != nil {
 		return &domain.ValidationError{Field: "user_id", Reason: "is not a valid path segment"}
 	}
+	return writeSessionPage(s, c, userID, func(ss *domain.Session) sessionView {
+		return sessionView{
+			SessionID: ss.ID, UserID: ss.UserID, ClientID: s.ledger.ClientID(ss), Policy: *ss.Policy, Device: ss.Device,
+			sessionTimes: timesOf(ss), Generation: ss.Generation,
+		}
+	})
+}
+
+// writeSessionPage answers with one page of the user's live sessions
+// (?limit=, ?cursor=), each as view shows it, and next_cursor when more
+// follow.
+func writeSessionPage[V any](s *Server, c echo.Context, userID string, view func(*domain.Session) V) error {
 	page, err := pageParams(c)
 	if err != nil {
 		return err
@@ -172,20 +197,15 @@ func (s *Server) listSessions(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	views := make([]sessionView, 0, len(sessions))
-	for _, ss := range sessions {
-		views = append(views, sessionView{
-			SessionID: ss.ID, UserID: ss.UserID, ClientID: s.ledger.ClientID(&ss), Policy: *ss.Policy, Device: ss.Device,
-			CreatedAt:    ss.IssuedAt.Time().Format(timeFormat),
-			LastActiveAt: ss.LastActive.Time().Format(timeFormat),
-			ExpiresAt:    ss.RefreshExpiresAt().UTC().Format(timeFormat),
-			Generation:   ss.Generation,
-		})
+	views := make([]V, 0, len(sessions))
+	for i := range sessions {
+		views = append(views, view(&sessions[i]))
 	}
 	body := map[string]any{"sessions": views}
 	if next != "" {
 		body["next_cursor"] = next
 	}
+	c.Response().Header().Set("Cache-Control", "no-store")
 	return c.JSON(http.StatusOK, body)
 }
 

@@ -53,42 +53,22 @@ func caller(c echo.Context) ledger.Caller { return c.Get(callerKey).(ledger.Call
 
 // mySession is one of the user's sessions as the user sees it.
 type mySession struct {
-	SessionID    string        `json:"session_id"`
-	ClientID     string        `json:"client_id"`
-	Device       domain.Device `json:"device"`
-	CreatedAt    string        `json:"created_at"`
-	LastActiveAt string        `json:"last_active_at"`
-	ExpiresAt    string        `json:"expires_at"`
-	Current      bool          `json:"current"`
+	SessionID string        `json:"session_id"`
+	ClientID  string        `json:"client_id"`
+	Device    domain.Device `json:"device"`
+	sessionTimes
+	Current bool `json:"current"`
 }
 
 // mySessions is GET /v1/me/sessions?limit=&cursor=.
 func (s *Server) mySessions(c echo.Context) error {
 	me := caller(c)
-	page, err := pageParams(c)
-	if err != nil {
-		return err
-	}
-	sessions, next, err := s.ledger.Sessions(s.ctx(c), me.UserID, page)
-	if err != nil {
-		return err
-	}
-	views := make([]mySession, 0, len(sessions))
-	for _, ss := range sessions {
-		views = append(views, mySession{
-			SessionID: ss.ID, ClientID: s.ledger.ClientID(&ss), Device: ss.Device,
-			CreatedAt:    ss.IssuedAt.Time().Format(timeFormat),
-			LastActiveAt: ss.LastActive.Time().Format(timeFormat),
-			ExpiresAt:    ss.RefreshExpiresAt().UTC().Format(timeFormat),
-			Current:      ss.ID == me.SessionID,
-		})
-	}
-	body := map[string]any{"sessions": views}
-	if next != "" {
-		body["next_cursor"] = next
-	}
-	c.Response().Header().Set("Cache-Control", "no-store")
-	return c.JSON(http.StatusOK, body)
+	return writeSessionPage(s, c, me.UserID, func(ss *domain.Session) mySession {
+		return mySession{
+			SessionID: ss.ID, ClientID: s.ledger.ClientID(ss), Device: ss.Device,
+			sessionTimes: timesOf(ss), Current: ss.ID == me.SessionID,
+		}
+	})
 }
 
 // revokeMySession is DELETE /v1/me/sessions/{session_id}: 404 unless it is
