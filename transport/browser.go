@@ -95,7 +95,7 @@ func parseOrigin(raw string) (string, error) {
 	if (u.Scheme == "http" && port == "80") || (u.Scheme == "https" && port == "443") {
 		port = ""
 	}
-	if u.Scheme == "http" && !IsLoopbackHost(host) {
+	if u.Scheme == "http" && !isLoopbackHost(host) {
 		return "", errors.New("must be https (http only for localhost, 127.0.0.1 or [::1]): the refresh cookie is Secure")
 	}
 	if strings.Contains(host, ":") {
@@ -107,9 +107,9 @@ func parseOrigin(raw string) (string, error) {
 	return u.Scheme + "://" + host, nil
 }
 
-// IsLoopbackHost reports whether host (no port, no brackets) is localhost
+// isLoopbackHost reports whether host (no port, no brackets) is localhost
 // or a loopback address, where browsers treat plain http as secure.
-func IsLoopbackHost(host string) bool {
+func isLoopbackHost(host string) bool {
 	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
 		return true
 	}
@@ -124,7 +124,7 @@ func CheckCookieIssuer(issuer string) error {
 	if err != nil {
 		return fmt.Errorf("issuer: %w", err)
 	}
-	if u.Scheme == "https" || (u.Scheme == "http" && IsLoopbackHost(u.Hostname())) {
+	if u.Scheme == "https" || (u.Scheme == "http" && isLoopbackHost(u.Hostname())) {
 		return nil
 	}
 	return fmt.Errorf("cookie mode (--browser-origins) needs an https issuer (or http on localhost): browsers keep the Secure refresh cookie only there, and %q is neither", issuer)
@@ -336,21 +336,4 @@ func (s *Server) clearRefreshCookie(c echo.Context) {
 		Name: RefreshCookie(c.Request().Header.Get(echo.HeaderOrigin)), Value: "", Path: "/", MaxAge: -1,
 		Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode,
 	})
-}
-
-// refresh runs a refresh and records its outcome.
-func (s *Server) refresh(c echo.Context, rt string) (ledger.TokenPair, error) {
-	start := time.Now()
-	pair, err := s.ledger.Refresh(s.ctx(c), rt)
-	if s.cfg.Metrics != nil {
-		outcome := string(pair.Outcome)
-		if err != nil && lookup(err).status >= 500 {
-			outcome = "error"
-		}
-		s.cfg.Metrics.Refresh(outcome, time.Since(start))
-	}
-	if err != nil && lookup(err).status >= 500 {
-		s.logFailure(c, "http: refresh failed", err)
-	}
-	return pair, err
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -188,4 +189,21 @@ func (s *Server) introspect(c echo.Context) error {
 		Active: true, TokenType: in.TokenType, Subject: in.Subject, SessionID: in.SessionID, ClientID: in.ClientID, JTI: in.ID,
 		IssuedAt: in.IssuedAt.Unix(), ExpiresAt: in.ExpiresAt.Unix(), Issuer: s.signer.Issuer(),
 	})
+}
+
+// refresh runs a refresh and records its outcome.
+func (s *Server) refresh(c echo.Context, rt string) (ledger.TokenPair, error) {
+	start := time.Now()
+	pair, err := s.ledger.Refresh(s.ctx(c), rt)
+	if s.cfg.Metrics != nil {
+		outcome := string(pair.Outcome)
+		if err != nil && lookup(err).status >= 500 {
+			outcome = "error"
+		}
+		s.cfg.Metrics.Refresh(outcome, time.Since(start))
+	}
+	if err != nil && lookup(err).status >= 500 {
+		s.logFailure(c, "http: refresh failed", err)
+	}
+	return pair, err
 }

@@ -45,8 +45,8 @@ type Config struct {
 	MaxBodyBytes int64
 	// RateLimit, when above 0, limits /oauth2/token, /oauth2/revoke,
 	// /browser/* and /v1/me/* together to this many requests per second per
-	// client address (with RateBurst), in this instance. Off by default: apps behind one proxy address would otherwise
-	// share one budget.
+	// client address (with RateBurst), in this instance. Off by default:
+	// apps behind one proxy address would otherwise share one budget.
 	RateLimit float64
 	RateBurst int
 	// TrustedProxyHeader names the header holding the client address set by

@@ -63,7 +63,8 @@ type Config struct {
 	SnapshotInterval  time.Duration
 	SnapshotMinEvents uint64
 	// RateLimit (requests/s per client address on /oauth2/token,
-	// /oauth2/revoke, /browser/* and /v1/me/*, 0 off), RateBurst, TrustedProxyHeader: see transport.Config.
+	// /oauth2/revoke, /browser/* and /v1/me/*, 0 off), RateBurst,
+	// TrustedProxyHeader: see transport.Config.
 	RateLimit          float64
 	RateBurst          int
 	TrustedProxyHeader string
