@@ -350,7 +350,6 @@ func TestSelfServiceSessions(t *testing.T) {
 	if st, _ := h.do("POST", "/v1/me/sessions/revoke-others", "application/json", `{"x":1}`, as(laptop.Access)); st != http.StatusBadRequest {
 		t.Fatalf("revoke-others with a body: %d", st)
 	}
-	_ = tablet
 	more := h.issue(`{"user_id":"alice","device":{"name":"desktop"}}`)
 	st, out = h.do("POST", "/v1/me/sessions/revoke-others", "", "", as(laptop.Access))
 	if st != http.StatusOK || out["revoked"] != float64(2) {
