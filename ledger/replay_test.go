@@ -20,6 +20,7 @@ import (
 	"github.com/sessionledger/sessionledger/eventstore"
 	"github.com/sessionledger/sessionledger/integrity"
 	"github.com/sessionledger/sessionledger/internal/ledgertest"
+	"github.com/sessionledger/sessionledger/internal/poll"
 	"github.com/sessionledger/sessionledger/ledger"
 )
 
@@ -101,9 +102,14 @@ func TestCopiesWithHeadersTheServerDoesNotReadChangeNothing(t *testing.T) {
 			"\n" + jetstream.ExpectedLastSubjSeqSubjHeader + ": " + m.Header.Get(jetstream.ExpectedLastSubjSeqSubjHeader) + "\r\n\r\n"
 		rawPublish(t, srv.ClientURL(), m.Subject, hdr, m.Data)
 	}
-	if now, _ := a.Store.LastSeq(ctx); now != last+uint64(len(copies)) {
-		t.Fatalf("the server stored %d of the %d copies: the test needs them stored", now-last, len(copies))
-	}
+	// PONG answers the publish, not the stream's store, which takes the
+	// copies in on its own goroutine: wait for them.
+	poll.Until(t, 5*time.Second, func() error {
+		if now, _ := a.Store.LastSeq(ctx); now != last+uint64(len(copies)) {
+			return fmt.Errorf("the server stored %d of the %d copies: the test needs them stored", now-last, len(copies))
+		}
+		return nil
+	})
 	if err := a.Proj.WaitApplied(ctx, last+uint64(len(copies))); err != nil {
 		t.Fatal(err)
 	}
