@@ -382,3 +382,47 @@ func short(s string) string {
 	}
 	return fmt.Sprintf("%q", s)
 }
+
+// SignJWS signs payload, a JSON object, as an RFC 7515 compact JWS with the
+// header {"alg","kid","typ"}: for tokens of other kinds than access tokens
+// (Security Event Tokens, typ "secevent+jwt"), by the same key code.
+func (k *Key) SignJWS(typ string, payload []byte) (string, error) {
+	h, err := json.Marshal(struct {
+		Alg string `json:"alg"`
+		Kid string `json:"kid"`
+		Typ string `json:"typ"`
+	}{k.alg, k.ID, typ})
+	if err != nil {
+		return "", fmt.Errorf("accesstoken: header: %w", err)
+	}
+	enc := base64.RawURLEncoding
+	buf := make([]byte, 0, enc.EncodedLen(len(h))+1+enc.EncodedLen(len(payload))+1+enc.EncodedLen(k.sigSize))
+	buf = enc.AppendEncode(buf, h)
+	buf = append(buf, '.')
+	buf = enc.AppendEncode(buf, payload)
+	sig, err := k.sign(buf)
+	if err != nil {
+		return "", fmt.Errorf("accesstoken: sign (%s): %w", k.alg, err)
+	}
+	buf = append(buf, '.')
+	buf = enc.AppendEncode(buf, sig)
+	return string(buf), nil
+}
+
+// JWKS returns the JSON Web Key Set of the public halves of keys, each once.
+func JWKS(keys ...*Key) ([]byte, error) {
+	set := jwk.Set{Keys: []jwk.Key{}}
+	seen := map[string]bool{}
+	for _, k := range keys {
+		if k == nil || seen[k.ID] {
+			continue
+		}
+		seen[k.ID] = true
+		set.Keys = append(set.Keys, k.jwk())
+	}
+	b, err := json.Marshal(set)
+	if err != nil {
+		return nil, fmt.Errorf("accesstoken: jwks: %w", err)
+	}
+	return b, nil
+}

@@ -63,6 +63,10 @@ type Targets struct {
 	Token      func(domain.TokenKeys)
 	Tag        func(current string, keys map[string][]byte) error
 	Checkpoint func(current integrity.CheckpointKey, public integrity.PublicKeys)
+	// SET gets the key that signs Security Event Tokens and every SET key
+	// (all stay published: a polled SET may be read long after it was
+	// signed).
+	SET func(active *accesstoken.Key, published []*accesstoken.Key) error
 }
 
 // Manager applies a ring's schedule: it hands the keys in force to their
@@ -170,6 +174,9 @@ func (m *Manager) Start(ctx context.Context) error {
 	if err := m.ensureAlgorithm(ctx); err != nil {
 		return err
 	}
+	if err := m.ensureSET(ctx); err != nil {
+		return err
+	}
 	if _, err := m.apply(); err != nil {
 		return err
 	}
@@ -200,6 +207,23 @@ func (m *Manager) ensureAlgorithm(ctx context.Context) error {
 	}
 	if created {
 		m.log.Info("signing key made for a new algorithm", "kid", rec.ID, "alg", rec.Alg, "signs_from", rec.ActivateAt)
+	}
+	return nil
+}
+
+// ensureSET makes the first SET key when there is none, active at once:
+// no SET was signed before it, so no receiver can be waiting for it.
+func (m *Manager) ensureSET(ctx context.Context) error {
+	if recs, _ := m.ring.Records(SET); len(recs) > 0 {
+		return nil
+	}
+	now := m.cfg.Now()
+	rec, created, err := m.ring.Rotate(ctx, SET, SETAlg, now, now, 0)
+	if err != nil {
+		return err
+	}
+	if created {
+		m.log.Info("SET signing key made", "kid", rec.ID, "alg", rec.Alg)
 	}
 	return nil
 }
@@ -284,8 +308,8 @@ func (m *Manager) Rotate(ctx context.Context, kind string) (Record, error) {
 	}
 	now := m.cfg.Now()
 	wait := m.cfg.Propagation
-	if kind == Signing {
-		wait = m.cfg.Prepublish
+	if kind == Signing || kind == SET {
+		wait = m.cfg.Prepublish // receivers cache the JWKS
 	}
 	rec, created, err := m.ring.Rotate(ctx, kind, m.cfg.SigningAlg, now, now.Add(wait), m.cfg.RetireAfter)
 	if err != nil {
@@ -381,6 +405,27 @@ func (m *Manager) apply() (next time.Time, err error) {
 		cur := Active(cp, now)
 		m.t.Checkpoint(integrity.CheckpointKey{ID: cur.ID, Private: ed25519.NewKeyFromSeed(cur.Secret)}, public)
 	}
+
+	set, _ := m.ring.Records(SET)
+	soonest(NextActivation(set, now))
+	if m.t.SET != nil && len(set) > 0 {
+		cur := Active(set, now)
+		var active *accesstoken.Key
+		keys := make([]*accesstoken.Key, 0, len(set))
+		for _, r := range set {
+			k, err := m.signingKey(r)
+			if err != nil {
+				return next, err
+			}
+			keys = append(keys, k)
+			if r.Gen == cur.Gen {
+				active = k
+			}
+		}
+		if err := m.t.SET(active, keys); err != nil {
+			return next, err
+		}
+	}
 	return next, nil
 }
 
@@ -419,6 +464,9 @@ func (m *Manager) Status() []Status {
 	var out []Status
 	for _, kind := range Kinds {
 		recs, _ := m.ring.Records(kind)
+		if len(recs) == 0 {
+			continue // no SET key yet
+		}
 		active := Active(recs, now)
 		windows := SigningWindows(recs, m.cfg.RetireAfter)
 		for i, r := range recs {
@@ -429,7 +477,7 @@ func (m *Manager) Status() []Status {
 			case r.Gen == active.Gen:
 				s.State = "active"
 			case kind != Signing:
-				s.State = "previous" // still accepted: tokens, events and checkpoints made under it
+				s.State = "previous" // still accepted: tokens, events, checkpoints and SETs made under it
 			case now.Before(windows[i].RetireAt):
 				s.State = "retiring"
 			default:

@@ -30,10 +30,18 @@ const (
 	Token      = "token"      // refresh-token digest and successor keys (domain.TokenKeys)
 	Tag        = "tag"        // tags appended events, seals snapshots (integrity.TagKeys)
 	Checkpoint = "checkpoint" // signs checkpoints (Ed25519 seed)
+	// SET signs the Security Event Tokens of the SSF transmitter (RS256,
+	// PKCS #8), a key of its own whatever signs access tokens. It has no
+	// generation 0: the first is made in the bucket at start (EnsureSET).
+	SET = "set"
 )
 
 // Kinds lists the kinds, in the order they are shown.
-var Kinds = []string{Signing, Token, Tag, Checkpoint}
+var Kinds = []string{Signing, Token, Tag, Checkpoint, SET}
+
+// SETAlg is the algorithm of SET keys, the one the CAEP Interoperability
+// Profile requires.
+const SETAlg = "RS256"
 
 // Record is one generation of one kind of key.
 type Record struct {

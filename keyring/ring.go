@@ -54,7 +54,7 @@ func New(c *Cipher, bucket Bucket, base []Record, log *slog.Logger) (*Ring, erro
 		r.records[b.Kind] = []Record{b}
 	}
 	for _, k := range Kinds {
-		if len(r.records[k]) == 0 {
+		if len(r.records[k]) == 0 && k != SET {
 			return nil, fmt.Errorf("keyring: no generation 0 of %s keys", k)
 		}
 	}
@@ -106,13 +106,16 @@ func (r *Ring) add(name string, value []byte) {
 // check refuses a record whose secret is not the right material for its kind.
 func (rec Record) check() error {
 	switch rec.Kind {
-	case Signing:
+	case Signing, SET:
 		k, err := accesstoken.ParsePrivateKey(rec.Secret)
 		if err != nil {
 			return err
 		}
 		if k.ID != rec.ID || k.Alg() != rec.Alg {
 			return errors.New("keyring: signing record's id or alg is not its key's")
+		}
+		if rec.Kind == SET && rec.Alg != SETAlg {
+			return errors.New("keyring: a SET record that is not " + SETAlg)
 		}
 	case Token:
 		if _, _, err := decodeTokenKeys(rec.Secret); err != nil {
@@ -145,17 +148,23 @@ func (r *Ring) Records(kind string) ([]Record, <-chan struct{}) {
 // with created false.
 func (r *Ring) Rotate(ctx context.Context, kind, alg string, now, activateAt time.Time, retireAfter time.Duration) (rec Record, created bool, err error) {
 	recs, _ := r.Records(kind)
-	if recs == nil {
+	var latest Record // SET keys start at generation 1
+	switch {
+	case len(recs) > 0:
+		latest = recs[len(recs)-1]
+	case kind != SET:
 		return Record{}, false, fmt.Errorf("keyring: unknown kind of key %q", kind)
 	}
-	latest := recs[len(recs)-1]
 	rec = Record{Kind: kind, Gen: latest.Gen + 1}
 	if kind == Signing {
 		rec.RetireAfter = retireAfter
 	}
 	generating := time.Now()
+	if kind == SET {
+		alg = SETAlg
+	}
 	switch kind {
-	case Signing:
+	case Signing, SET:
 		k, err := accesstoken.NewRandomKey(alg)
 		if err != nil {
 			return Record{}, false, err
