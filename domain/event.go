@@ -27,6 +27,12 @@ const (
 	TypeUserReactivated     EventType = "user.reactivated"
 )
 
+// Types lists every event type, sessions' first.
+var Types = []EventType{
+	TypeSessionIssued, TypeSessionRotated, TypeSessionReused, TypeSessionRevoked, TypeSessionExpired,
+	TypeUserSessionsRevoked, TypeUserDeactivated, TypeUserReactivated,
+}
+
 // IsUserEvent reports whether events of type t concern a user rather than one session.
 func (t EventType) IsUserEvent() bool {
 	switch t {

@@ -75,3 +75,13 @@ var RevocationSubjects = func() []string {
 	}
 	return out
 }()
+
+// TypeSubjects are the filters for every event of the types ts, of any user
+// and session.
+func TypeSubjects(ts []domain.EventType) []string {
+	out := make([]string, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, typeSubject(t))
+	}
+	return out
+}

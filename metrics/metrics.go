@@ -20,6 +20,11 @@ type Metrics struct {
 	httpDuration    *prometheus.HistogramVec
 	appendConflicts prometheus.Counter
 	appendRetries   prometheus.Counter
+	// Deliveries to webhooks and SSF streams, by endpoint id and kind.
+	deliveries       *prometheus.HistogramVec
+	deliveryFailures *prometheus.CounterVec
+	deliveryGiveUps  *prometheus.CounterVec
+	deliveryLag      *prometheus.GaugeVec
 }
 
 // State reports what the gauges read when scraped.
@@ -62,7 +67,25 @@ func New(state State) *Metrics {
 			Help: "Publishes sent again with the same Nats-Msg-Id (ack lost or timed out, stream momentarily unavailable).",
 		}),
 	}
+	m.deliveries = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "sessionledger_delivery_latency_seconds",
+		Help:    "Events delivered to a webhook or SSF push stream, by endpoint id and kind: time from when the stream stored the event to the receiver's 2xx.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 3600},
+	}, []string{"endpoint", "kind"})
+	m.deliveryFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sessionledger_delivery_attempts_failed_total",
+		Help: "Delivery attempts to a webhook or SSF push stream that failed (and were retried or given up), by endpoint id and kind.",
+	}, []string{"endpoint", "kind"})
+	m.deliveryGiveUps = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sessionledger_delivery_failures_total",
+		Help: "Events whose delivery was given up and recorded as a failure (GET /v1/deliveries/{id}/failures), by endpoint id and kind.",
+	}, []string{"endpoint", "kind"})
+	m.deliveryLag = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sessionledger_delivery_lag_events",
+		Help: "Events stored and not yet delivered to a webhook or SSF push stream, as the instance that delivered last saw it, by endpoint id and kind.",
+	}, []string{"endpoint", "kind"})
 	r.MustRegister(m.refreshes, m.refreshLatency, m.httpDuration, m.appendConflicts, m.appendRetries,
+		m.deliveries, m.deliveryFailures, m.deliveryGiveUps, m.deliveryLag,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if state.LiveSessions != nil {
 		r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -123,3 +146,32 @@ func (m *Metrics) AppendConflict() { m.appendConflicts.Inc() }
 
 // AppendRetry counts a publish sent again.
 func (m *Metrics) AppendRetry() { m.appendRetries.Inc() }
+
+// Delivered records an event delivered to endpoint, latency after it was stored.
+func (m *Metrics) Delivered(endpoint, kind string, latency time.Duration) {
+	m.deliveries.WithLabelValues(endpoint, kind).Observe(latency.Seconds())
+}
+
+// AttemptFailed counts a failed delivery attempt.
+func (m *Metrics) AttemptFailed(endpoint, kind string) {
+	m.deliveryFailures.WithLabelValues(endpoint, kind).Inc()
+}
+
+// GaveUp counts a delivery given up and recorded.
+func (m *Metrics) GaveUp(endpoint, kind string) {
+	m.deliveryGiveUps.WithLabelValues(endpoint, kind).Inc()
+}
+
+// Lag sets the events waiting for endpoint.
+func (m *Metrics) Lag(endpoint, kind string, pending uint64) {
+	m.deliveryLag.WithLabelValues(endpoint, kind).Set(float64(pending))
+}
+
+// Forget removes a deleted endpoint's series.
+func (m *Metrics) Forget(endpoint, _ string) {
+	l := prometheus.Labels{"endpoint": endpoint}
+	m.deliveries.DeletePartialMatch(l)
+	m.deliveryFailures.DeletePartialMatch(l)
+	m.deliveryGiveUps.DeletePartialMatch(l)
+	m.deliveryLag.DeletePartialMatch(l)
+}

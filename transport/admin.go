@@ -22,7 +22,10 @@ const timeFormat = time.RFC3339
 // decodeJSON reads the request body as one JSON value into v, refusing
 // unknown fields, trailing data, and text the decoder would repair
 // (checkJSONText).
-func decodeJSON(c echo.Context, v any) error {
+func decodeJSON(c echo.Context, v any) error { return decodeJSONWith(c, v, true) }
+
+// decodeJSONWith is decodeJSON, refusing unknown fields when strict.
+func decodeJSONWith(c echo.Context, v any, strict bool) error {
 	r := c.Request()
 	if !isMediaType(r, echo.MIMEApplicationJSON) {
 		return writeProblem(c, http.StatusUnsupportedMediaType, "Unsupported Media Type", "the body must be application/json")
@@ -42,7 +45,9 @@ func decodeJSON(c echo.Context, v any) error {
 		return writeProblem(c, http.StatusBadRequest, "Invalid JSON", err.Error())
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
+	if strict {
+		dec.DisallowUnknownFields()
+	}
 	if err := dec.Decode(v); err != nil {
 		return writeProblem(c, http.StatusBadRequest, "Invalid JSON", jsonProblem(err))
 	}

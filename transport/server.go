@@ -29,6 +29,7 @@ import (
 	"github.com/sessionledger/sessionledger/ledger"
 	"github.com/sessionledger/sessionledger/metrics"
 	"github.com/sessionledger/sessionledger/secrets"
+	"github.com/sessionledger/sessionledger/transmit"
 )
 
 // DefaultMaxBodyBytes bounds request bodies.
@@ -75,6 +76,10 @@ type Config struct {
 	// the origins (ParseOrigins) whose pages may sign in, refresh and sign
 	// out with the refresh cookie, and call the API with CORS.
 	BrowserOrigins []string
+	// Transmitter, when set, serves the SSF transmitter's endpoints
+	// (receivers' tokens or the admin token) and the admin API of
+	// webhooks, SSF receivers and deliveries.
+	Transmitter *transmit.Transmitter
 }
 
 // CheckpointKeysPath is where the checkpoint keys are served (a JWK Set).
@@ -180,6 +185,9 @@ func (s *Server) publicRoutes(e *echo.Echo) {
 	// With a separate admin listener, the admin token is not taken here.
 	e.POST("/oauth2/introspect", s.introspect, s.requireIntrospector(!s.cfg.SeparateAdmin), s.requireReady)
 	s.meRoutes(e)
+	if s.cfg.Transmitter != nil {
+		s.ssfRoutes(e)
+	}
 	if len(s.cfg.BrowserOrigins) > 0 {
 		s.browserRoutes(e)
 	}
@@ -201,6 +209,9 @@ func (s *Server) adminRoutes(e *echo.Echo) {
 	if s.cfg.Keys != nil {
 		admin.GET("/keys", s.listKeys)
 		admin.POST("/keys/:kind/rotate", s.rotateKey)
+	}
+	if s.cfg.Transmitter != nil {
+		s.transmitAdminRoutes(admin)
 	}
 }
 
@@ -240,7 +251,11 @@ func (s *Server) Routes() []string {
 // budget runs out; a client that goes away ends the request's context early.
 func (s *Server) deadline(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		ctx, cancel := context.WithTimeout(c.Request().Context(), s.ledger.RequestTimeout())
+		budget := s.ledger.RequestTimeout()
+		if strings.HasPrefix(c.Request().URL.Path, transmit.PollPath) {
+			budget += transmit.MaxLongPoll // a long poll waits up to that for a SET
+		}
+		ctx, cancel := context.WithTimeout(c.Request().Context(), budget)
 		defer cancel()
 		c.SetRequest(c.Request().WithContext(ctx))
 		return next(c)

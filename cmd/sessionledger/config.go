@@ -14,6 +14,7 @@ import (
 	"github.com/sessionledger/sessionledger/eventstore"
 	"github.com/sessionledger/sessionledger/keyring"
 	"github.com/sessionledger/sessionledger/ledger"
+	"github.com/sessionledger/sessionledger/transmit"
 	"github.com/sessionledger/sessionledger/transport"
 )
 
@@ -70,7 +71,15 @@ type Config struct {
 	TrustedProxyHeader string
 	// BrowserOrigins turns cookie mode on for these origins (transport.Config.BrowserOrigins).
 	BrowserOrigins []string
-	Replicas       int
+	// DeliveryAllowHosts, when set, are the only hosts webhooks and SSF
+	// push streams may be delivered to (transmit.ParseAllowList);
+	// DeliveryAllowLoopback lets them be on loopback over http (tests and
+	// local development); DeliveryRetryFor is how long a delivery is
+	// retried before it is recorded as failed.
+	DeliveryAllowHosts    string
+	DeliveryAllowLoopback bool
+	DeliveryRetryFor      time.Duration
+	Replicas              int
 	// CheckpointInterval is how often a signed checkpoint is appended while
 	// there are new events (0: never).
 	CheckpointInterval time.Duration
@@ -120,6 +129,7 @@ func DefaultConfig() Config {
 		MaxAccessTokenTTL:    ledger.DefaultMaxAccessTokenTTL,
 		KeyRetireLeeway:      time.Minute,
 		KeyPropagation:       keyring.DefaultPropagation,
+		DeliveryRetryFor:     transmit.DefaultRetryFor,
 	}
 }
 
@@ -144,6 +154,12 @@ func (c *Config) complete() error {
 		if err := transport.CheckCookieIssuer(c.Issuer); err != nil {
 			return err
 		}
+	}
+	if _, err := transmit.ParseAllowList(c.DeliveryAllowHosts); err != nil {
+		return fmt.Errorf("--delivery-allow-hosts: %w", err)
+	}
+	if c.DeliveryRetryFor <= 0 {
+		return errors.New("--delivery-retry-for must be positive")
 	}
 	if c.ReuseGrace < 0 {
 		return errors.New("--reuse-grace must not be negative")

@@ -21,7 +21,10 @@ Asks a running ledger, over its admin API, about its keys, or to rotate one
 kind of them. Kinds: signing (access-token signing key: in the JWKS
 --signing-key-prepublish before it signs), token (refresh-token digest and
 successor keys), tag (event tags and snapshot seals), checkpoint
-(checkpoint signatures); the last three take over after a few seconds.
+(checkpoint signatures), set (RS256 key of the Security Event Tokens the
+SSF transmitter sends: in /.well-known/ssf-jwks.json
+--signing-key-prepublish before it signs); token, tag and checkpoint take
+over after a few seconds.
 Nothing is logged out: older keys keep verifying what they made. Every
 instance of the ledger follows the same schedule.
 

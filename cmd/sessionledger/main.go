@@ -129,6 +129,9 @@ func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stder
 		cfg.BrowserOrigins = append(cfg.BrowserOrigins, strings.Split(v, ",")...) // repeated: all of them
 		return nil
 	})
+	fs.StringVar(&cfg.DeliveryAllowHosts, "delivery-allow-hosts", "", "the only hosts webhooks and SSF push streams may be delivered to (comma-separated names, *.example.com for subdomains); empty: any public host. https is required, and private addresses are refused, always")
+	fs.BoolVar(&cfg.DeliveryAllowLoopback, "delivery-allow-loopback", false, "let webhooks and SSF push streams be delivered to loopback addresses, over http too (tests and local development only)")
+	fs.DurationVar(&cfg.DeliveryRetryFor, "delivery-retry-for", cfg.DeliveryRetryFor, "how long a webhook or SSF push delivery is retried, from when the event was stored, before it is recorded as failed (GET /v1/deliveries/{id}/failures)")
 	fs.IntVar(&cfg.Replicas, "replicas", cfg.Replicas, "replicas of the stream when the ledger creates it")
 	fs.DurationVar(&cfg.CheckpointInterval, "checkpoint-interval", cfg.CheckpointInterval, "how often a signed checkpoint is appended while there are new events (0: never)")
 	fs.StringVar(&cfg.SigningAlg, "signing-alg", cfg.SigningAlg, "algorithm of the access-token signing key: EdDSA, ES256 or RS256 (RSA 2048); a change takes effect after --signing-key-prepublish")

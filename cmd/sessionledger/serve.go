@@ -26,6 +26,7 @@ import (
 	"github.com/sessionledger/sessionledger/ledger"
 	"github.com/sessionledger/sessionledger/metrics"
 	"github.com/sessionledger/sessionledger/secrets"
+	"github.com/sessionledger/sessionledger/transmit"
 	"github.com/sessionledger/sessionledger/transport"
 )
 
@@ -52,6 +53,10 @@ type Main struct {
 	stopKeys    context.CancelFunc // ends the key bucket watch and the rotation schedule
 	keysWatch   <-chan struct{}    // closed once the key bucket watch has stopped
 	keysStarted bool
+	transmitter *transmit.Transmitter
+	// transmitDone is closed once the transmitter's deliveries have
+	// stopped (they stop with stopKeys).
+	transmitDone chan struct{}
 
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -176,6 +181,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := ring.Load(ctx); err != nil {
 		return err
 	}
+	sets := &transmit.SETSigner{}
 	var tokenKeys atomic.Pointer[ledger.Ledger] // the ledger, once it exists, takes the refresh-token keys
 	m.keys, err = keyring.NewManager(ring, keyring.Config{
 		SigningAlg: cfg.SigningAlg, Rotation: cfg.SigningKeyRotation, Prepublish: cfg.SigningKeyPrepublish,
@@ -199,6 +205,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			checkpointKey.Store(&current)
 			checkpointPublic.Store(&public)
 		},
+		SET: sets.SetKeys,
 	})
 	if err != nil {
 		return err
@@ -259,6 +266,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.follower.Start()
 
+	if err := m.startTransmitter(keysCtx, keys, sets, mets); err != nil {
+		return err
+	}
+
 	clients, err := introspectionClientSource(cfg)
 	if err != nil {
 		return err
@@ -268,12 +279,47 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		AdminTokens: adminTokens, Issuer: cfg.Issuer, Logger: log, Ready: m.follower.Ready,
 		RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst, TrustedProxyHeader: cfg.TrustedProxyHeader,
 		BrowserOrigins: cfg.BrowserOrigins, Metrics: mets, CheckpointKeys: func() integrity.PublicKeys { return *checkpointPublic.Load() },
-		JWKSMaxAge: keyring.JWKSMaxAge(cfg.SigningKeyPrepublish), Keys: m.keys,
+		JWKSMaxAge: keyring.JWKSMaxAge(cfg.SigningKeyPrepublish), Keys: m.keys, Transmitter: m.transmitter,
 	})
 	if err != nil {
 		return err
 	}
 	return m.listen()
+}
+
+// startTransmitter starts delivering webhooks and SSF streams, on every
+// instance (each endpoint's durable consumer hands a message to one), until
+// ctx ends.
+func (m *Main) startTransmitter(ctx context.Context, keys *secrets.Set, sets *transmit.SETSigner, mets *metrics.Metrics) error {
+	cfg := m.Config
+	bucket, err := m.store.DeliveryBucket(ctx)
+	if err != nil {
+		return err
+	}
+	sealer, err := transmit.NewSealer(keys.KeyringKey)
+	if err != nil {
+		return err
+	}
+	hosts, err := transmit.ParseAllowList(cfg.DeliveryAllowHosts)
+	if err != nil {
+		return err
+	}
+	m.transmitter, err = transmit.New(transmit.Config{
+		Issuer: cfg.Issuer, Store: m.store, Bucket: bucket, Sealer: sealer, SETs: sets,
+		URLs:     transmit.URLPolicy{AllowHosts: hosts, AllowPrivate: cfg.DeliveryAllowLoopback},
+		RetryFor: cfg.DeliveryRetryFor, Observer: mets, Logger: m.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	m.transmitDone = make(chan struct{})
+	go func() {
+		defer close(m.transmitDone)
+		if err := m.transmitter.Run(ctx); err != nil {
+			m.Logger.Error("transmit: deliveries stopped", "err", err)
+		}
+	}()
+	return nil
 }
 
 // introspectionClientSource is the source of the introspection clients:
@@ -375,7 +421,7 @@ func (m *Main) Close() error {
 		m.wg.Wait()
 		if m.stopKeys != nil {
 			m.stopKeys() // before the connection closes under the watch
-			for _, done := range []<-chan struct{}{m.keysWatch, m.keysDone()} {
+			for _, done := range []<-chan struct{}{m.keysWatch, m.keysDone(), m.transmitDone} {
 				if done != nil {
 					select {
 					case <-done:
