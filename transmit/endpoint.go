@@ -77,8 +77,8 @@ type StreamConfig struct {
 	EventsDelivered []string `json:"events_delivered"`
 	Method          string   `json:"method"` // DeliveryPush or DeliveryPoll
 	// AuthorizationHeader is sent with each push, sealed.
-	AuthorizationHeader     string `json:"authorization_header,omitempty"`
-	Description string `json:"description,omitempty"`
+	AuthorizationHeader string `json:"authorization_header,omitempty"`
+	Description         string `json:"description,omitempty"`
 }
 
 // Pushed reports whether the endpoint's events are sent to it (a webhook

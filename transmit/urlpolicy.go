@@ -180,8 +180,10 @@ func (p URLPolicy) Client(timeout time.Duration) *http.Client {
 	}
 	return &http.Client{
 		Transport: &http.Transport{
-			Proxy:                  nil,
-			DialContext:            func(ctx context.Context, network, addr string) (net.Conn, error) { return dialer.DialContext(ctx, network, addr) },
+			Proxy: nil,
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				return dialer.DialContext(ctx, network, addr)
+			},
 			TLSClientConfig:        &tls.Config{MinVersion: tls.VersionTLS12},
 			TLSHandshakeTimeout:    5 * time.Second,
 			ResponseHeaderTimeout:  timeout,
