@@ -2,19 +2,23 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/sessionledger/sessionledger/transmit"
 	"github.com/sessionledger/sessionledger/transport"
 )
 
 // FuzzHTTPHandlers sends arbitrary requests to the token, revocation,
-// introspection, session and user endpoints of a real ledger, and to cookie
-// mode's and self-service's with their credentials. Whatever comes
+// introspection, session and user endpoints of a real ledger, to cookie
+// mode's and self-service's with their credentials, and to the SSF
+// transmitter's and the webhooks' with a receiver's or the admin token. Whatever comes
 // in, the answer is a JSON body with a status below 500, and no token is
 // echoed back.
 func FuzzHTTPHandlers(f *testing.F) {
@@ -23,6 +27,13 @@ func FuzzHTTPHandlers(f *testing.F) {
 	})
 	live := h.issue(`{"user_id":"fuzz"}`)
 	mine := h.issue(`{"user_id":"fuzz"}`)
+	receiver := h.mustAdmin("POST", "/v1/ssf/receivers", `{"name":"fuzz","audience":"https://rp.example"}`, http.StatusCreated)["token"].(string)
+	st, polled := h.do("POST", transmit.ConfigurationPath, "application/json", `{"delivery":{"method":"urn:ietf:rfc:8936"}}`,
+		http.Header{"Authorization": {"Bearer " + receiver}})
+	if st != http.StatusCreated {
+		f.Fatalf("poll stream: %d %v", st, polled)
+	}
+	pollPath := transmit.PollPath + polled["stream_id"].(string)
 	form := "application/x-www-form-urlencoded"
 	for _, seed := range []struct {
 		route       uint8
@@ -49,13 +60,23 @@ func FuzzHTTPHandlers(f *testing.F) {
 		{8, "", "eyJhbGciOiJub25lIn0.e30."},
 		{9, "", mine.ID},
 		{9, "", "../x"},
+		{10, "application/json", `{"delivery":{"method":"urn:ietf:rfc:8935","endpoint_url":"https://10.0.0.1/x"},"events_requested":["https://schemas.openid.net/secevent/caep/event-type/session-revoked"]}`},
+		{10, "application/json", `{"delivery":{"method":"urn:ietf:rfc:8936"},"aud":["a"],"description":"` + strings.Repeat("d", 300) + `"}`},
+		{11, "application/json", `{"stream_id":"` + polled["stream_id"].(string) + `","description":"x","events_requested":[]}`},
+		{12, "application/json", `{"maxEvents":1000,"ack":["x.y"],"setErrs":{"a":{"err":"invalid_key"}}}`},
+		{12, "application/json", `{"returnImmediately":true}`},
+		{13, "application/json", `{"url":"http://169.254.169.254/latest","events":["session.revoked"]}`},
+		{13, "application/json", `{"url":"https://hooks.example.com/x","events":["nope"]}`},
+		{14, "application/json", `{"stream_id":"` + polled["stream_id"].(string) + `","status":"paused"}`},
+		{15, "", "slsr_01JD3Z9V6Q4Q4WJ5X7K8M9N0PA_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"},
+		{16, "", polled["stream_id"].(string)},
 	} {
 		f.Add(seed.route, seed.contentType, []byte(seed.body))
 	}
 	handler := h.m.http.Handler
 	f.Fuzz(func(t *testing.T, route uint8, contentType string, body []byte) {
 		var req *http.Request
-		const routes = 10
+		const routes = 17
 		bearer := testAdminToken
 		switch route % routes {
 		case 0:
@@ -87,6 +108,29 @@ func FuzzHTTPHandlers(f *testing.F) {
 			req = httptest.NewRequest(http.MethodDelete, "/v1/me/sessions/x", nil)
 			req.URL.Path = "/v1/me/sessions/" + string(body)
 			bearer = mine.Access
+		case 10:
+			req = httptest.NewRequest(http.MethodPost, transmit.ConfigurationPath, bytes.NewReader(body))
+			bearer = receiver
+		case 11:
+			req = httptest.NewRequest(http.MethodPatch, transmit.ConfigurationPath, bytes.NewReader(body))
+			bearer = receiver
+		case 12:
+			// A deadline of its own, so that a long poll does not wait.
+			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			defer cancel()
+			req = httptest.NewRequestWithContext(ctx, http.MethodPost, pollPath, bytes.NewReader(body))
+			bearer = receiver
+		case 13:
+			req = httptest.NewRequest(http.MethodPost, "/v1/webhooks", bytes.NewReader(body))
+		case 14:
+			req = httptest.NewRequest(http.MethodPost, transmit.StatusPath, bytes.NewReader(body))
+			bearer = receiver
+		case 15:
+			req = httptest.NewRequest(http.MethodGet, transmit.ConfigurationPath, nil)
+			bearer = string(body)
+		case 16:
+			req = httptest.NewRequest(http.MethodGet, transmit.StatusPath+"?stream_id="+url.QueryEscape(string(body)), nil)
+			bearer = receiver
 		}
 		if contentType != "" {
 			req.Header.Set("Content-Type", contentType)
@@ -100,7 +144,7 @@ func FuzzHTTPHandlers(f *testing.F) {
 		if rec.Body.Len() > 0 && !json.Valid(rec.Body.Bytes()) {
 			t.Fatalf("route %d: body is not JSON: %q", route%routes, rec.Body.String())
 		}
-		if strings.Contains(rec.Body.String(), testAdminToken) || strings.Contains(rec.Body.String(), live.Refresh) && route%routes != 0 {
+		if strings.Contains(rec.Body.String(), testAdminToken) || strings.Contains(rec.Body.String(), receiver) || strings.Contains(rec.Body.String(), live.Refresh) && route%routes != 0 {
 			t.Fatalf("route %d: a token is echoed: %s", route%routes, rec.Body.String())
 		}
 	})
