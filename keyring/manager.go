@@ -230,6 +230,16 @@ func (m *Manager) ensureSET(ctx context.Context) error {
 
 func (m *Manager) loop(ctx context.Context) {
 	defer close(m.done)
+	// rotating is closed when the scheduled rotation under way (made in
+	// the background: an RSA key takes seconds to make, and meanwhile the
+	// keys in force must still be applied when they change) is over; nil
+	// when none is.
+	var rotating chan struct{}
+	defer func() {
+		if rotating != nil {
+			<-rotating
+		}
+	}()
 	for {
 		// The channel is taken before the records are read: a record that
 		// arrives while they are applied wakes the next round.
@@ -239,9 +249,13 @@ func (m *Manager) loop(ctx context.Context) {
 		if err != nil {
 			m.log.Error("keyring: keys not applied", "err", err)
 		}
-		if due, ok := m.rotationDue(); ok {
+		if due, ok := m.rotationDue(); ok && rotating == nil {
 			if !due.After(now) {
-				m.scheduledRotation(ctx, now)
+				rotating = make(chan struct{})
+				go func(done chan struct{}) {
+					defer close(done)
+					m.scheduledRotation(ctx, now)
+				}(rotating)
 				continue
 			}
 			if next.IsZero() || due.Before(next) {
@@ -258,6 +272,8 @@ func (m *Manager) loop(ctx context.Context) {
 		case <-ctx.Done():
 		case <-changed:
 		case <-timer:
+		case <-rotating: // nil (never ready) when no rotation is under way
+			rotating = nil
 		}
 		if t != nil {
 			t.Stop()
