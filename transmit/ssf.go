@@ -196,12 +196,14 @@ func (t *Transmitter) applyRequest(c Caller, ep *Endpoint, req StreamRequest, re
 		ep.Stream.Description = d
 	}
 	if len(req.Aud) > 0 && string(req.Aud) != "null" {
-		if !c.Admin {
-			return fmt.Errorf("%w: aud is set by the transmitter: a receiver's streams are for the audience it was registered with", ErrForbidden)
-		}
 		aud, err := parseAudience(req.Aud)
 		if err != nil {
 			return err
+		}
+		// A receiver may send back the configuration it read (aud is
+		// transmitter-supplied), but not change it.
+		if !c.Admin && !slices.Equal(aud, ep.Stream.Audience) {
+			return fmt.Errorf("%w: aud is set by the transmitter: a receiver's streams are for the audience it was registered with", ErrForbidden)
 		}
 		ep.Stream.Audience = aud
 	}
