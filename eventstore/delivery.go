@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sessionledger/sessionledger/domain"
@@ -185,9 +186,10 @@ func (b *DeliveryBucket) Watch(ctx context.Context, filter string, fn func(key s
 }
 
 // DeliveryAckWait is how long a delivery may take before the message goes
-// to another instance: longer than any attempt (its timeout) and the
-// signing before it.
-const DeliveryAckWait = 30 * time.Second
+// to another instance: longer than any attempt (its timeout, 10 s) and the
+// signing and acknowledgement around it. It is also how long the message an
+// instance held when it died waits before another has it.
+const DeliveryAckWait = 20 * time.Second
 
 // deliveryConsumer is the configuration of an endpoint's durable consumer:
 // from startSeq, explicit acks, one message outstanding at a time across
@@ -319,57 +321,70 @@ func (s *Store) deliverSome(ctx context.Context, name string, rd *reader, fn fun
 	if err != nil {
 		return false, err
 	}
-	// One message at a time (the consumer holds one outstanding anyway);
-	// short pulls and heartbeats so that a lost consumer is noticed soon.
-	it, err := cons.Messages(jetstream.PullMaxMessages(1), jetstream.PullExpiry(2*time.Second),
-		jetstream.PullHeartbeat(500*time.Millisecond), jetstream.WithMessagesErrOnMissingHeartbeat(true))
-	if err != nil {
-		return false, err
-	}
-	defer it.Stop()
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	for {
-		msg, err := it.Next()
+	// One message per pull, asked for when the one before is done, and each
+	// pull waited out to its end even when ctx ends: a message the server
+	// hands over is always handled, never left to its ack wait in a buffer
+	// nobody reads.
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
-			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-				return progressed, ErrDeliveryConsumerGone
+			return progressed, deliveryErr(err)
+		}
+		for msg := range batch.Messages() {
+			done, err := s.deliverOne(ctx, msg, rd, fn)
+			if err != nil {
+				return progressed, err
 			}
-			return progressed, err
+			progressed = progressed || done
 		}
-		md, err := msg.Metadata()
-		if err != nil {
-			_ = msg.Term()
-			continue
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return progressed, deliveryErr(err)
 		}
-		r, err := rd.record(msg, md)
-		if err != nil {
-			// Written by a newer version of the ledger: one of its
-			// instances delivers it.
-			_ = msg.NakWithDelay(5 * time.Second)
-			continue
-		}
-		v := fn(ctx, Delivery{Record: r, Stored: md.Timestamp, Attempt: md.NumDelivered, Pending: md.NumPending})
-		if ctx.Err() != nil {
-			// Shutting down (or the endpoint paused): handed back now, for
-			// an instance still up rather than after AckWait.
-			_ = msg.Nak()
-			return progressed, nil
-		}
-		if !v.Done {
-			_ = msg.NakWithDelay(v.Retry)
-			continue
-		}
-		// Acknowledged before the next message is asked for, and confirmed,
-		// so that a message is not delivered again once its successor was.
-		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err = msg.DoubleAck(actx)
-		cancel()
-		if err != nil {
-			return progressed, fmt.Errorf("eventstore: ack: %w", err)
-		}
-		progressed = true
 	}
+	return progressed, nil
+}
+
+// deliveryErr maps a pull's error: the consumer gone, or anything else to
+// wait out.
+func deliveryErr(err error) error {
+	if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return ErrDeliveryConsumerGone
+	}
+	return err
+}
+
+// deliverOne hands msg to fn and acknowledges it or asks for it again, as
+// fn decides; done reports an acknowledgement. A message handed over is
+// always finished, even when ctx ends meanwhile (fn's attempt is bounded by
+// its own timeout): one handed back instead would, across a restart of the
+// server, wait out its ack wait before anyone had it again.
+func (s *Store) deliverOne(ctx context.Context, msg jetstream.Msg, rd *reader, fn func(context.Context, Delivery) Verdict) (done bool, err error) {
+	ctx = context.WithoutCancel(ctx)
+	md, err := msg.Metadata()
+	if err != nil {
+		_ = msg.Term()
+		return false, nil
+	}
+	r, err := rd.record(msg, md)
+	if err != nil {
+		// Written by a newer version of the ledger: one of its instances
+		// delivers it.
+		_ = msg.NakWithDelay(5 * time.Second)
+		return false, nil
+	}
+	v := fn(ctx, Delivery{Record: r, Stored: md.Timestamp, Attempt: md.NumDelivered, Pending: md.NumPending})
+	if !v.Done {
+		_ = msg.NakWithDelay(v.Retry)
+		return false, nil
+	}
+	// Acknowledged before the next message is asked for, and confirmed, so
+	// that a message is not delivered again once its successor was.
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := msg.DoubleAck(actx); err != nil {
+		return false, fmt.Errorf("eventstore: ack: %w", err)
+	}
+	return true, nil
 }
 
 // ReadRecords returns the records of the messages matching filters after

@@ -118,8 +118,20 @@ func (t *Transmitter) work(ctx context.Context, w *worker) {
 // deliver sends one message to w's endpoint and says whether it is done.
 func (t *Transmitter) deliver(ctx context.Context, w *worker, d eventstore.Delivery) eventstore.Verdict {
 	ep := w.ep.Load()
+	// The endpoint as it is now, not as this instance's watch last saw it:
+	// a pause, a new URL or secret, or a deletion counts from the moment
+	// its request was answered.
+	switch cur, _, err := t.reg.Get(ctx, ep.ID); {
+	case errors.Is(err, ErrNotFound):
+		return eventstore.Verdict{Done: true} // deleted: its consumer goes too
+	case err == nil:
+		ep = cur
+	}
 	seq := d.Record.Seq
 	t.obs.Lag(ep.ID, ep.Kind, d.Pending+1)
+	if ep.Status == StatusPaused {
+		return eventstore.Verdict{Retry: time.Second} // held: this worker is stopping
+	}
 	if d.Record.Kind != domain.RecordEvent || ep.Status == StatusDisabled {
 		t.done(ctx, w, ep, seq, d.Pending)
 		return eventstore.Verdict{Done: true}
@@ -131,8 +143,6 @@ func (t *Transmitter) deliver(ctx context.Context, w *worker, d eventstore.Deliv
 	switch {
 	case err == nil:
 		t.obs.Delivered(ep.ID, ep.Kind, now.Sub(d.Stored))
-	case ctx.Err() != nil:
-		return eventstore.Verdict{} // shutting down: another instance takes it over
 	case errors.As(err, &perm) || now.Sub(d.Stored) >= t.cfg.RetryFor:
 		t.obs.AttemptFailed(ep.ID, ep.Kind)
 		t.obs.GaveUp(ep.ID, ep.Kind)

@@ -268,8 +268,8 @@ func (r *Registry) Watch(ctx context.Context, fn func(id string, ep *Endpoint)) 
 }
 
 // NewSecret adds a fresh signing secret to a webhook and returns it: the
-// only time it is shown. The previous current one keeps signing until
-// previousFor has passed (not at all when 0), and expired ones are dropped.
+// only time it is shown. The older ones keep signing until previousFor has
+// passed at most (not at all when 0), and expired ones are dropped.
 func (r *Registry) NewSecret(ep *Endpoint, previousFor time.Duration) (string, error) {
 	now := r.now().UTC()
 	secret, err := NewWebhookSecret()
@@ -281,9 +281,10 @@ func (r *Registry) NewSecret(ep *Endpoint, previousFor time.Duration) (string, e
 		return "", err
 	}
 	kept := []SealedSecret{{Sealed: sealed, Created: now}}
+	until := now.Add(previousFor)
 	for _, s := range ep.Secrets {
-		if s.Expires.IsZero() {
-			s.Expires = now.Add(previousFor)
+		if s.Expires.IsZero() || s.Expires.After(until) {
+			s.Expires = until // no older secret signs longer than this overlap
 		}
 		if s.Expires.After(now) {
 			kept = append(kept, s)

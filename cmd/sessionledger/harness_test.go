@@ -152,6 +152,7 @@ type rawResponse struct {
 	status      int
 	contentType string
 	body        string // trimmed of surrounding white space
+	header      http.Header
 }
 
 // raw sends a request and returns the answer as sent.
@@ -176,7 +177,7 @@ func (h *ledgerHarness) raw(method, path, contentType, body string, header http.
 	if err != nil {
 		h.t.Fatalf("%s %s: status %d, reading the body: %v", method, path, resp.StatusCode, err)
 	}
-	return rawResponse{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: string(bytes.TrimSpace(got))}
+	return rawResponse{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: string(bytes.TrimSpace(got)), header: resp.Header}
 }
 
 // do sends a request and returns the status and the decoded JSON body (nil if none).
