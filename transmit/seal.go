@@ -19,7 +19,10 @@ var ErrSealBroken = errors.New("transmit: a sealed secret does not open")
 // secrets, receivers' Authorization headers) with a key derived from the
 // keyring key: readable by the ledger only, and bound to the record they
 // belong to.
-type Sealer struct{ aead cipher.AEAD }
+type Sealer struct {
+	aead   cipher.AEAD
+	macKey []byte // tags receivers' access tokens
+}
 
 const sealPrefix = "v1."
 
@@ -38,7 +41,16 @@ func NewSealer(key []byte) (*Sealer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Sealer{aead: aead}, nil
+	mac = hmac.New(sha256.New, key)
+	mac.Write([]byte("sessionledger receiver access tokens v1"))
+	return &Sealer{aead: aead, macKey: mac.Sum(nil)}, nil
+}
+
+// tag is the HMAC-SHA256 of data under the access-token key.
+func (s *Sealer) tag(data string) []byte {
+	mac := hmac.New(sha256.New, s.macKey)
+	mac.Write([]byte(data))
+	return mac.Sum(nil)
 }
 
 // Seal encrypts plaintext for the record name (AES-256-GCM, name as

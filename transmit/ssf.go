@@ -52,7 +52,7 @@ func (t *Transmitter) Metadata() map[string]any {
 		"configuration_endpoint":     t.issuer + ConfigurationPath,
 		"status_endpoint":            t.issuer + StatusPath,
 		"verification_endpoint":      t.issuer + VerificationPath,
-		"authorization_schemes":      []map[string]string{{"spec_urn": "urn:ietf:rfc:6750"}},
+		"authorization_schemes":      []map[string]string{{"spec_urn": "urn:ietf:rfc:6749"}, {"spec_urn": "urn:ietf:rfc:6750"}},
 		"default_subjects":           "ALL",
 	}
 }
@@ -554,9 +554,19 @@ func (t *Transmitter) DeleteReceiver(ctx context.Context, id string) error {
 // ErrUnauthenticated: not a receiver's token.
 var ErrUnauthenticated = errors.New("transmit: not a receiver token")
 
-// Authenticate returns the receiver whose token this is; the secret is
-// compared in constant time, by its digest.
+// Authenticate returns the receiver a bearer token is of: its slsr_
+// token, or an access token it got from the token endpoint (oauth.go).
+// Secrets are compared in constant time.
 func (t *Transmitter) Authenticate(ctx context.Context, token string) (*Receiver, error) {
+	if strings.HasPrefix(token, AccessTokenPrefix) {
+		return t.authenticateAccess(ctx, token)
+	}
+	return t.authenticateSecret(ctx, token)
+}
+
+// authenticateSecret returns the receiver whose slsr_ token this is, by its
+// digest.
+func (t *Transmitter) authenticateSecret(ctx context.Context, token string) (*Receiver, error) {
 	rest, ok := strings.CutPrefix(token, ReceiverTokenPrefix)
 	id, secret, ok2 := strings.Cut(rest, "_")
 	if !ok || !ok2 || !validID(id) || len(secret) != 43 {
@@ -566,6 +576,21 @@ func (t *Transmitter) Authenticate(ctx context.Context, token string) (*Receiver
 	if err != nil {
 		return nil, ErrUnauthenticated
 	}
+	r, err := t.receiver(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(raw)
+	want, err := hex.DecodeString(r.Digest)
+	if err != nil || subtle.ConstantTimeCompare(sum[:], want) != 1 {
+		return nil, ErrUnauthenticated
+	}
+	return r, nil
+}
+
+// receiver returns the registered receiver id (ErrUnauthenticated if there
+// is none).
+func (t *Transmitter) receiver(ctx context.Context, id string) (*Receiver, error) {
 	b, _, err := t.reg.bucket.Get(ctx, receiverPrefix+id)
 	if err != nil {
 		if errors.Is(notFound(err), ErrNotFound) {
@@ -576,11 +601,6 @@ func (t *Transmitter) Authenticate(ctx context.Context, token string) (*Receiver
 	var r Receiver
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, err
-	}
-	sum := sha256.Sum256(raw)
-	want, err := hex.DecodeString(r.Digest)
-	if err != nil || subtle.ConstantTimeCompare(sum[:], want) != 1 {
-		return nil, ErrUnauthenticated
 	}
 	return &r, nil
 }

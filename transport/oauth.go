@@ -4,12 +4,14 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/sessionledger/sessionledger/domain"
 	"github.com/sessionledger/sessionledger/ledger"
+	"github.com/sessionledger/sessionledger/transmit"
 )
 
 // errBadForm carries an invalid_request description; it never holds a
@@ -98,7 +100,8 @@ func newTokenResponse(p ledger.TokenPair) tokenResponse {
 
 // token is POST /oauth2/token: grant_type=refresh_token (RFC 6749 §6). Client
 // credentials, if a client library sends them, are ignored: refresh tokens
-// belong to public clients and are themselves the credential.
+// belong to public clients and are themselves the credential. SSF receivers
+// use grant_type=client_credentials (receiverToken).
 func (s *Server) token(c echo.Context) error {
 	form, err := readForm(c)
 	if err != nil {
@@ -108,8 +111,13 @@ func (s *Server) token(c echo.Context) error {
 	case "":
 		return writeOAuthError(c, http.StatusBadRequest, "invalid_request", "grant_type is required")
 	case "refresh_token":
+	case "client_credentials":
+		if s.cfg.Transmitter != nil {
+			return s.receiverToken(c, form)
+		}
+		fallthrough
 	default:
-		return writeOAuthError(c, http.StatusBadRequest, "unsupported_grant_type", "only grant_type=refresh_token is supported")
+		return writeOAuthError(c, http.StatusBadRequest, "unsupported_grant_type", "only grant_type=refresh_token is supported, and client_credentials for SSF receivers")
 	}
 	rt, err := formToken(form, "refresh_token")
 	if err != nil {
@@ -206,4 +214,42 @@ func (s *Server) refresh(c echo.Context, rt string) (ledger.TokenPair, error) {
 		s.logFailure(c, "http: refresh failed", err)
 	}
 	return pair, err
+}
+
+// receiverToken answers grant_type=client_credentials (RFC 6749 §4.4) for an
+// SSF receiver: its id and token as client_secret_basic or
+// client_secret_post credentials, an optional scope; a short-lived access
+// token for the SSF endpoints.
+func (s *Server) receiverToken(c echo.Context, form url.Values) error {
+	id, secret, basic := basicCredentials(c.Request().Header.Get(echo.HeaderAuthorization))
+	if !basic {
+		var err error
+		if id, err = formToken(form, "client_id"); err == nil {
+			secret, err = formToken(form, "client_secret")
+		}
+		if err != nil {
+			return formError(c, err)
+		}
+	}
+	token, scopes, ttl, err := s.cfg.Transmitter.IssueAccessToken(s.ctx(c), id, secret, form.Get("scope"))
+	switch {
+	case errors.Is(err, transmit.ErrInvalidClient):
+		if basic {
+			c.Response().Header().Set("WWW-Authenticate", `Basic realm="sessionledger ssf", charset="UTF-8"`)
+		}
+		return writeOAuthError(c, http.StatusUnauthorized, "invalid_client", "not an SSF receiver's id and token")
+	case errors.Is(err, transmit.ErrInvalidScope):
+		return writeOAuthError(c, http.StatusBadRequest, "invalid_scope", strings.TrimPrefix(err.Error(), transmit.ErrInvalidScope.Error()+": "))
+	case err != nil:
+		a := lookup(err)
+		if a.status >= 500 {
+			s.logFailure(c, "http: receiver token failed", err)
+		}
+		return writeOAuthError(c, a.status, a.oauth, a.title)
+	}
+	c.Response().Header().Set("Cache-Control", "no-store")
+	c.Response().Header().Set("Pragma", "no-cache")
+	return c.JSON(http.StatusOK, map[string]any{
+		"access_token": token, "token_type": "Bearer", "expires_in": int(ttl.Seconds()), "scope": strings.Join(scopes, " "),
+	})
 }

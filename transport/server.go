@@ -128,7 +128,7 @@ func New(l *ledger.Ledger, signer *accesstoken.Signer, cfg Config) (*Server, err
 	}
 	s := &Server{ledger: l, signer: signer, log: cfg.Logger, cfg: cfg}
 	s.limit = s.rateLimiter()
-	if s.metadata, err = json.Marshal(metadata(strings.TrimRight(cfg.Issuer, "/"))); err != nil {
+	if s.metadata, err = json.Marshal(metadata(strings.TrimRight(cfg.Issuer, "/"), cfg.Transmitter != nil)); err != nil {
 		return nil, err
 	}
 
@@ -451,8 +451,8 @@ func (s *Server) checkpointKeys(c echo.Context) error {
 	return c.Blob(http.StatusOK, "application/jwk-set+json", b)
 }
 
-func metadata(issuer string) map[string]any {
-	return map[string]any{
+func metadata(issuer string, receivers bool) map[string]any {
+	m := map[string]any{
 		"issuer":                                        issuer,
 		"token_endpoint":                                issuer + "/oauth2/token",
 		"revocation_endpoint":                           issuer + "/oauth2/revoke",
@@ -464,6 +464,13 @@ func metadata(issuer string) map[string]any {
 		"revocation_endpoint_auth_methods_supported":    []string{"none"},
 		"introspection_endpoint_auth_methods_supported": []string{"client_secret_basic"},
 	}
+	if receivers {
+		// SSF receivers are confidential clients of the token endpoint.
+		m["grant_types_supported"] = []string{"refresh_token", "client_credentials"}
+		m["token_endpoint_auth_methods_supported"] = []string{"none", "client_secret_basic", "client_secret_post"}
+		m["scopes_supported"] = []string{transmit.ScopeManage, transmit.ScopeRead}
+	}
+	return m
 }
 
 func (s *Server) serverMetadata(c echo.Context) error {

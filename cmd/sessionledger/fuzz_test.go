@@ -43,6 +43,8 @@ func FuzzHTTPHandlers(f *testing.F) {
 		{0, form, "grant_type=refresh_token&refresh_token=" + url.QueryEscape(live.Refresh)},
 		{0, form, "grant_type=refresh_token&refresh_token=slrt_AAAA"},
 		{0, form, "grant_type=password"},
+		{0, form, "grant_type=client_credentials&client_id=01JD3Z9V6Q4Q4WJ5X7K8M9N0PA&client_secret=" + url.QueryEscape(receiver) + "&scope=ssf.read"},
+		{0, form, "grant_type=client_credentials&client_id=x&client_secret=slsr_x_y&scope=%zz"},
 		{0, "application/json", `{"grant_type":"refresh_token"}`},
 		{1, form, "token=" + url.QueryEscape(live.Access)},
 		{1, form, "token=%zz"},
