@@ -166,7 +166,7 @@ func eventsDelivered(requested []string) ([]string, error) {
 
 // applyRequest checks req and applies it to ep (a new stream when
 // ep.ID is empty); replace (PUT) requires every receiver-supplied member.
-func (t *Transmitter) applyRequest(c Caller, ep *Endpoint, req StreamRequest, replace bool) error {
+func (t *Transmitter) applyRequest(ctx context.Context, c Caller, ep *Endpoint, req StreamRequest, replace bool) error {
 	creating := ep.ID == ""
 	if creating || replace {
 		if req.Delivery == nil {
@@ -212,6 +212,9 @@ func (t *Transmitter) applyRequest(c Caller, ep *Endpoint, req StreamRequest, re
 		switch d.Method {
 		case DeliveryPush:
 			u, err := t.cfg.URLs.Check(d.EndpointURL)
+			if err == nil {
+				err = t.cfg.URLs.CheckResolved(ctx, u)
+			}
 			if err != nil {
 				return invalid("delivery.endpoint_url: %v", err)
 			}
@@ -261,7 +264,7 @@ func (t *Transmitter) CreateStream(ctx context.Context, c Caller, req StreamRequ
 			return Stream{}, fmt.Errorf("%w: at most %d streams per receiver", ErrLimit, MaxStreamsPerReceiver)
 		}
 	}
-	if err := t.applyRequest(c, ep, req, false); err != nil {
+	if err := t.applyRequest(ctx, c, ep, req, false); err != nil {
 		return Stream{}, err
 	}
 	auth := ep.Stream.AuthorizationHeader
@@ -327,7 +330,7 @@ func (t *Transmitter) UpdateStream(ctx context.Context, c Caller, req StreamRequ
 		if !c.may(ep) {
 			return ErrNotFound
 		}
-		if err := t.applyRequest(c, ep, req, replace); err != nil {
+		if err := t.applyRequest(ctx, c, ep, req, replace); err != nil {
 			return err
 		}
 		if req.Delivery != nil {

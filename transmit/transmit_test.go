@@ -2,6 +2,7 @@ package transmit_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -183,6 +184,26 @@ func TestURLPolicyCheck(t *testing.T) {
 		if err != nil && !errors.Is(err, transmit.ErrURLRefused) {
 			t.Errorf("Check(%.60q): %v does not wrap ErrURLRefused", c.url, err)
 		}
+	}
+}
+
+// TestURLPolicyCheckResolved: a name that resolves to loopback now is
+// refused when it is given, unless loopback is allowed; a name that does
+// not resolve is left to delivery.
+func TestURLPolicyCheckResolved(t *testing.T) {
+	u, err := transmit.URLPolicy{}.Check("https://localhost.:8443/x") // a trailing dot: not the name Check knows
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := (transmit.URLPolicy{}).CheckResolved(context.Background(), u); !errors.Is(err, transmit.ErrURLRefused) {
+		t.Fatalf("localhost. resolving to loopback: %v, want ErrURLRefused", err)
+	}
+	if err := (transmit.URLPolicy{AllowPrivate: true}).CheckResolved(context.Background(), u); err != nil {
+		t.Fatalf("with loopback allowed: %v", err)
+	}
+	nx, _ := transmit.URLPolicy{}.Check("https://no-such-host.invalid/x")
+	if err := (transmit.URLPolicy{}).CheckResolved(context.Background(), nx); err != nil {
+		t.Fatalf("a name that does not resolve: %v", err)
 	}
 }
 

@@ -196,3 +196,28 @@ func (p URLPolicy) Client(timeout time.Duration) *http.Client {
 		Timeout:       timeout,
 	}
 }
+
+// CheckResolved refuses u when its host resolves, now, to an address the
+// delivery client would refuse to dial: so that a name of an internal host
+// gets a clear 400 when it is given rather than failed deliveries later. A
+// name that does not resolve now is let through (delivery dials again, and
+// checks again, each time).
+func (p URLPolicy) CheckResolved(ctx context.Context, u *url.URL) error {
+	host := strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
+	if _, err := netip.ParseAddr(host); err == nil {
+		return nil // checked by Check
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return nil
+	}
+	for _, a := range addrs {
+		a = a.Unmap()
+		if IsPrivateAddr(a) && !(p.AllowPrivate && a.IsLoopback()) {
+			return refused("the host resolves to a private, local or reserved address")
+		}
+	}
+	return nil
+}

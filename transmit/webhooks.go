@@ -63,6 +63,9 @@ func parseEventTypes(events []string) ([]domain.EventType, error) {
 // recorded from now on, and returns it with its signing secret.
 func (t *Transmitter) CreateWebhook(ctx context.Context, rawURL string, events []string) (Webhook, error) {
 	u, err := t.cfg.URLs.Check(rawURL)
+	if err == nil {
+		err = t.cfg.URLs.CheckResolved(ctx, u)
+	}
 	if err != nil {
 		return Webhook{}, invalid("url: %v", err)
 	}
