@@ -258,18 +258,10 @@ func (s *Signer) Sign(c Claims) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("accesstoken: sign: %w", err)
 	}
-	enc := base64.RawURLEncoding
-	h := k.header
-	buf := make([]byte, 0, len(h)+1+enc.EncodedLen(len(payload))+1+enc.EncodedLen(k.sigSize))
-	buf = append(buf, h...)
-	buf = append(buf, '.')
-	buf = enc.AppendEncode(buf, payload)
-	sig, err := k.sign(buf)
+	buf, err := k.compact(k.header, payload)
 	if err != nil {
-		return "", fmt.Errorf("accesstoken: sign (%s): %w", k.alg, err)
+		return "", err
 	}
-	buf = append(buf, '.')
-	buf = enc.AppendEncode(buf, sig)
 	if len(buf) > MaxTokenLength {
 		return "", fmt.Errorf("accesstoken: sign: the token would be %d bytes, more than MaxTokenLength (%d)", len(buf), MaxTokenLength)
 	}

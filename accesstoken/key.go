@@ -395,18 +395,27 @@ func (k *Key) SignJWS(typ string, payload []byte) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("accesstoken: header: %w", err)
 	}
+	b, err := k.compact(base64.RawURLEncoding.EncodeToString(h), payload)
+	if err != nil {
+		return "", err
+	}
+	return string(b), nil
+}
+
+// compact returns the RFC 7515 compact serialization of payload signed by
+// k under the encoded header h.
+func (k *Key) compact(h string, payload []byte) ([]byte, error) {
 	enc := base64.RawURLEncoding
-	buf := make([]byte, 0, enc.EncodedLen(len(h))+1+enc.EncodedLen(len(payload))+1+enc.EncodedLen(k.sigSize))
-	buf = enc.AppendEncode(buf, h)
+	buf := make([]byte, 0, len(h)+1+enc.EncodedLen(len(payload))+1+enc.EncodedLen(k.sigSize))
+	buf = append(buf, h...)
 	buf = append(buf, '.')
 	buf = enc.AppendEncode(buf, payload)
 	sig, err := k.sign(buf)
 	if err != nil {
-		return "", fmt.Errorf("accesstoken: sign (%s): %w", k.alg, err)
+		return nil, fmt.Errorf("accesstoken: sign (%s): %w", k.alg, err)
 	}
 	buf = append(buf, '.')
-	buf = enc.AppendEncode(buf, sig)
-	return string(buf), nil
+	return enc.AppendEncode(buf, sig), nil
 }
 
 // JWKS returns the JSON Web Key Set of the public halves of keys, each once.

@@ -144,45 +144,19 @@ func (b *DeliveryBucket) List(ctx context.Context, filter string) (map[string][]
 // again after a lost watch, starting over with the current values. done is
 // closed once it has stopped.
 func (b *DeliveryBucket) Watch(ctx context.Context, filter string, fn func(key string, value []byte)) (done <-chan struct{}, err error) {
-	w, err := b.kv.Watch(ctx, filter)
+	done, err = followKV(ctx, func(ctx context.Context) (jetstream.KeyWatcher, error) {
+		return b.kv.Watch(ctx, filter)
+	}, func(e jetstream.KeyValueEntry) {
+		if e.Operation() != jetstream.KeyValuePut {
+			fn(e.Key(), nil)
+			return
+		}
+		fn(e.Key(), e.Value())
+	})
 	if err != nil {
 		return nil, fmt.Errorf("eventstore: watch %s: %w", filter, err)
 	}
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		defer func() { w.Stop() }()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					w.Stop()
-					for ctx.Err() == nil {
-						if w, err = b.kv.Watch(ctx, filter); err == nil {
-							break
-						}
-						select {
-						case <-ctx.Done():
-							return
-						case <-time.After(time.Second):
-						}
-					}
-					continue
-				}
-				if e == nil {
-					continue
-				}
-				if e.Operation() != jetstream.KeyValuePut {
-					fn(e.Key(), nil)
-				} else {
-					fn(e.Key(), e.Value())
-				}
-			}
-		}
-	}()
-	return stopped, nil
+	return done, nil
 }
 
 // DeliveryAckWait is how long a delivery may take before the message goes

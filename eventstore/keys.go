@@ -78,7 +78,17 @@ func (b *KeyBucket) All(ctx context.Context) (map[string][]byte, error) {
 // ends; it watches again if the watch ends early (a lost connection). done
 // is closed once the watch has stopped.
 func (b *KeyBucket) Watch(ctx context.Context, fn func(name string, value []byte)) (done <-chan struct{}, err error) {
-	w, err := b.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	return followKV(ctx, func(ctx context.Context) (jetstream.KeyWatcher, error) {
+		return b.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	}, func(e jetstream.KeyValueEntry) { fn(e.Key(), e.Value()) })
+}
+
+// followKV runs a key-value watch opened by open, calling fn with each
+// entry, until ctx ends; a watch that ends early (a lost connection) is
+// opened again, once a second until it opens. done is closed once it has
+// stopped.
+func followKV(ctx context.Context, open func(context.Context) (jetstream.KeyWatcher, error), fn func(jetstream.KeyValueEntry)) (done <-chan struct{}, err error) {
+	w, err := open(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -94,7 +104,7 @@ func (b *KeyBucket) Watch(ctx context.Context, fn func(name string, value []byte
 				if !ok {
 					w.Stop()
 					for ctx.Err() == nil {
-						if w, err = b.kv.WatchAll(ctx, jetstream.IgnoreDeletes()); err == nil {
+						if w, err = open(ctx); err == nil {
 							break
 						}
 						select {
@@ -106,7 +116,7 @@ func (b *KeyBucket) Watch(ctx context.Context, fn func(name string, value []byte
 					continue
 				}
 				if e != nil {
-					fn(e.Key(), e.Value())
+					fn(e)
 				}
 			}
 		}
