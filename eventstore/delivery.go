@@ -122,21 +122,11 @@ func (b *DeliveryBucket) List(ctx context.Context, filter string) (map[string][]
 		return nil, fmt.Errorf("eventstore: list %s: %w", filter, err)
 	}
 	defer w.Stop()
-	out := map[string][]byte{}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil, fmt.Errorf("eventstore: list %s: the watch ended", filter)
-			}
-			if e == nil {
-				return out, nil // the current values are all in
-			}
-			out[e.Key()] = e.Value()
-		}
+	out, err := currentKV(ctx, w)
+	if err != nil {
+		return nil, fmt.Errorf("eventstore: list %s: %w", filter, err)
 	}
+	return out, nil
 }
 
 // Watch calls fn with every key matching filter and its value, then with

@@ -57,6 +57,15 @@ func (b *KeyBucket) All(ctx context.Context) (map[string][]byte, error) {
 		return nil, err
 	}
 	defer w.Stop()
+	out, err := currentKV(ctx, w)
+	if err != nil {
+		return nil, fmt.Errorf("eventstore: key bucket: %w", err)
+	}
+	return out, nil
+}
+
+// currentKV reads the current values a new watch w delivers first, by key.
+func currentKV(ctx context.Context, w jetstream.KeyWatcher) (map[string][]byte, error) {
 	out := map[string][]byte{}
 	for {
 		select {
@@ -64,10 +73,10 @@ func (b *KeyBucket) All(ctx context.Context) (map[string][]byte, error) {
 			return nil, ctx.Err()
 		case e, ok := <-w.Updates():
 			if !ok {
-				return nil, errors.New("eventstore: key bucket watch ended")
+				return nil, errors.New("the watch ended")
 			}
 			if e == nil {
-				return out, nil // the initial values are all in
+				return out, nil // the current values are all in
 			}
 			out[e.Key()] = e.Value()
 		}
