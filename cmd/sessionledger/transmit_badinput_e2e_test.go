@@ -159,6 +159,10 @@ func TestTransmitBadInput(t *testing.T) {
 			t.Errorf("%s %s %s: %d %v, want %d", c.method, c.path, c.body, st, out, c.want)
 		}
 	}
+	// An oversized configuration is refused before it is read.
+	if st, _ := h.do("POST", transmit.ConfigurationPath, "application/json", `{"description":"`+strings.Repeat("x", 70<<10)+`"}`, a); st != http.StatusRequestEntityTooLarge {
+		t.Errorf("a 70 KiB stream configuration: %d, want 413", st)
+	}
 	// A push stream is not polled.
 	push := ssfDo(t, h, a, "POST", transmit.ConfigurationPath, `{"delivery":{"method":"urn:ietf:rfc:8935","endpoint_url":"https://hooks.example.com/ssf"}}`, http.StatusCreated)["stream_id"].(string)
 	if st, _ := h.do("POST", transmit.PollPath+push, "application/json", `{}`, a); st != http.StatusBadRequest {

@@ -294,8 +294,46 @@ func TestDeliveryFailureRecordedAndReplayed(t *testing.T) {
 		t.Fatalf("deliveries: %v", eps)
 	}
 	metrics := h.raw("GET", "/metrics", "", "", adminHeader).body
-	if !strings.Contains(metrics, `sessionledger_delivery_failures_total{endpoint="`+id+`",kind="webhook"} 1`) {
-		t.Fatalf("the failure is not counted in /metrics:\n%s", grepLines(metrics, "delivery"))
+	for _, want := range []string{
+		`sessionledger_delivery_failures_total{endpoint="` + id + `",kind="webhook"} 1`,
+		`sessionledger_delivery_lag_events{endpoint="` + id + `",kind="webhook"} 0`,
+		`sessionledger_delivery_latency_seconds_count{endpoint="` + id + `",kind="webhook"} 1`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Fatalf("/metrics lacks %s:\n%s", want, grepLines(metrics, "delivery"))
+		}
+	}
+}
+
+// TestSSFPushRefusedIsNotRetried: a push receiver that answers 400 with an
+// RFC 8935 error refuses that SET for good: it is recorded at once, with
+// the receiver's error code, and not sent again.
+func TestSSFPushRefusedIsNotRetried(t *testing.T) {
+	h := boot(t, "", func(c *Config) { c.DeliveryAllowLoopback = true })
+	rcv := newHookServer(t)
+	rcv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rcv.mu.Lock()
+		rcv.reqs = append(rcv.reqs, hookRequest{Status: 400, At: time.Now()})
+		rcv.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = w.Write([]byte(`{"err":"invalid_audience","description":"not for us"}`))
+	})
+	auth := ssfReceiver(t, h, "https://rp.example")
+	id := ssfDo(t, h, auth, "POST", transmit.ConfigurationPath, `{"delivery":{"method":"urn:ietf:rfc:8935","endpoint_url":"`+rcv.URL+`"}}`, http.StatusCreated)["stream_id"].(string)
+	revokeN(t, 1, h)
+	var failures []any
+	poll.For(t, 10*time.Second, func() bool {
+		failures, _ = h.mustAdmin("GET", "/v1/deliveries/"+id+"/failures", "", http.StatusOK)["failures"].([]any)
+		return len(failures) == 1
+	}, func() string { return "the refused SET was not recorded" })
+	f := failures[0].(map[string]any)
+	if f["attempts"] != 1.0 || !strings.Contains(f["error"].(string), `HTTP 400 ("invalid_audience")`) {
+		t.Fatalf("failure %v", f)
+	}
+	time.Sleep(1500 * time.Millisecond) // past the first backoff
+	if n := rcv.count(); n != 1 {
+		t.Fatalf("the refused SET was sent %d times", n)
 	}
 }
 
