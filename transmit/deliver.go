@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -257,10 +258,20 @@ func (t *Transmitter) pushSET(ctx context.Context, ep *Endpoint, set string) err
 		h.Set("Authorization", string(auth))
 	}
 	status, err := t.post(ctx, ep.URL, h, []byte(set))
-	if err != nil && status == http.StatusBadRequest {
+	if err != nil && status == http.StatusBadRequest && !retryable(err) {
 		return &permanentError{msg: err.Error()}
 	}
 	return err
+}
+
+// retryable reports whether an RFC 8935 error (a 400 whose err post
+// quoted) may pass: access_denied and authentication_failed are about
+// the credentials, which the receiver may put right; the other codes
+// (invalid_request, invalid_key, invalid_issuer, invalid_audience) are
+// about the SET, which another attempt does not change.
+func retryable(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, `("access_denied")`) || strings.Contains(msg, `("authentication_failed")`)
 }
 
 // post sends body to target, and reads at most a little of the answer. An

@@ -82,6 +82,7 @@ type caepEvent struct {
 // stream (its audience) from it.
 type signal struct {
 	jti   string
+	txn   string // the ledger event's id: shared by the SETs of one event
 	typ   string
 	sub   *subject
 	event caepEvent
@@ -94,7 +95,7 @@ func signals(issuer string, e domain.Event, userID string, events []string) []si
 	session := &subject{Format: "complex", User: user, Session: &subject{Format: "opaque", ID: e.SessionID}}
 	ts := e.Time.Unix()
 	revoked := func(sub *subject, entity, reason string) signal {
-		return signal{jti: e.ID + ".session-revoked", typ: EventSessionRevoked, sub: sub, event: caepEvent{
+		return signal{jti: e.ID + ".session-revoked", txn: e.ID, typ: EventSessionRevoked, sub: sub, event: caepEvent{
 			EventTimestamp: ts, InitiatingEntity: entity, ReasonAdmin: map[string]string{"en": reason},
 		}}
 	}
@@ -130,7 +131,7 @@ func signals(issuer string, e domain.Event, userID string, events []string) []si
 		out = append(out, revoked(user, entity, "Every session of the user was revoked."))
 	case domain.UserDeactivated:
 		out = append(out, revoked(user, "admin", "The user was deactivated: every session is revoked and no new one is issued."))
-		out = append(out, signal{jti: e.ID + ".credential-change", typ: EventCredentialChange, sub: user, event: caepEvent{
+		out = append(out, signal{jti: e.ID + ".credential-change", txn: e.ID, typ: EventCredentialChange, sub: user, event: caepEvent{
 			EventTimestamp: ts, InitiatingEntity: "admin",
 			CredentialType: "app", ChangeType: "revoke",
 			ReasonAdmin: map[string]string{"en": "The user was deactivated: the sessions' refresh tokens are revoked."},
@@ -195,7 +196,7 @@ func audience(aud []string) any {
 // signSignal returns the SET of sig for a stream with audience aud.
 func (t *Transmitter) signSignal(sig signal, aud []string, now time.Time) (string, error) {
 	return t.sets.sign(setClaims{
-		Iss: t.issuer, Jti: sig.jti, Iat: now.Unix(), Aud: audience(aud), SubID: sig.sub,
+		Iss: t.issuer, Jti: sig.jti, Txn: sig.txn, Iat: now.Unix(), Aud: audience(aud), SubID: sig.sub,
 		Events: map[string]any{sig.typ: sig.event},
 	})
 }

@@ -51,7 +51,7 @@ func TestSignals(t *testing.T) {
 		var entities, types []string
 		for _, s := range got {
 			entities, types = append(entities, s.event.InitiatingEntity), append(types, s.typ)
-			if s.event.ReasonAdmin["en"] == "" || s.event.EventTimestamp != 1700000000 {
+			if s.event.ReasonAdmin["en"] == "" || s.event.EventTimestamp != 1700000000 || s.txn != c.e.ID {
 				t.Errorf("%s: event %+v", c.name, s.event)
 			}
 			if want := c.e.ID + "." + strings.TrimPrefix(s.typ, "https://schemas.openid.net/secevent/caep/event-type/"); s.jti != want {
@@ -186,5 +186,22 @@ func TestSETSigner(t *testing.T) {
 	}
 	if !published {
 		t.Fatal("the key that signed before the rotation is not published after it")
+	}
+}
+
+// TestRetryable: of RFC 8935's error codes, the credential ones may pass
+// and are retried; the others are about the SET and are not.
+func TestRetryable(t *testing.T) {
+	for code, want := range map[string]bool{
+		"access_denied": true, "authentication_failed": true,
+		"invalid_request": false, "invalid_key": false, "invalid_issuer": false, "invalid_audience": false, "": false,
+	} {
+		msg := "POST rp.example: HTTP 400"
+		if code != "" {
+			msg += ` ("` + code + `")`
+		}
+		if got := retryable(errors.New(msg)); got != want {
+			t.Errorf("retryable(%s) = %v, want %v", code, got, want)
+		}
 	}
 }

@@ -168,11 +168,14 @@ func eventsDelivered(requested []string) ([]string, error) {
 // ep.ID is empty); replace (PUT) requires every receiver-supplied member.
 func (t *Transmitter) applyRequest(ctx context.Context, c Caller, ep *Endpoint, req StreamRequest, replace bool) error {
 	creating := ep.ID == ""
-	if creating || replace {
+	if creating && req.Delivery == nil {
+		req.Delivery = &StreamDelivery{Method: DeliveryPoll} // SSF 1.0 §8.1.1.1: no delivery means poll
+	}
+	if replace {
 		if req.Delivery == nil {
 			return invalid("delivery is required")
 		}
-		if req.EventsRequested == nil && replace {
+		if req.EventsRequested == nil {
 			return invalid("events_requested is required")
 		}
 	}
@@ -203,7 +206,7 @@ func (t *Transmitter) applyRequest(ctx context.Context, c Caller, ep *Endpoint, 
 		// A receiver may send back the configuration it read (aud is
 		// transmitter-supplied), but not change it.
 		if !c.Admin && !slices.Equal(aud, ep.Stream.Audience) {
-			return fmt.Errorf("%w: aud is set by the transmitter: a receiver's streams are for the audience it was registered with", ErrForbidden)
+			return invalid("aud is set by the transmitter: a receiver's streams are for the audience it was registered with")
 		}
 		ep.Stream.Audience = aud
 	}

@@ -16,7 +16,6 @@ import (
 // Errors of the transmitter's operations, for the API to map; each is
 // wrapped with a detail a user may be shown.
 var (
-	ErrForbidden = errors.New("transmit: not allowed")
 	ErrTooSoon   = errors.New("transmit: too soon")
 	ErrLimit     = errors.New("transmit: limit reached")
 )

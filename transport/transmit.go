@@ -104,8 +104,6 @@ func (s *Server) transmitError(c echo.Context, err error) error {
 		return writeProblem(c, http.StatusNotFound, "Not Found", "no such stream, webhook or receiver")
 	case errors.Is(err, transmit.ErrInvalid):
 		return writeProblem(c, http.StatusBadRequest, "Invalid request", msg(transmit.ErrInvalid))
-	case errors.Is(err, transmit.ErrForbidden):
-		return writeProblem(c, http.StatusForbidden, "Forbidden", msg(transmit.ErrForbidden))
 	case errors.Is(err, transmit.ErrTooSoon):
 		c.Response().Header().Set("Retry-After", strconv.Itoa(transmit.MinVerificationInterval))
 		return writeProblem(c, http.StatusTooManyRequests, "Too Many Requests", msg(transmit.ErrTooSoon))
@@ -117,6 +115,7 @@ func (s *Server) transmitError(c echo.Context, err error) error {
 
 func (s *Server) getStreams(c echo.Context) error {
 	t, caller := s.cfg.Transmitter, ssfCaller(c)
+	c.Response().Header().Set("Cache-Control", "no-store")
 	if id := c.QueryParam("stream_id"); id != "" {
 		st, err := t.GetStream(s.ctx(c), caller, id)
 		if err != nil {

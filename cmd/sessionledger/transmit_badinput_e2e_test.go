@@ -100,7 +100,7 @@ func TestTransmitBadInput(t *testing.T) {
 		want               int
 		detail             string
 	}{
-		{"no delivery", "POST", `{}`, 400, "delivery is required"},
+		{"replace without delivery", "PUT", `{"stream_id":"` + id + `","events_requested":["` + transmit.EventSessionRevoked + `"]}`, 400, "delivery is required"},
 		{"unknown method", "POST", `{"delivery":{"method":"urn:example:smoke-signals"}}`, 400, "delivery.method"},
 		{"private push", "POST", `{"delivery":{"method":"urn:ietf:rfc:8935","endpoint_url":"https://192.168.1.1/x"}}`, 400, "private"},
 		{"loopback push", "POST", `{"delivery":{"method":"urn:ietf:rfc:8935","endpoint_url":"` + internal.URL + `"}}`, 400, "https"},
@@ -110,7 +110,7 @@ func TestTransmitBadInput(t *testing.T) {
 		{"no supported event", "POST", `{"delivery":{"method":"urn:ietf:rfc:8936"},"events_requested":["https://schemas.openid.net/secevent/caep/event-type/device-compliance-change"]}`, 400, "none of events_requested"},
 		{"too many events", "POST", `{"delivery":{"method":"urn:ietf:rfc:8936"},"events_requested":[` + strings.TrimSuffix(strings.Repeat(`"urn:x",`, 40), ",") + `]}`, 400, "more than"},
 		{"long description", "POST", `{"delivery":{"method":"urn:ietf:rfc:8936"},"description":"` + strings.Repeat("d", 300) + `"}`, 400, "description"},
-		{"another audience", "POST", `{"delivery":{"method":"urn:ietf:rfc:8936"},"aud":"https://b.example"}`, 403, "aud is set by the transmitter"},
+		{"another audience", "POST", `{"delivery":{"method":"urn:ietf:rfc:8936"},"aud":"https://b.example"}`, 400, "aud is set by the transmitter"},
 		{"aud not a string", "POST", `{"delivery":{"method":"urn:ietf:rfc:8936"},"aud":7}`, 400, "aud"},
 		{"events_requested not an array", "POST", `{"delivery":{"method":"urn:ietf:rfc:8936"},"events_requested":"x"}`, 400, ""},
 		{"patch without id", "PATCH", `{"description":"x"}`, 400, "stream_id"},
@@ -125,6 +125,12 @@ func TestTransmitBadInput(t *testing.T) {
 			t.Errorf("%s: %d %v, want %d with %q", c.name, st, out, c.want, c.detail)
 		}
 	}
+	// No delivery: a poll stream (SSF 1.0 §8.1.1.1).
+	def := ssfDo(t, h, b, "POST", transmit.ConfigurationPath, `{}`, http.StatusCreated)
+	if d := def["delivery"].(map[string]any); d["method"] != transmit.DeliveryPoll || !strings.HasSuffix(d["endpoint_url"].(string), def["stream_id"].(string)) {
+		t.Errorf("a stream created without delivery: %v", def)
+	}
+	ssfDo(t, h, b, "DELETE", transmit.ConfigurationPath+"?stream_id="+def["stream_id"].(string), "", http.StatusNoContent)
 	// Another receiver's stream does not exist for b.
 	for _, c := range []struct{ method, path, body string }{
 		{"GET", transmit.ConfigurationPath + "?stream_id=" + id, ""},
