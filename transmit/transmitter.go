@@ -16,8 +16,8 @@ import (
 // Errors of the transmitter's operations, for the API to map; each is
 // wrapped with a detail a user may be shown.
 var (
-	ErrTooSoon   = errors.New("transmit: too soon")
-	ErrLimit     = errors.New("transmit: limit reached")
+	ErrTooSoon = errors.New("transmit: too soon")
+	ErrLimit   = errors.New("transmit: limit reached")
 )
 
 // invalid returns an ErrInvalid error with a user-facing detail.
