@@ -87,7 +87,7 @@ func nodeInterop(t *testing.T) (node, dir string) {
 	}
 	nodeInstall.Do(func() {
 		installed := true
-		for _, pkg := range []string{"oauth4webapi", "jose", "playwright-core"} {
+		for _, pkg := range []string{"oauth4webapi", "jose", "playwright-core", "standardwebhooks"} {
 			if _, err := os.Stat(filepath.Join(dir, "node_modules", pkg)); err != nil {
 				installed = false
 			}

@@ -34,7 +34,7 @@ func TestSSFAndWebhooksWithOutsideLibraries(t *testing.T) {
 	if err != nil {
 		t.Fatalf("an outside library refused what the ledger sent: %v", err)
 	}
-	if n := strings.Count(string(out), "ok: "); n != 15 {
-		t.Fatalf("%d checks passed, want 15", n)
+	if n := strings.Count(string(out), "ok: "); n != 16 {
+		t.Fatalf("%d checks passed, want 16", n)
 	}
 }
