@@ -150,8 +150,8 @@ func (b *DeliveryBucket) Watch(ctx context.Context, filter string, fn func(key s
 }
 
 // DeliveryAckWait is how long a delivery may take before the message goes
-// to another instance: longer than any attempt (its timeout, 10 s) and the
-// signing and acknowledgement around it. It is also how long the message an
+// to another instance: the handler of a message is bounded to three
+// quarters of it, the acknowledgement after it to 5 s. It is also how long the message an
 // instance held when it died waits before another has it.
 const DeliveryAckWait = 20 * time.Second
 
@@ -323,7 +323,10 @@ func deliveryErr(err error) error {
 // its own timeout): one handed back instead would, across a restart of the
 // server, wait out its ack wait before anyone had it again.
 func (s *Store) deliverOne(ctx context.Context, msg jetstream.Msg, rd *reader, fn func(context.Context, Delivery) Verdict) (done bool, err error) {
-	ctx = context.WithoutCancel(ctx)
+	// Bounded as a whole well inside the ack wait, so that the message is
+	// never handed to another instance while this one still sends it.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), DeliveryAckWait*3/4)
+	defer cancel()
 	md, err := msg.Metadata()
 	if err != nil {
 		_ = msg.Term()
@@ -343,8 +346,8 @@ func (s *Store) deliverOne(ctx context.Context, msg jetstream.Msg, rd *reader, f
 	}
 	// Acknowledged before the next message is asked for, and confirmed, so
 	// that a message is not delivered again once its successor was.
-	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
+	actx, cancelAck := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancelAck()
 	if err := msg.DoubleAck(actx); err != nil {
 		return false, fmt.Errorf("eventstore: ack: %w", err)
 	}

@@ -3,12 +3,14 @@ package transmit
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
-	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -219,7 +221,7 @@ func (t *Transmitter) send(ctx context.Context, ep *Endpoint, e domain.Event) er
 		return t.postWebhook(ctx, ep, e.ID, body)
 	case KindStream:
 		for _, sig := range signals(t.issuer, e, userID, ep.Stream.EventsDelivered) {
-			set, err := t.signSignal(sig, ep.Stream.Audience, e.Time)
+			set, err := t.signSignal(sig, ep.Stream.Audience, t.now())
 			if err != nil {
 				return err
 			}
@@ -287,11 +289,7 @@ func (t *Transmitter) post(ctx context.Context, target string, h http.Header, bo
 	req.Header.Set("User-Agent", "sessionledger")
 	resp, err := t.client.Do(req)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return 0, fmt.Errorf("POST %s: %w", req.URL.Host, err)
+		return 0, fmt.Errorf("POST %s: %w", req.URL.Host, failureCause(err))
 	}
 	defer resp.Body.Close()
 	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
@@ -315,3 +313,25 @@ func (t *Transmitter) post(ctx context.Context, target string, h http.Header, bo
 }
 
 func authorizationName(id string) string { return "endpoint/" + id + "/authorization" }
+
+// failureCause is what a failed request is recorded and logged as: a kind
+// of failure, never the addresses a name resolved to or the resolver's
+// (an admin could otherwise map an internal network through the failures).
+func failureCause(err error) error {
+	var dnsErr *net.DNSError
+	var tlsErr *tls.CertificateVerificationError
+	var opErr *net.OpError
+	switch {
+	case errors.Is(err, ErrURLRefused):
+		return errors.New("refused by the URL policy: the host resolves to a private, local or reserved address")
+	case errors.Is(err, context.DeadlineExceeded) || os.IsTimeout(err):
+		return errors.New("timed out")
+	case errors.As(err, &dnsErr):
+		return errors.New("the name does not resolve")
+	case errors.As(err, &tlsErr):
+		return errors.New("the TLS certificate does not verify")
+	case errors.As(err, &opErr) && opErr.Op == "dial":
+		return errors.New("the connection was refused or could not be made")
+	}
+	return errors.New("the request failed (connection, TLS or protocol)")
+}

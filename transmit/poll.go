@@ -121,12 +121,9 @@ func (t *Transmitter) queuePolled(ctx context.Context, ep *Endpoint, jti, set st
 	})
 }
 
-// skipPolled moves ep's poll cursor to the end of the stream.
-func (t *Transmitter) skipPolled(ctx context.Context, ep *Endpoint) error {
-	last, err := t.store.LastSeq(ctx)
-	if err != nil {
-		return err
-	}
+// skipPolled moves ep's poll cursor to last (the end of the stream when
+// the stream was disabled).
+func (t *Transmitter) skipPolled(ctx context.Context, ep *Endpoint, last uint64) error {
 	return t.changePoll(ctx, ep, func(st *pollState) error {
 		st.Cursor, st.Acked = max(st.Cursor, last), nil
 		return nil
@@ -138,7 +135,6 @@ type polled struct {
 	seq uint64
 	jti string
 	sig signal
-	at  time.Time // the event's time: the SET's iat
 }
 
 // Poll answers an RFC 8936 poll of the stream id: it records the
@@ -164,15 +160,22 @@ func (t *Transmitter) Poll(ctx context.Context, c Caller, id string, req PollReq
 		return PollResponse{}, invalid("at most %d acknowledgements and errors in one poll", maxAcks)
 	}
 	acks := slices.Clone(req.Ack)
-	for jti, e := range req.SetErrs {
-		// The receiver has the SET; it will not take it again.
-		t.log.Info("transmit: a receiver reported a SET error", "endpoint", ep.ID, "jti", jti, "err", e.Err)
-		acks = append(acks, jti)
+	for jti := range req.SetErrs {
+		acks = append(acks, jti) // the receiver has the SET; it will not take it again
 	}
 	for _, a := range acks {
 		if len(a) > 128 {
 			return PollResponse{}, invalid("ack entries are jti values")
 		}
+	}
+	if len(req.SetErrs) > 0 {
+		codes := map[string]int{}
+		for _, e := range req.SetErrs {
+			if len(e.Err) <= 32 {
+				codes[e.Err]++
+			}
+		}
+		t.log.Info("transmit: a receiver reported SET errors", "endpoint", ep.ID, "count", len(req.SetErrs), "codes", codes)
 	}
 	if len(acks) > 0 {
 		if err := t.changePoll(ctx, ep, func(st *pollState) error { return t.acknowledge(ctx, ep, st, acks) }); err != nil {
@@ -206,7 +209,7 @@ func (t *Transmitter) Poll(ctx context.Context, c Caller, id string, req PollReq
 		return PollResponse{}, err
 	}
 	for _, p := range pending {
-		set, err := t.signSignal(p.sig, ep.Stream.Audience, p.at)
+		set, err := t.signSignal(p.sig, ep.Stream.Audience, t.now())
 		if err != nil {
 			return PollResponse{}, err
 		}
@@ -230,15 +233,13 @@ func (t *Transmitter) acknowledge(ctx context.Context, ep *Endpoint, st *pollSta
 	}
 	// Read as far as the acknowledgements may reach.
 	for reads := 0; len(st.Acked) > 0 && reads < 8; reads++ {
-		sets, err := t.setsAfter(ctx, ep, st.Cursor, len(st.Acked)+1, 0)
+		sets, through, _, err := t.setsAfter(ctx, ep, st.Cursor, len(st.Acked)+1, 0)
 		if err != nil {
 			return err
 		}
-		if len(sets) == 0 {
-			break
-		}
 		moved := false
-		for i := 0; i < len(sets); {
+		i := 0
+		for i < len(sets) {
 			seq := sets[i].seq
 			j := i
 			all := true
@@ -254,6 +255,9 @@ func (t *Transmitter) acknowledge(ctx context.Context, ep *Endpoint, st *pollSta
 			st.Cursor, moved = seq, true
 			i = j
 		}
+		if i == len(sets) && through > st.Cursor {
+			st.Cursor, moved = through, true // every SET read is acknowledged: past the records that made none
+		}
 		if !moved {
 			break
 		}
@@ -267,12 +271,15 @@ func (t *Transmitter) acknowledge(ctx context.Context, ep *Endpoint, st *pollSta
 }
 
 // unacknowledged returns up to limit SETs after st's cursor not yet
-// acknowledged, and whether more wait.
+// acknowledged, and whether more wait. When it found none, it moves the
+// cursor over what it read (records that make no SET for this stream, or
+// whose SETs are all acknowledged), so that the next poll neither reads
+// them again nor stops at its read bound before a SET the stream wants.
 func (t *Transmitter) unacknowledged(ctx context.Context, ep *Endpoint, st pollState, limit int, wait time.Duration) ([]polled, bool, error) {
 	if limit <= 0 {
 		return nil, true, nil
 	}
-	sets, err := t.setsAfter(ctx, ep, st.Cursor, limit+len(st.Acked)+1, wait)
+	sets, through, capped, err := t.setsAfter(ctx, ep, st.Cursor, limit+len(st.Acked)+1, wait)
 	if err != nil {
 		return nil, false, err
 	}
@@ -286,31 +293,52 @@ func (t *Transmitter) unacknowledged(ctx context.Context, ep *Endpoint, st pollS
 		}
 		out = append(out, p)
 	}
-	return out, false, nil
+	if len(out) == 0 && through > st.Cursor {
+		from := st.Cursor
+		err := t.changePoll(ctx, ep, func(cur *pollState) error {
+			if cur.Cursor == from {
+				cur.Cursor = through
+				cur.Acked = slices.DeleteFunc(cur.Acked, func(a string) bool {
+					return slices.ContainsFunc(sets, func(p polled) bool { return p.jti == a })
+				})
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, false, err
+		}
+	}
+	return out, capped, nil
 }
 
 // setsAfter returns the SETs of ep made of the events after seq (records
 // that make none are passed over): at least n of them if there are, in
-// whole events. When there are none, it waits up to wait for one.
-func (t *Transmitter) setsAfter(ctx context.Context, ep *Endpoint, seq uint64, n int, wait time.Duration) ([]polled, error) {
+// whole events, reading at most 16 chunks of records. through is the
+// sequence of the last record read (seq if none), capped whether the read
+// stopped at its bound with records left. When there are none, it waits up
+// to wait for one.
+func (t *Transmitter) setsAfter(ctx context.Context, ep *Endpoint, seq uint64, n int, wait time.Duration) (out []polled, through uint64, capped bool, err error) {
 	const chunk = MaxMaxEvents
-	var out []polled
-	for reads := 0; len(out) < n && reads < 16; reads++ {
-		recs, err := t.store.ReadRecords(ctx, eventstore.TypeSubjects(ep.Types), seq, chunk, wait)
+	through = seq
+	for reads := 0; len(out) < n; reads++ {
+		if reads == 16 {
+			return out, through, true, nil
+		}
+		recs, err := t.store.ReadRecords(ctx, eventstore.TypeSubjects(ep.Types), through, chunk, wait)
 		if err != nil {
-			return nil, err
+			return nil, 0, false, err
 		}
 		for _, r := range recs {
-			seq = r.Seq
+			through = r.Seq
 			if r.Kind != domain.RecordEvent {
 				continue
 			}
 			userID, err := t.users.of(ctx, r.Event)
 			if err != nil {
-				return nil, err
+				return nil, 0, false, err
 			}
 			for _, sig := range signals(t.issuer, r.Event, userID, ep.Stream.EventsDelivered) {
-				out = append(out, polled{seq: r.Seq, jti: sig.jti, sig: sig, at: r.Event.Time})
+				out = append(out, polled{seq: r.Seq, jti: sig.jti, sig: sig})
 			}
 		}
 		if len(recs) < chunk {
@@ -318,7 +346,7 @@ func (t *Transmitter) setsAfter(ctx context.Context, ep *Endpoint, seq uint64, n
 		}
 		wait = 0
 	}
-	return out, nil
+	return out, through, false, nil
 }
 
 // validJTI reports whether a is shaped like a jti of this transmitter.

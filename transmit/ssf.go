@@ -234,7 +234,7 @@ func (t *Transmitter) applyRequest(ctx context.Context, c Caller, ep *Endpoint, 
 			return invalid("delivery.method cannot change: delete the stream and create another")
 		}
 		ep.Stream.Method = d.Method
-		if len(d.AuthorizationHeader) > maxAuthorization || strings.ContainsAny(d.AuthorizationHeader, "\r\n\x00") {
+		if len(d.AuthorizationHeader) > maxAuthorization || strings.ContainsFunc(d.AuthorizationHeader, func(r rune) bool { return (r < 0x20 && r != '\t') || r == 0x7f }) {
 			return invalid("delivery.authorization_header must be one line of at most %d bytes", maxAuthorization)
 		}
 		if d.AuthorizationHeader != "" && d.Method == DeliveryPoll {
@@ -333,10 +333,17 @@ func (t *Transmitter) UpdateStream(ctx context.Context, c Caller, req StreamRequ
 		if !c.may(ep) {
 			return ErrNotFound
 		}
+		kept := ep.Stream.AuthorizationHeader // sealed
 		if err := t.applyRequest(ctx, c, ep, req, replace); err != nil {
 			return err
 		}
 		if req.Delivery != nil {
+			// PATCH keeps a header it does not send (SSF 1.0 §8.1.1.3);
+			// PUT replaces it.
+			if !replace && req.Delivery.AuthorizationHeader == "" {
+				ep.Stream.AuthorizationHeader = kept
+				return nil
+			}
 			ep.Stream.AuthorizationHeader = ""
 			if a := req.Delivery.AuthorizationHeader; a != "" {
 				sealed, err := t.reg.sealer.Seal(authorizationName(ep.ID), []byte(a))
@@ -393,6 +400,11 @@ func (t *Transmitter) SetStatus(ctx context.Context, c Caller, s StreamStatus) (
 	if _, err := t.stream(ctx, c, s.StreamID); err != nil {
 		return StreamStatus{}, err
 	}
+	// Read before the change: events stored after it are delivered.
+	last, err := t.store.LastSeq(ctx)
+	if err != nil {
+		return StreamStatus{}, err
+	}
 	var was string
 	ep, err := t.reg.Update(ctx, s.StreamID, func(ep *Endpoint) error {
 		was = ep.Status
@@ -405,7 +417,7 @@ func (t *Transmitter) SetStatus(ctx context.Context, c Caller, s StreamStatus) (
 	if ep.Stream.Method == DeliveryPoll && was == StatusDisabled && s.Status != StatusDisabled {
 		// Events recorded while disabled are not held: polling resumes
 		// from now.
-		if err := t.skipPolled(ctx, ep); err != nil {
+		if err := t.skipPolled(ctx, ep, last); err != nil {
 			return StreamStatus{}, err
 		}
 	}

@@ -95,7 +95,14 @@ func (p URLPolicy) Check(raw string) (*url.URL, error) {
 	if u.Fragment != "" || strings.Contains(raw, "#") {
 		return nil, refused("a fragment is not allowed")
 	}
-	host := strings.ToLower(u.Hostname())
+	host := strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
+	if host == "" {
+		return nil, refused("no host")
+	}
+	if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err != nil && numericLabel(host) {
+		// 2130706433, 0x7f.1, 127.1: IPv4 in forms resolvers differ on.
+		return nil, refused("not a host name or an IP address in standard form")
+	}
 	loopback := isLoopbackName(host)
 	switch u.Scheme {
 	case "https":
@@ -126,7 +133,7 @@ var privatePrefixes = func() []netip.Prefix {
 		"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
 		"192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
 		"203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4", "255.255.255.255/32",
-		"::/128", "::1/128", "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32", "2002::/16",
+		"::/96", "::1/128", "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32", "2002::/16",
 		"fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
 	} {
 		out = append(out, netip.MustParsePrefix(s))
@@ -209,7 +216,7 @@ func (p URLPolicy) CheckResolved(ctx context.Context, u *url.URL) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	addrs, err := lookupNetIP(ctx, "ip", host)
 	if err != nil {
 		return nil
 	}
@@ -221,3 +228,24 @@ func (p URLPolicy) CheckResolved(ctx context.Context, u *url.URL) error {
 	}
 	return nil
 }
+
+// numericLabel reports whether host's last label is a number (decimal or
+// 0x hex): no top-level domain is, so the host is an IPv4 address written
+// in a form that is not the standard one.
+func numericLabel(host string) bool {
+	label := host[strings.LastIndex(host, ".")+1:]
+	digits := strings.TrimPrefix(label, "0x")
+	if digits == "" {
+		return label != ""
+	}
+	for _, c := range digits {
+		isHex := strings.HasPrefix(label, "0x") && (c >= 'a' && c <= 'f')
+		if !(c >= '0' && c <= '9') && !isHex {
+			return false
+		}
+	}
+	return true
+}
+
+// lookupNetIP resolves names for CheckResolved (a test replaces it).
+var lookupNetIP = net.DefaultResolver.LookupNetIP

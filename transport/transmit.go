@@ -33,7 +33,7 @@ func (s *Server) ssfRoutes(e *echo.Echo) {
 		c.Response().Header().Set("Cache-Control", "public, max-age="+strconv.Itoa(int(s.cfg.JWKSMaxAge.Seconds())))
 		return c.Blob(http.StatusOK, "application/jwk-set+json", jwks)
 	})
-	read, manage, any := s.ssfAuth(transmit.ScopeRead), s.ssfAuth(transmit.ScopeManage), s.ssfAuth("")
+	read, manage := s.ssfAuth(transmit.ScopeRead), s.ssfAuth(transmit.ScopeManage)
 	e.GET(transmit.ConfigurationPath, s.getStreams, s.limit, read)
 	e.POST(transmit.ConfigurationPath, s.createStream, s.limit, manage)
 	e.PATCH(transmit.ConfigurationPath, s.updateStream(false), s.limit, manage)
@@ -42,7 +42,7 @@ func (s *Server) ssfRoutes(e *echo.Echo) {
 	e.GET(transmit.StatusPath, s.streamStatus, s.limit, read)
 	e.POST(transmit.StatusPath, s.setStreamStatus, s.limit, manage)
 	e.POST(transmit.VerificationPath, s.verifyStream, s.limit, manage)
-	e.POST(transmit.PollPath+":stream_id", s.poll, s.limit, any)
+	e.POST(transmit.PollPath+":stream_id", s.poll, s.limit, read)
 }
 
 func (s *Server) transmitAdminRoutes(admin *echo.Group) {
@@ -60,7 +60,7 @@ func (s *Server) transmitAdminRoutes(admin *echo.Group) {
 }
 
 // ssfAuth checks "Authorization: Bearer" for a receiver's token carrying
-// scope (any receiver token when empty), or the admin token where the
+// scope, or the admin token where the
 // admin API is served on this listener too.
 func (s *Server) ssfAuth(scope string) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {

@@ -84,6 +84,12 @@ func TestTransmitBadInput(t *testing.T) {
 	if resp := h.raw("GET", transmit.ConfigurationPath, "", "", ro); resp.status != http.StatusOK || resp.body != "[]" {
 		t.Errorf("read-only receiver listing its streams: %d %s", resp.status, resp.body)
 	}
+	manageOnly := h.mustAdmin("POST", "/v1/ssf/receivers", `{"name":"mo","audience":"https://mo.example","scopes":["ssf.manage"]}`, http.StatusCreated)
+	mo := http.Header{"Authorization": {"Bearer " + manageOnly["token"].(string)}}
+	moStream := ssfDo(t, h, mo, "POST", transmit.ConfigurationPath, `{}`, http.StatusCreated)["stream_id"].(string)
+	if st, _ := h.do("POST", transmit.PollPath+moStream, "application/json", `{"returnImmediately":true}`, mo); st != http.StatusForbidden {
+		t.Errorf("polling with ssf.manage only: %d, want 403 (ssf.read)", st)
+	}
 	for _, bad := range []string{`{"name":"","audience":"x"}`, `{"name":"x","audience":""}`, `{"name":"x","audience":"y","scopes":["admin"]}`} {
 		if st, _ := h.admin("POST", "/v1/ssf/receivers", bad); st != http.StatusBadRequest {
 			t.Errorf("receiver %s: %d, want 400", bad, st)
@@ -105,6 +111,7 @@ func TestTransmitBadInput(t *testing.T) {
 		{"private push", "POST", `{"delivery":{"method":"urn:ietf:rfc:8935","endpoint_url":"https://192.168.1.1/x"}}`, 400, "private"},
 		{"loopback push", "POST", `{"delivery":{"method":"urn:ietf:rfc:8935","endpoint_url":"` + internal.URL + `"}}`, 400, "https"},
 		{"poll with a URL", "POST", `{"delivery":{"method":"urn:ietf:rfc:8936","endpoint_url":"https://hooks.example.com/x"}}`, 400, "supplied by the transmitter"},
+		{"header with a control character", "POST", `{"delivery":{"method":"urn:ietf:rfc:8935","endpoint_url":"https://hooks.example.com/x","authorization_header":"Bearer a\u0001b"}}`, 400, "one line"},
 		{"header with a newline", "POST", `{"delivery":{"method":"urn:ietf:rfc:8935","endpoint_url":"https://hooks.example.com/x","authorization_header":"Bearer a\r\nX-Evil: 1"}}`, 400, "one line"},
 		{"events not URIs", "POST", `{"delivery":{"method":"urn:ietf:rfc:8936"},"events_requested":["session-revoked"]}`, 400, "event type URIs"},
 		{"no supported event", "POST", `{"delivery":{"method":"urn:ietf:rfc:8936"},"events_requested":["https://schemas.openid.net/secevent/caep/event-type/device-compliance-change"]}`, 400, "none of events_requested"},

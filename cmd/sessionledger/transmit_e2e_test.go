@@ -190,6 +190,13 @@ func TestWebhookAndSSFDelivery(t *testing.T) {
 	}
 	if claims["jti"] != jti {
 		t.Fatalf("push jti %v, poll jti %s: the same event's SET must have the same jti", claims["jti"], jti)
+	} // A PATCH that sends delivery without the header keeps it (SSF 1.0
+	// §8.1.1.3): the next push still carries it.
+	ssfDo(t, h, auth, "PATCH", transmit.ConfigurationPath, `{"stream_id":"`+stream["stream_id"].(string)+`","delivery":{"method":"urn:ietf:rfc:8935","endpoint_url":"`+push.URL+`/events2"}}`, http.StatusOK)
+	s2 := h.issue(`{"user_id":"alice"}`)
+	h.mustAdmin("DELETE", "/v1/sessions/"+s2.ID, "", http.StatusNoContent)
+	if again := push.waitFor(t, 2, 10*time.Second)[1]; again.Header.Get("Authorization") != "Bearer receiver-secret" {
+		t.Fatalf("after a PATCH without the header, the push carried %q", again.Header.Get("Authorization"))
 	}
 }
 

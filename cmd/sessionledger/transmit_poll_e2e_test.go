@@ -120,3 +120,35 @@ func TestPollStream(t *testing.T) {
 		t.Fatalf("a poll whose client went away was logged as an error:\n%s", grepLines(h.logs.String(), "ERROR"))
 	}
 }
+
+// TestPollStreamPassesOverOtherEvents: a stream of credential-change only
+// moves past the session revocations it gets no SET for, so that a long
+// poll then waits instead of reading them again (and a long run of them
+// can never stand between the receiver and its next SET); the
+// deactivation that follows comes.
+func TestPollStreamPassesOverOtherEvents(t *testing.T) {
+	h := boot(t, "", nil)
+	auth := ssfReceiver(t, h, "https://poll.example")
+	id := ssfDo(t, h, auth, "POST", transmit.ConfigurationPath, `{"events_requested":["`+transmit.EventCredentialChange+`"]}`, http.StatusCreated)["stream_id"].(string)
+	path := transmit.PollPath + id
+	for i := range 10 {
+		s := h.issue(fmt.Sprintf(`{"user_id":"o%d"}`, i))
+		h.mustAdmin("DELETE", "/v1/sessions/"+s.ID, "", http.StatusNoContent)
+	}
+	if jtis, _, _ := pollSETs(t, h, auth, path, `{"returnImmediately":true}`); len(jtis) != 0 {
+		t.Fatalf("revocations made credential-change SETs: %v", jtis)
+	}
+	req, _ := http.NewRequest("POST", h.url+path, strings.NewReader(`{}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", auth.Get("Authorization"))
+	start := time.Now()
+	if resp, err := (&http.Client{Timeout: 1500 * time.Millisecond}).Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("a long poll with only passed-over events behind the cursor answered %d after %v: the cursor did not move", resp.StatusCode, time.Since(start))
+	}
+	h.mustAdmin("POST", "/v1/users/o3/deactivate", "", http.StatusNoContent)
+	jtis, claims, _ := pollSETs(t, h, auth, path, `{"returnImmediately":true}`)
+	if len(jtis) != 1 || claims[jtis[0]]["events"].(map[string]any)[transmit.EventCredentialChange] == nil {
+		t.Fatalf("after the deactivation: %v", claims)
+	}
+}
